@@ -1,0 +1,85 @@
+"""The one image type of the library: a numpy array with its physical geometry and metadata.
+
+Axis order follows numpy / SimpleITK's `GetArrayFromImage`: a 3D volume is (slices, rows, cols) = (z, y, x);
+a 4D series is (time, z, y, x). Geometry is given in ITK's LPS convention and in (x, y, z) order:
+`spacing` in mm, `origin` in mm (centre of the first voxel), `direction` a row-major 3x3 matrix whose
+columns are the x, y, z axis directions.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import numpy as np
+
+from .errors import GeometryError, InputError
+
+IDENTITY = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0)
+
+
+@dataclasses.dataclass
+class Volume:
+    """An image array with geometry.
+
+    array: (z, y, x) for 3D, (t, z, y, x) for a time series; any numeric dtype.
+    spacing: (sx, sy, sz) in mm. origin: (ox, oy, oz) in mm, LPS. direction: 9 floats, row-major 3x3.
+    metadata: free-form, JSON-serialisable values (modality, units, inversion_times_ms, trigger_times_ms,
+    source file names, ...).
+    """
+
+    array: np.ndarray
+    spacing: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    origin: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    direction: tuple[float, ...] = IDENTITY
+    metadata: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.array = np.asarray(self.array)
+        self.spacing = tuple(float(v) for v in self.spacing)
+        self.origin = tuple(float(v) for v in self.origin)
+        self.direction = tuple(float(v) for v in np.asarray(self.direction, dtype=float).ravel())
+        if self.array.ndim not in (3, 4):
+            raise InputError(f"a Volume array must be 3D (z, y, x) or 4D (t, z, y, x); got shape {self.array.shape}")
+        if len(self.spacing) != 3 or len(self.origin) != 3 or len(self.direction) != 9:
+            raise InputError("spacing and origin need 3 values and direction 9 (a 3x3 matrix)")
+        if min(self.spacing) <= 0:
+            raise InputError(f"voxel spacing must be positive; got {self.spacing}")
+
+    @property
+    def spatial_shape(self) -> tuple[int, int, int]:
+        """(z, y, x) shape, whatever the number of time points."""
+        return tuple(self.array.shape[-3:])  # type: ignore[return-value]
+
+    def with_array(self, array: np.ndarray, **metadata: Any) -> "Volume":
+        """A new Volume on the same geometry with another array (same spatial shape) and updated metadata."""
+        array = np.asarray(array)
+        if array.shape[-3:] != self.spatial_shape:
+            raise GeometryError(f"array of spatial shape {array.shape[-3:]} does not fit a grid of {self.spatial_shape}")
+        return Volume(array, self.spacing, self.origin, self.direction, {**self.metadata, **metadata})
+
+    def index_to_physical(self) -> np.ndarray:
+        """4x4 matrix mapping (x, y, z, 1) voxel indices to LPS millimetres."""
+        matrix = np.eye(4)
+        matrix[:3, :3] = np.asarray(self.direction).reshape(3, 3) * np.asarray(self.spacing)[None, :]
+        matrix[:3, 3] = self.origin
+        return matrix
+
+    def same_geometry(self, other: "Volume", tolerance: float = 1e-4) -> bool:
+        """True when both volumes lie on the same spatial voxel grid."""
+        return (
+            self.spatial_shape == other.spatial_shape
+            and np.allclose(self.spacing, other.spacing, atol=tolerance)
+            and np.allclose(self.origin, other.origin, atol=tolerance)
+            and np.allclose(self.direction, other.direction, atol=tolerance)
+        )
+
+    def require_same_geometry(self, other: "Volume", what: str = "the two volumes") -> None:
+        """Raise GeometryError naming the first difference unless `other` is on this volume's grid."""
+        if self.spatial_shape != other.spatial_shape:
+            raise GeometryError(f"{what} differ in shape: {self.spatial_shape} vs {other.spatial_shape} (z, y, x)")
+        for name in ("spacing", "origin", "direction"):
+            mine, theirs = getattr(self, name), getattr(other, name)
+            if not np.allclose(mine, theirs, atol=1e-4):
+                raise GeometryError(f"{what} differ in {name}: {tuple(round(v, 4) for v in mine)} vs "
+                                    f"{tuple(round(v, 4) for v in theirs)}")

@@ -1,0 +1,35 @@
+# Two commands for a fresh machine: `make demo` and `make test`. Each creates (or reuses) .venv and installs
+# everything into it: torch first from its CPU wheel, then the project with its pinned dependencies.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.cmrsynthesis-installed
+DEMO_OUT ?= demo_output
+
+.PHONY: demo test lint install checkpoints clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet torch==2.13.0
+	$(PY) -m pip install --quiet -e ".[test]"
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/cmrsynth demo --out $(DEMO_OUT)
+
+test: $(STAMP)
+	QT_QPA_PLATFORM=offscreen $(PY) -m pytest -q Testing
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check CMRSynthesis CMRSynthesisLib training Testing benchmarks
+
+# Re-train the shipped demo checkpoints (CPU, about 40 minutes) and refresh the manifest.
+checkpoints: $(STAMP)
+	$(PY) -m training scar_enhancement_segmenter --config training/configs/scar_segmenter_demo.json --out Resources/checkpoints/scar_enhancement_segmenter
+	$(PY) -m training scar_enhancement --config training/configs/scar_enhancement_demo.json --out Resources/checkpoints/scar_enhancement
+	$(PY) -m training manifest Resources/checkpoints
+
+clean:
+	rm -rf $(VENV) $(DEMO_OUT)
