@@ -51,7 +51,7 @@ class Volume:
         """(z, y, x) shape, whatever the number of time points."""
         return tuple(self.array.shape[-3:])  # type: ignore[return-value]
 
-    def with_array(self, array: np.ndarray, **metadata: Any) -> "Volume":
+    def with_array(self, array: np.ndarray, **metadata: Any) -> Volume:
         """A new Volume on the same geometry with another array (same spatial shape) and updated metadata."""
         array = np.asarray(array)
         if array.shape[-3:] != self.spatial_shape:
@@ -65,7 +65,7 @@ class Volume:
         matrix[:3, 3] = self.origin
         return matrix
 
-    def same_geometry(self, other: "Volume", tolerance: float = 1e-4) -> bool:
+    def same_geometry(self, other: Volume, tolerance: float = 1e-4) -> bool:
         """True when both volumes lie on the same spatial voxel grid."""
         return (
             self.spatial_shape == other.spatial_shape
@@ -74,7 +74,7 @@ class Volume:
             and np.allclose(self.direction, other.direction, atol=tolerance)
         )
 
-    def require_same_geometry(self, other: "Volume", what: str = "the two volumes") -> None:
+    def require_same_geometry(self, other: Volume, what: str = "the two volumes") -> None:
         """Raise GeometryError naming the first difference unless `other` is on this volume's grid."""
         if self.spatial_shape != other.spatial_shape:
             raise GeometryError(f"{what} differ in shape: {self.spatial_shape} vs {other.spatial_shape} (z, y, x)")

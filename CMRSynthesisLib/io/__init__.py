@@ -1,0 +1,33 @@
+"""Reading and writing volumes: DICOM (pydicom), NIfTI / NRRD / MetaImage (SimpleITK)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..errors import InputError
+from ..volume import Volume
+from .dicom import is_dicom_file, read_dicom_series
+from .itk_files import READ_SUFFIXES, itk_suffix, read_itk_file
+from .writing import file_sha256, write_volume
+
+__all__ = ["file_sha256", "read_dicom_series", "read_volume", "write_volume"]
+
+
+def read_volume(path: str | Path) -> Volume:
+    """Read an image from disk into a Volume.
+
+    A folder is read as one DICOM series; a *.dcm file or a file with the DICOM prefix as that single
+    (single- or multi-frame) DICOM file; *.nii, *.nii.gz, *.nrrd, *.nhdr, *.mha through SimpleITK.
+    Anything else, or an unreadable file, raises InputError naming the file and the reason.
+    """
+    path = Path(path)
+    if path.is_dir():
+        return read_dicom_series(path)
+    if not path.is_file():
+        raise InputError(f"{path}: no such file or folder")
+    if itk_suffix(path):
+        return read_itk_file(path)
+    if is_dicom_file(path):
+        return read_dicom_series([path])
+    raise InputError(f"{path}: not an image file this tool reads (expected a DICOM file or folder, or "
+                     f"{', '.join(READ_SUFFIXES)})")

@@ -1,0 +1,153 @@
+"""Conditional diffusion restricted to a region of interest (ROI), with partial diffusion and mean of k samples.
+
+Forward process (paper 002, eq. 3): x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) (m * eps), so voxels outside the
+binary ROI m carry no noise at any step; the training loss is the noise error on the ROI only (eq. 5). The
+network sees [x_t, condition] concatenated on the channel axis. Sampling starts from the input noised to t0
+(partial diffusion) and runs the reverse chain with MONAI's DDPM scheduler (every step) or DDIM scheduler (a
+coarse grid below t0); outside the ROI every intermediate image is set to its known forward value
+sqrt(abar_t) x_0. The k samples of each image run as one batch; their mean and per-voxel SD come back together.
+
+Tensors are (batch, channels, y, x) and image values are scaled to [-1, 1] (the schedulers clip predicted x0 there).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from monai.networks.schedulers import DDIMScheduler, DDPMScheduler
+
+from ..errors import Cancelled, InputError
+
+Progress = Callable[[float, str], "bool | None"]
+
+DEFAULT_SCHEDULE = {"num_train_timesteps": 1000, "schedule": "linear_beta", "beta_start": 1e-4, "beta_end": 0.02}
+SAMPLERS = ("ddpm", "ddim")
+
+
+@dataclasses.dataclass
+class SampleResult:
+    """Mean of the k samples (B, 1, y, x) and their per-voxel standard deviation (B, 1, y, x)."""
+
+    mean: torch.Tensor
+    std: torch.Tensor
+
+
+def report(progress: Progress | None, fraction: float, message: str) -> None:
+    """Call the progress callback; it returning False means the user cancelled."""
+    if progress is not None and progress(min(max(fraction, 0.0), 1.0), message) is False:
+        raise Cancelled("cancelled by the user")
+
+
+class RoiDiffusion:
+    """A noise-prediction network wrapped with ROI-restricted DDPM training and partial-diffusion sampling.
+
+    network: maps (x_t concatenated with the condition, timesteps) to predicted noise of x_t's shape.
+    schedule: DDPM schedule arguments (num_train_timesteps, schedule, beta_start, beta_end).
+    """
+
+    def __init__(self, network: torch.nn.Module, schedule: dict[str, Any] | None = None) -> None:
+        self.network = network
+        self.schedule = {**DEFAULT_SCHEDULE, **(schedule or {})}
+        self.ddpm = DDPMScheduler(**self.schedule, clip_sample=True)
+        self.num_train_timesteps = int(self.schedule["num_train_timesteps"])
+
+    def _abar(self, timesteps: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+        """Cumulative alpha products for timesteps (negative means "clean": 1), shaped to broadcast over `like`."""
+        table = self.ddpm.alphas_cumprod.to(like.device, like.dtype)
+        values = torch.where(timesteps >= 0, table[timesteps.clamp(min=0)], torch.ones_like(timesteps, dtype=like.dtype))
+        return values.reshape(-1, *([1] * (like.ndim - 1)))
+
+    def add_noise(self, x0: torch.Tensor, noise: torch.Tensor, roi: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
+        """x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) (roi * noise); exactly sqrt(abar_t) x0 outside the ROI."""
+        abar = self._abar(timesteps, x0)
+        return abar.sqrt() * x0 + (1 - abar).sqrt() * (roi * noise)
+
+    def predict_noise(self, x_t: torch.Tensor, condition: torch.Tensor | None, timesteps: torch.Tensor) -> torch.Tensor:
+        """The network's noise estimate for x_t (conditioned by channel concatenation)."""
+        inputs = x_t if condition is None else torch.cat([x_t, condition], dim=1)
+        return self.network(inputs, timesteps)
+
+    def training_loss(
+        self,
+        target: torch.Tensor,
+        condition: torch.Tensor | None,
+        roi: torch.Tensor,
+        generator: torch.Generator | None = None,
+        max_timestep: int | None = None,
+    ) -> torch.Tensor:
+        """Mean squared noise error over ROI voxels (paper eq. 5) at uniformly drawn timesteps < max_timestep."""
+        high = min(max_timestep or self.num_train_timesteps, self.num_train_timesteps)
+        timesteps = torch.randint(0, high, (target.shape[0],), device=target.device, generator=generator)
+        noise = torch.randn(target.shape, device=target.device, generator=generator)
+        x_t = self.add_noise(target, noise, roi, timesteps)
+        error = (self.predict_noise(x_t, condition, timesteps) - noise) * roi
+        return error.pow(2).sum() / roi.sum().clamp(min=1)
+
+    def timesteps(self, sampler: str, t0: int, ddim_steps: int) -> torch.Tensor:
+        """Reverse-chain timesteps from t0 down to 0: every step (DDPM) or a grid of stride t0 / ddim_steps (DDIM)."""
+        if not 1 <= t0 < self.num_train_timesteps:
+            raise InputError(f"partial-diffusion start step must be in 1..{self.num_train_timesteps - 1}; got {t0}")
+        if sampler == "ddpm":
+            return torch.arange(t0, -1, -1)
+        if sampler == "ddim":
+            stride = max(1, t0 // max(1, ddim_steps))
+            return torch.arange(t0, -1, -stride)
+        raise InputError(f"unknown sampler {sampler!r}; choose one of {SAMPLERS}")
+
+    def _scheduler(self, sampler: str, grid: torch.Tensor) -> DDPMScheduler | DDIMScheduler:
+        if sampler == "ddpm":
+            return self.ddpm
+        stride = int(grid[0] - grid[1]) if len(grid) > 1 else 1
+        ddim = DDIMScheduler(**self.schedule, clip_sample=True)
+        ddim.set_timesteps(self.num_train_timesteps // stride)  # makes step() go from t to t - stride
+        ddim.timesteps = grid
+        return ddim
+
+    @torch.no_grad()
+    def sample(
+        self,
+        image: torch.Tensor,
+        condition: torch.Tensor | None,
+        roi: torch.Tensor,
+        *,
+        t0: int = 250,
+        samples: int = 5,
+        sampler: str = "ddpm",
+        ddim_steps: int = 25,
+        generator: torch.Generator | None = None,
+        progress: Progress | None = None,
+    ) -> SampleResult:
+        """Partial diffusion of `image` (B, 1, y, x) inside `roi` (B, 1, y, x), k = `samples` runs as one batch.
+
+        The image is noised to step t0 inside the ROI, then denoised to 0 conditioned on `condition` (B, C, y, x).
+        Returns the mean and SD over the k samples; voxels outside the ROI equal `image` exactly.
+        """
+        if samples < 1:
+            raise InputError(f"the number of samples must be at least 1; got {samples}")
+        grid = self.timesteps(sampler, t0, ddim_steps)
+        scheduler = self._scheduler(sampler, grid)
+        repeat = lambda tensor: None if tensor is None else tensor.repeat_interleave(samples, dim=0)
+        x_start, cond, mask = repeat(image), repeat(condition), repeat(roi)
+        noise = torch.randn(x_start.shape, device=x_start.device, generator=generator)
+        batch = x_start.shape[0]
+        x_t = self.add_noise(x_start, noise, mask, torch.full((batch,), int(grid[0]), device=x_start.device))
+        result = x_t
+        for index, t in enumerate(grid.tolist()):
+            report(progress, index / len(grid), f"denoising step {index + 1}/{len(grid)} (t={t})")
+            eps = self.predict_noise(x_t, cond, torch.full((batch,), t, device=x_t.device, dtype=torch.long))
+            if sampler == "ddpm":
+                x_prev, x0_hat = scheduler.step(eps, t, x_t, generator=generator)
+                t_prev = t - 1
+            else:
+                x_prev, x0_hat = scheduler.step(eps, t, x_t, eta=0.0, generator=generator)
+                t_prev = int(grid[index + 1]) if index + 1 < len(grid) else -1
+            outside = self._abar(torch.full((batch,), t_prev, device=x_t.device), x_start).sqrt() * x_start
+            x_t = mask * x_prev + (1 - mask) * outside
+            result = mask * x0_hat + (1 - mask) * x_start
+        report(progress, 1.0, "denoising done")
+        result = result.reshape(-1, samples, *result.shape[1:])
+        std = result.std(dim=1, unbiased=False)
+        return SampleResult(mean=result.mean(dim=1), std=std)

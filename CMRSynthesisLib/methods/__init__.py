@@ -1,0 +1,23 @@
+"""The synthesis and enhancement methods, one module each, behind one entry point: `load_method`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from ..errors import InputError
+
+METHODS = ("scar_enhancement",)
+
+
+def load_method(name: str, checkpoint: str | Path | None = None, device: str = "auto", **options: Any):
+    """Load a method by name with its checkpoint (None: the shipped demo model) on `device` ("auto", "cpu", "cuda").
+
+    The returned object has `run(inputs, *, steps, samples, seed, guidance, progress) -> dict of Volumes`;
+    `progress(fraction, message)` may return False to cancel (raises Cancelled).
+    """
+    if name == "scar_enhancement":
+        from .scar_enhancement import ScarEnhancement
+
+        return ScarEnhancement.load(checkpoint, device=device, **options)
+    raise InputError(f"unknown method {name!r}; available: {', '.join(METHODS)}")

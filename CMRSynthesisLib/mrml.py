@@ -1,0 +1,199 @@
+"""MRML scene <-> Volume: read volume and segmentation nodes as Volumes, add results as new nodes, overlay them.
+
+Everything works on a `vtkMRMLScene` passed in, so the same code runs inside 3D Slicer and on the Qt-free
+`slicer-core` package. Slicer stores a node's voxel-to-world matrix in RAS; a Volume is in LPS (as ITK): the two
+differ by the sign of the x and y axes. Nodes are read as copies and never modified.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterable, Iterator, Mapping
+from pathlib import Path
+
+import numpy as np
+import slicer
+import vtk
+from vtk.util import numpy_support
+
+from .errors import InputError
+from .volume import Volume
+
+LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])  # its own inverse: also RAS -> LPS
+
+
+def volume_from_node(node) -> Volume:
+    """A copy of a scalar or labelmap volume node's voxels (z, y, x) with its geometry in LPS.
+
+    The geometry is the node's own (local) one; a parent transform is not applied.
+    """
+    image = node.GetImageData() if node is not None and node.IsA("vtkMRMLVolumeNode") else None
+    scalars = image.GetPointData().GetScalars() if image is not None else None
+    name = node.GetName() if node is not None else None
+    if scalars is None or scalars.GetNumberOfTuples() == 0:
+        raise InputError(f"node '{name}' is not a volume node with voxels")
+    if scalars.GetNumberOfComponents() != 1:
+        raise InputError(f"volume '{name}' has {scalars.GetNumberOfComponents()} components per voxel; "
+                         "a scalar (single-component) volume is needed")
+    shape = tuple(reversed(image.GetDimensions()))
+    array = numpy_support.vtk_to_numpy(scalars).reshape(shape).copy()
+    ijk_to_ras = vtk.vtkMatrix4x4()
+    node.GetIJKToRASMatrix(ijk_to_ras)
+    ijk_to_lps = LPS_TO_RAS @ slicer.util.arrayFromVTKMatrix(ijk_to_ras)
+    spacing = np.linalg.norm(ijk_to_lps[:3, :3], axis=0)
+    direction = ijk_to_lps[:3, :3] / spacing
+    return Volume(array, tuple(spacing), tuple(ijk_to_lps[:3, 3]), tuple(direction.ravel()), {"name": name})
+
+
+def volume_from_segmentation(segmentation_node, reference_volume_node,
+                             segment_ids: Iterable[str] | None = None) -> Volume:
+    """Binary mask (uint8, 1 inside) of the union of segments, on the reference volume's voxel grid.
+
+    segment_ids: the segments to join; all segments when None. Raises InputError for an unknown segment id or
+    when the mask is empty on the reference grid.
+    """
+    _register_segmentation_converters()
+    name = segmentation_node.GetName()
+    segmentation = segmentation_node.GetSegmentation()
+    available = [segmentation.GetNthSegmentID(i) for i in range(segmentation.GetNumberOfSegments())]
+    chosen = available if segment_ids is None else list(segment_ids)
+    unknown = [segment_id for segment_id in chosen if segment_id not in available]
+    if unknown:
+        raise InputError(f"segmentation '{name}' has no segment {unknown}; it has {available}")
+    if not chosen:
+        raise InputError(f"segmentation '{name}' has no segments")
+    ids = vtk.vtkStringArray()
+    for segment_id in chosen:
+        ids.InsertNextValue(segment_id)
+    scene = segmentation_node.GetScene()
+    with _temporary_nodes(scene):
+        labelmap = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode")
+        exported = slicer.vtkSlicerSegmentationsModuleLogic.ExportSegmentsToLabelmapNode(
+            segmentation_node, ids, labelmap, reference_volume_node)
+        if not exported:
+            raise InputError(f"segments {chosen} of segmentation '{name}' could not be exported onto the grid "
+                             f"of '{reference_volume_node.GetName()}'")
+        labels = volume_from_node(labelmap)
+    mask = (labels.array > 0).astype(np.uint8)
+    if not mask.any():
+        raise InputError(f"segments {chosen} of segmentation '{name}' are empty on the voxel grid of "
+                         f"'{reference_volume_node.GetName()}': draw the heart region, or leave the ROI out")
+    return Volume(mask, labels.spacing, labels.origin, labels.direction, {"name": name})
+
+
+def volume_from_roi(roi_node, reference_volume_node) -> Volume:
+    """Binary mask of a region of interest given as a segmentation (all segments) or a labelmap (label > 0),
+    on the reference volume's voxel grid. A labelmap on another grid is resampled (nearest neighbour)."""
+    if roi_node.IsA("vtkMRMLSegmentationNode"):
+        return volume_from_segmentation(roi_node, reference_volume_node)
+    if not roi_node.IsA("vtkMRMLLabelMapVolumeNode"):
+        raise InputError(f"ROI '{roi_node.GetName()}' is a {roi_node.GetClassName()}; "
+                         "use a segmentation or a labelmap volume")
+    _register_segmentation_converters()
+    scene = roi_node.GetScene()
+    with _temporary_nodes(scene):
+        segmentation_node = scene.AddNewNodeByClass("vtkMRMLSegmentationNode")
+        segmentation_node.SetName(roi_node.GetName())
+        if not slicer.vtkSlicerSegmentationsModuleLogic.ImportLabelmapToSegmentationNode(roi_node, segmentation_node):
+            raise InputError(f"labelmap '{roi_node.GetName()}' could not be read as a region of interest")
+        return volume_from_segmentation(segmentation_node, reference_volume_node)
+
+
+def add_volume_node(scene, volume: Volume, name: str, *, labelmap: bool = False, reference_node=None):
+    """A new scalar (or labelmap) volume node holding a copy of a 3D Volume with its geometry.
+
+    The name is made unique in the scene. With a reference node, the new node gets the reference's parent
+    transform and subject-hierarchy folder, so it lies over the reference.
+    """
+    if volume.array.ndim != 3:
+        raise InputError(f"'{name}': a volume node holds a 3D (z, y, x) array; got shape {volume.array.shape}")
+    class_name = "vtkMRMLLabelMapVolumeNode" if labelmap else "vtkMRMLScalarVolumeNode"
+    node = scene.AddNewNodeByClass(class_name, scene.GenerateUniqueName(name))
+    slicer.util.updateVolumeFromArray(node, _vtk_compatible(volume.array, name))
+    node.SetIJKToRASMatrix(slicer.util.vtkMatrixFromArray(LPS_TO_RAS @ volume.index_to_physical()))
+    node.CreateDefaultDisplayNodes()
+    if reference_node is not None:
+        node.SetAndObserveTransformNodeID(reference_node.GetTransformNodeID())
+        _place_beside(node, reference_node)
+    return node
+
+
+def add_result_nodes(scene, results: Mapping[str, Volume], reference_node,
+                     labelmaps: Iterable[str] = ()) -> dict[str, object]:
+    """One new node per result, named "<reference name> <result key>", over the reference.
+
+    Every result must lie on the reference node's voxel grid (GeometryError otherwise), so overlays match
+    voxel for voxel. Keys in `labelmaps` become labelmap nodes.
+    """
+    reference = volume_from_node(reference_node)
+    labelmaps = set(labelmaps)
+    for key, volume in results.items():
+        reference.require_same_geometry(volume, f"the result '{key}' and the input '{reference_node.GetName()}'")
+    return {key: add_volume_node(scene, volume, f"{reference_node.GetName()} {key}", labelmap=key in labelmaps,
+                                 reference_node=reference_node)
+            for key, volume in results.items()}
+
+
+def show_overlay(scene, background_node, foreground_node, opacity: float = 0.5, label_node=None) -> None:
+    """Show `foreground_node` over `background_node` (and `label_node` as outlines) in every slice view."""
+    for index in range(scene.GetNumberOfNodesByClass("vtkMRMLSliceCompositeNode")):
+        composite = scene.GetNthNodeByClass(index, "vtkMRMLSliceCompositeNode")
+        composite.SetBackgroundVolumeID(background_node.GetID())
+        composite.SetForegroundVolumeID(foreground_node.GetID() if foreground_node is not None else None)
+        composite.SetForegroundOpacity(opacity)
+        if label_node is not None:
+            composite.SetLabelVolumeID(label_node.GetID())
+
+
+def write_node_to_file(node, path: str | Path, *, protected: Iterable[str | Path] = ()) -> Path:
+    """Write a volume node's voxels and geometry to NRRD / NIfTI (chosen by the suffix); returns the path."""
+    from .io import write_volume
+
+    return write_volume(volume_from_node(node), path, protected=protected)
+
+
+def _vtk_compatible(array: np.ndarray, name: str) -> np.ndarray:
+    """A C-contiguous array of a type VTK renders: bool -> uint8, 64-bit integers -> int32 (range-checked)."""
+    if array.dtype == bool:
+        return np.ascontiguousarray(array, dtype=np.uint8)
+    if array.dtype.kind in "iu" and array.dtype.itemsize == 8:
+        limits = np.iinfo(np.int32)
+        if array.size and (array.min() < limits.min or array.max() > limits.max):
+            raise InputError(f"'{name}': values {array.min()}..{array.max()} do not fit a 32-bit integer volume")
+        return np.ascontiguousarray(array, dtype=np.int32)
+    return np.ascontiguousarray(array)
+
+
+def _place_beside(node, reference_node) -> None:
+    """Put `node` in the subject-hierarchy folder of `reference_node`, when the reference has an item there."""
+    hierarchy = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(node.GetScene())
+    reference_item = hierarchy.GetItemByDataNode(reference_node) if hierarchy is not None else 0
+    if not reference_item:
+        return
+    parent = hierarchy.GetItemParent(reference_item)
+    item = hierarchy.GetItemByDataNode(node)
+    if item:
+        hierarchy.SetItemParent(item, parent)
+    else:  # slicer-core: no subject-hierarchy plugin creates items for new nodes
+        hierarchy.CreateItem(parent, node)
+
+
+@contextlib.contextmanager
+def _temporary_nodes(scene) -> Iterator[None]:
+    """Remove from the scene, on exit, every node added inside the block (helpers, display and colour nodes)."""
+    before = {scene.GetNthNode(i).GetID() for i in range(scene.GetNumberOfNodes())}
+    try:
+        yield
+    finally:
+        added = [scene.GetNthNode(i) for i in range(scene.GetNumberOfNodes())]
+        for node in added:
+            if node.GetID() not in before and node.GetScene() is scene:  # removing one may remove its display
+                scene.RemoveNode(node)
+
+
+def _register_segmentation_converters() -> None:
+    """Slicer registers the segmentation representation converters at start-up; plain slicer-core does not."""
+    factory = slicer.vtkSegmentationConverterFactory.GetInstance()
+    if not factory.GetConverterRules():
+        factory.RegisterConverterRule(slicer.vtkBinaryLabelmapToClosedSurfaceConversionRule())
+        factory.RegisterConverterRule(slicer.vtkClosedSurfaceToBinaryLabelmapConversionRule())

@@ -1,0 +1,42 @@
+"""Progress reporting for long work: a tqdm bar for people, one JSON line per update for programs (the Slicer
+module reads these), or nothing. A reporter is the `progress(fraction, message)` callback the methods take."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any, TextIO
+
+from tqdm import tqdm
+
+MODES = ("bar", "json", "none")
+
+
+def emit(stream: TextIO, kind: str, **fields: Any) -> None:
+    """Write one machine-readable line: {"type": kind, ...fields}."""
+    stream.write(json.dumps({"type": kind, **fields}) + "\n")
+    stream.flush()
+
+
+class Reporter:
+    """Callable progress sink. mode "bar": tqdm on stderr; "json": JSON lines on `stream`; "none": silent."""
+
+    def __init__(self, mode: str = "bar", stream: TextIO | None = None, min_step: float = 0.005) -> None:
+        if mode not in MODES:
+            raise ValueError(f"progress mode must be one of {MODES}")
+        self.mode, self.stream, self.min_step = mode, stream or sys.stdout, min_step
+        self.bar = tqdm(total=1000, unit="‰", dynamic_ncols=True, file=sys.stderr) if mode == "bar" else None
+        self.last = -1.0
+
+    def __call__(self, fraction: float, message: str) -> bool:
+        if self.bar is not None:
+            self.bar.n = round(fraction * 1000)
+            self.bar.set_description(message[:60], refresh=True)
+        elif self.mode == "json" and (fraction - self.last >= self.min_step or fraction >= 1.0):
+            emit(self.stream, "progress", fraction=round(fraction, 4), message=message)
+            self.last = fraction
+        return True
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()

@@ -1,0 +1,58 @@
+"""Train a checkpoint: `python -m training RECIPE --config CONFIG.json --out FOLDER [--resume] [--device ...]`,
+or under torchrun for several GPUs: `torchrun --nproc_per_node 4 -m training RECIPE ...`.
+`python -m training manifest FOLDER` rewrites FOLDER/manifest.json (sha256 of every checkpoint in it)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+from pathlib import Path
+
+import torch
+
+from CMRSynthesisLib.checkpoints import save_checkpoint, write_manifest
+
+from .distributed import setup, teardown
+from .recipes.scar_enhancement import RECIPES
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    parser = argparse.ArgumentParser(prog="python -m training", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("recipe", choices=[*RECIPES, "manifest"])
+    parser.add_argument("folder", nargs="?", help="for 'manifest': the checkpoint root")
+    parser.add_argument("--config", type=Path, help="recipe config JSON (see training/configs)")
+    parser.add_argument("--out", type=Path, help="checkpoint folder to write")
+    parser.add_argument("--resume", action="store_true", help="continue from OUT/training_state")
+    parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    parser.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0: torch's default)")
+    args = parser.parse_args(argv)
+    if args.recipe == "manifest":
+        if not args.folder:
+            parser.error("manifest needs the checkpoint root folder")
+        print(write_manifest(args.folder))
+        return 0
+    if args.config is None or args.out is None:
+        parser.error("training needs --config and --out")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    config = json.loads(args.config.read_text())
+    context = setup(args.device)
+    try:
+        weights, product = RECIPES[args.recipe](config, args.out, context, args.resume)
+        if context.is_main:
+            command = "python -m training " + shlex.join(argv)
+            product.update(description=config.get("description", ""), recipe=args.recipe, data=config["data"],
+                           train=config["train"], command=command)
+            save_checkpoint(args.out, weights, product)
+            print(f"checkpoint written to {args.out}")
+    finally:
+        teardown(context)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,84 @@
+"""Labelled 2D short-axis slices for training: from the synthetic phantom, or from real data laid out as folders.
+
+Real data layout (ACDC / MyoPS / M&Ms-style, one folder per case): `<root>/<case>/lge.nii.gz` (or .nrrd) and
+`<root>/<case>/labels.nii.gz`, with label values given in the data config ("labels": {"myocardium": 2, "scar": 3,
+"blood": 1}); cases are split by sorted name with the config's "validation_fraction".
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from CMRSynthesisLib import phantom
+from CMRSynthesisLib.io import read_volume
+from CMRSynthesisLib.volume import Volume
+
+TISSUES = ("myocardium", "scar", "blood")
+
+
+@dataclasses.dataclass
+class LabelledSlices:
+    """2D slices (each (y, x), float32, shapes may differ) with boolean tissue masks and pixel spacing (sy, sx) mm."""
+
+    images: list[np.ndarray] = dataclasses.field(default_factory=list)
+    masks: dict[str, list[np.ndarray]] = dataclasses.field(default_factory=lambda: {t: [] for t in (*TISSUES, "heart_roi")})
+    spacing_yx: list[tuple[float, float]] = dataclasses.field(default_factory=list)
+    case: list[str] = dataclasses.field(default_factory=list)
+
+    def add_stack(self, image: Volume, tissue: dict[str, np.ndarray], case: str) -> None:
+        """Add every slice of a stack whose heart ROI (union of the tissues) is not empty."""
+        heart = tissue["myocardium"] | tissue["scar"] | tissue["blood"]
+        for index in np.flatnonzero(heart.reshape(len(heart), -1).any(axis=1)):
+            self.images.append(image.array[index].astype(np.float32))
+            for name in TISSUES:
+                self.masks[name].append(tissue[name][index])
+            self.masks["heart_roi"].append(heart[index])
+            self.spacing_yx.append((image.spacing[1], image.spacing[0]))
+            self.case.append(case)
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+
+def phantom_slices(split: str, count: int) -> LabelledSlices:
+    """LGE slices of the first `count` phantom subjects of a split ("train", "validation", "test")."""
+    slices = LabelledSlices()
+    for subject_id in phantom.subject_ids(split, count):
+        study = phantom.lge_study(subject_id)
+        slices.add_stack(study["lge"], {name: study["masks"][name] for name in TISSUES}, f"phantom-{subject_id}")
+    return slices
+
+
+def folder_slices(root: Path, labels: dict[str, int], split: str, validation_fraction: float) -> LabelledSlices:
+    """LGE slices of the cases under `root` that fall in `split` ("train" or "validation")."""
+    cases = sorted(path for path in Path(root).iterdir() if path.is_dir())
+    held_out = max(1, round(len(cases) * validation_fraction))
+    chosen = cases[-held_out:] if split == "validation" else cases[:-held_out]
+    slices = LabelledSlices()
+    for case in chosen:
+        image = read_volume(_one(case, "lge"))
+        label_map = read_volume(_one(case, "labels"))
+        image.require_same_geometry(label_map, f"{case.name}: LGE and labels")
+        slices.add_stack(image, {name: label_map.array == labels[name] for name in TISSUES}, case.name)
+    return slices
+
+
+def _one(case: Path, stem: str) -> Path:
+    matches = sorted(case.glob(f"{stem}.*"))
+    if not matches:
+        raise FileNotFoundError(f"{case}: no {stem}.nii.gz / {stem}.nrrd")
+    return matches[0]
+
+
+def load_slices(data: dict[str, Any], split: str) -> LabelledSlices:
+    """Slices for a data config: {"source": "phantom", "train_subjects": n, "validation_subjects": n} or
+    {"source": "folders", "root": path, "labels": {...}, "validation_fraction": f}."""
+    if data["source"] == "phantom":
+        return phantom_slices(split, data[f"{split}_subjects"])
+    if data["source"] == "folders":
+        return folder_slices(Path(data["root"]), data["labels"], split, data.get("validation_fraction", 0.15))
+    raise ValueError(f"unknown data source {data['source']!r}; use 'phantom' or 'folders'")
