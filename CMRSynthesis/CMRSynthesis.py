@@ -6,22 +6,27 @@ Cancel can kill it), polls its JSON progress with a QTimer, and brings the resul
 Everything that computes lives in CMRSynthesisLib.
 """
 
+# ruff: noqa: UP045
+# Annotations here are evaluated on import (the parameter-node wrapper needs real ones), so they are written
+# Optional[...], not X | None: Slicer before 5.10 (Python 3.9) then still loads the module and says what it lacks.
+
 import dataclasses
 import enum
 import importlib.metadata
-import importlib.util
 import logging
+import platform
 import shutil
 import subprocess
 import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Union
+from typing import Annotated, Optional, Union
 
 import qt
 import slicer
 import vtk
+from packaging.requirements import Requirement
 from slicer import vtkMRMLLabelMapVolumeNode, vtkMRMLScalarVolumeNode
 from slicer.parameterNodeWrapper import Choice, WithinRange, parameterNodeWrapper
 from slicer.ScriptedLoadableModule import (
@@ -43,8 +48,10 @@ from CMRSynthesisLib import mrml  # these need only numpy, vtk and slicer, which
 from CMRSynthesisLib.errors import Cancelled, CMRSynthesisError, InputError
 from CMRSynthesisLib.process import CliProcess, Result, State, child_environment, cli_command
 
+PYTHON_REQUIRED = (3, 11)  # the pinned packages (scikit-image 0.26, matplotlib 3.11) need it: Slicer 5.10 or later
 TORCH_REQUIREMENT = ">=2.8"  # MONAI 1.6 needs torch 2.8 or newer
-SLICER_OWNED_PACKAGES = ("torch", "SimpleITK")  # pinned at their installed versions while pip installs the rest
+# Packages Slicer ships that Resources/requirements.txt could pull in: pip keeps them at their installed versions.
+SLICER_OWNED_PACKAGES = ("torch", "SimpleITK", "numpy", "scipy", "pydicom", "Pillow", "packaging", "requests")
 logger = logging.getLogger(__name__)
 
 
@@ -65,6 +72,8 @@ Diffusion-model synthesis and enhancement of cardiac MR. <b>Scar enhancement (LG
 brightens scar against healthy myocardium inside a heart region of interest and leaves every voxel outside it as it
 was; the mean of several samples is returned. Inputs are never modified; results are new volumes over the input.
 The shipped demo model is trained on synthetic phantoms only: point to your own checkpoint for real studies.
+<br>Needs Slicer 5.10 or later (Python 3.11 or newer) and the PyTorch extension; the other Python packages are
+offered for installation on the first Apply.
 """
         self.parent.acknowledgementText = """
 Scar enhancement follows M. Hasny, O. B. Demirel, A. Amyar, S. Faghihroohi, R. Nezafat, "Myocardial Scar
@@ -88,16 +97,19 @@ LABELMAP_RESULTS = ("roi",)  # results that are masks
 
 @parameterNodeWrapper
 class CMRSynthesisParameterNode:
-    """The panel's state, saved with the scene. checkpointPath empty: the shipped demo model."""
+    """The panel's state, saved with the scene. checkpointPath / segmenterPath empty: the shipped models.
+    ddimSteps is used with the ddim sampler only."""
 
     task: Task
     inputVolume: vtkMRMLScalarVolumeNode
     roiNode: Union[vtkMRMLSegmentationNode, vtkMRMLLabelMapVolumeNode, None]  # noqa: UP007 (the wrapper needs Union)
     checkpointPath: str = ""
     device: Annotated[str, Choice(["auto", "cpu", "cuda"])] = "auto"
-    steps: Annotated[int, WithinRange(1, 1000)] = 250
+    segmenterPath: str = ""
+    steps: Annotated[int, WithinRange(1, 999)] = 250
     samples: Annotated[int, WithinRange(1, 20)] = 5
     sampler: Annotated[str, Choice(["ddpm", "ddim"])] = "ddpm"
+    ddimSteps: Annotated[int, WithinRange(1, 250)] = 20
     seed: Annotated[int, WithinRange(0, 2_147_483_647)] = 0  # the largest value a QSpinBox holds
     outputVolume: vtkMRMLScalarVolumeNode
 
@@ -131,7 +143,10 @@ class CMRSynthesisWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
         self.ui.applyButton.connect("clicked(bool)", self.onApplyButton)
-        self.ui.checkpointBrowseButton.connect("clicked()", self.onBrowseCheckpoint)
+        self.ui.checkpointBrowseButton.connect("clicked()", lambda: self.onBrowseFolder("checkpointPath", "Enhancer"))
+        self.ui.segmenterBrowseButton.connect("clicked()", lambda: self.onBrowseFolder("segmenterPath", "Segmenter"))
+        if _pythonTooOld():
+            self.ui.statusLabel.text = f"CMR Synthesis needs {_pythonTooOld()}."
         self.initializeParameterNode()
 
     def cleanup(self) -> None:
@@ -158,20 +173,22 @@ class CMRSynthesisWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._parameterNode.inputVolume = next(
                 (node for node in volumes if not node.IsA("vtkMRMLLabelMapVolumeNode")), None)
 
-    def setParameterNode(self, parameterNode: CMRSynthesisParameterNode | None) -> None:
+    def setParameterNode(self, parameterNode: Optional[CMRSynthesisParameterNode]) -> None:
         if self._parameterNode:
             self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
-            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.updateButtons)
+            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.updateWidgets)
         self._parameterNode = parameterNode
         if self._parameterNode:
             self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
-            self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.updateButtons)
-        self.updateButtons()
+            self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.updateWidgets)
+        self.updateWidgets()
 
-    def updateButtons(self, caller=None, event=None) -> None:
-        """Apply needs an input volume; while a task runs it is the Cancel button and the inputs are locked."""
+    def updateWidgets(self, caller=None, event=None) -> None:
+        """Apply needs an input volume; while a task runs it is the Cancel button and the inputs are locked.
+        The DDIM step count is editable only with the ddim sampler."""
         running = self.logic.isRunning()
         ready = bool(self._parameterNode and self._parameterNode.inputVolume)
+        self.ui.ddimStepsSpinBox.enabled = bool(self._parameterNode and self._parameterNode.sampler == "ddim")
         self.ui.applyButton.text = "Cancel" if running else "Apply"
         self.ui.applyButton.enabled = running or ready
         self.ui.applyButton.toolTip = ("Stop the running task" if running else
@@ -179,12 +196,13 @@ class CMRSynthesisWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         for section in (self.ui.inputsCollapsibleButton, self.ui.advancedCollapsibleButton):
             section.enabled = not running
 
-    def onBrowseCheckpoint(self) -> None:
+    def onBrowseFolder(self, parameter: str, model: str) -> None:
+        """Let the user pick the checkpoint folder held by the parameter named `parameter` (checkpointPath, ...)."""
         folder = qt.QFileDialog.getExistingDirectory(
-            slicer.util.mainWindow(), "Checkpoint folder (model.safetensors + config.json)",
-            self._parameterNode.checkpointPath)
+            slicer.util.mainWindow(), f"{model} checkpoint folder (model.safetensors + config.json)",
+            getattr(self._parameterNode, parameter))
         if folder:
-            self._parameterNode.checkpointPath = folder
+            setattr(self._parameterNode, parameter, folder)
 
     def onApplyButton(self) -> None:
         if self.logic.isRunning():
@@ -200,7 +218,7 @@ class CMRSynthesisWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         except (CMRSynthesisError, OSError) as error:
             self.ui.statusLabel.text = "Could not start."
             slicer.util.errorDisplay(f"{self._parameterNode.task.label()} could not start:\n\n{error}")
-        self.updateButtons()
+        self.updateWidgets()
 
     def ensureDependencies(self) -> bool:
         """True when the Python packages are there, after offering to install what is missing."""
@@ -210,7 +228,7 @@ class CMRSynthesisWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         try:
             self.logic.installDependencies()
         except (CMRSynthesisError, RuntimeError, OSError, subprocess.SubprocessError) as error:  # declined, offline
-            slicer.util.errorDisplay("CMR Synthesis needs these Python packages:\n\n" + "\n".join(missing),
+            slicer.util.errorDisplay("CMR Synthesis needs:\n\n" + "\n".join(missing),
                                      detailedText=str(error))
             return False
         stillMissing = self.logic.missingDependencies()
@@ -224,7 +242,7 @@ class CMRSynthesisWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.statusLabel.text = message
 
     def onFinished(self, outcome: Outcome) -> None:
-        self.updateButtons()
+        self.updateWidgets()
         if outcome.state is State.SUCCEEDED:
             self.ui.progressBar.value = 100
             names = ", ".join(node.GetName() for node in outcome.nodes.values())
@@ -247,7 +265,7 @@ class _Run:
     workdir: Path
     parameters: CMRSynthesisParameterNode
     inputNode: vtkMRMLScalarVolumeNode
-    onFinished: Callable[[Outcome], None] | None
+    onFinished: Optional[Callable[[Outcome], None]]
 
 
 class CMRSynthesisLogic(ScriptedLoadableModuleLogic):
@@ -257,7 +275,7 @@ class CMRSynthesisLogic(ScriptedLoadableModuleLogic):
 
     def __init__(self) -> None:
         ScriptedLoadableModuleLogic.__init__(self)
-        self._run: _Run | None = None
+        self._run: Optional[_Run] = None
         self._timer = qt.QTimer()
         self._timer.setInterval(self.POLL_INTERVAL_MS)
         self._timer.connect("timeout()", self._poll)
@@ -268,24 +286,21 @@ class CMRSynthesisLogic(ScriptedLoadableModuleLogic):
     # Dependencies
 
     def missingDependencies(self) -> list:
-        """Requirements this Slicer's Python lacks (or has at another version than pinned), as text to show."""
-        missing = [] if importlib.util.find_spec("torch") else [f"torch{TORCH_REQUIREMENT} (PyTorch extension)"]
-        for requirement in _requirementLines():
-            name, _, pinned = requirement.partition("==")
-            try:
-                installed = importlib.metadata.version(name)
-            except importlib.metadata.PackageNotFoundError:
-                missing.append(requirement)
-                continue
-            if pinned and installed != pinned:
-                missing.append(f"{requirement} (found {installed})")
-        return missing
+        """What this Slicer lacks, as text to show: a new enough Python (Slicer), else every requirement (torch
+        and Resources/requirements.txt) that no installed version satisfies."""
+        if _pythonTooOld():
+            return [_pythonTooOld()]
+        requirements = [f"torch{TORCH_REQUIREMENT}"] + _requirementLines()
+        return [problem for problem in map(_unmetRequirement, requirements) if problem]
 
     def installDependencies(self) -> None:
-        """torch through the PyTorch extension's PyTorchUtils, then Resources/requirements.txt with pip, under
-        constraints that hold torch and SimpleITK at their installed versions. Asks the user first; raises when
-        declined or failed."""
-        if importlib.util.find_spec("torch") is None:
+        """torch (missing or too old) through the PyTorch extension's PyTorchUtils, then Resources/requirements.txt
+        with pip, under constraints that hold every package Slicer owns at its installed version. Asks the user
+        first; raises when declined or failed, and at once when Slicer itself is too old."""
+        if _pythonTooOld():
+            raise CMRSynthesisError(f"CMR Synthesis needs {_pythonTooOld()}. Install a newer Slicer.")
+        torchRequirement = f"torch{TORCH_REQUIREMENT}"
+        if _unmetRequirement(torchRequirement):
             try:
                 import PyTorchUtils
             except ModuleNotFoundError as error:
@@ -293,19 +308,20 @@ class CMRSynthesisLogic(ScriptedLoadableModuleLogic):
                                         "Slicer, then press Apply again.") from error
             torch = PyTorchUtils.PyTorchUtilsLogic().installTorch(askConfirmation=True,
                                                                   torchVersionRequirement=TORCH_REQUIREMENT)
-            if torch is None:
-                raise CMRSynthesisError("PyTorch was not installed.")
+            stillUnmet = _unmetRequirement(torchRequirement)
+            if torch is None or stillUnmet:
+                raise CMRSynthesisError(f"PyTorch was not installed: {stillUnmet or torchRequirement} is needed.")
         with tempfile.TemporaryDirectory() as folder:
             constraints = Path(folder) / "constraints.txt"
             constraints.write_text("".join(f"{name}=={version}\n" for name, version in _installedVersions(
                 SLICER_OWNED_PACKAGES).items()))
             try:
-                from slicer import packaging  # Slicer >= 5.12
+                from slicer import packaging as slicerPackaging  # Slicer >= 5.12
             except ImportError:
-                packaging = None
-            if packaging is not None:
-                packaging.pip_ensure(packaging.load_requirements(resourcePath("requirements.txt")),
-                                     constraints=str(constraints), requester="CMR Synthesis")
+                slicerPackaging = None
+            if slicerPackaging is not None:
+                slicerPackaging.pip_ensure(slicerPackaging.load_requirements(resourcePath("requirements.txt")),
+                                           constraints=str(constraints), requester="CMR Synthesis")
             elif slicer.util.confirmOkCancelDisplay("CMR Synthesis will install these Python packages:\n\n"
                                                     + "\n".join(_requirementLines())):
                 slicer.util.pip_install(["-r", resourcePath("requirements.txt"), "-c", str(constraints)])
@@ -317,8 +333,9 @@ class CMRSynthesisLogic(ScriptedLoadableModuleLogic):
     def isRunning(self) -> bool:
         return self._run is not None
 
-    def process(self, parameters: CMRSynthesisParameterNode, *, onProgress: Callable[[float, str], None] | None = None,
-                onFinished: Callable[[Outcome], None] | None = None, wait: bool = False) -> Outcome | None:
+    def process(self, parameters: CMRSynthesisParameterNode, *,
+                onProgress: Optional[Callable[[float, str], None]] = None,
+                onFinished: Optional[Callable[[Outcome], None]] = None, wait: bool = False) -> Optional[Outcome]:
         """Start the chosen task on the parameters' nodes (never modifying them).
 
         Without `wait` it returns at once; `onProgress(fraction, message)` and `onFinished(outcome)` are called from
@@ -374,9 +391,11 @@ class CMRSynthesisLogic(ScriptedLoadableModuleLogic):
             "out": workdir / "enhanced.nrrd",
             "roi_out": workdir / "roi.nrrd" if roi is None else None,  # the ROI the segmentation model found
             "checkpoint": parameters.checkpointPath.strip() or None,
+            "segmenter": parameters.segmenterPath.strip() or None,
             "steps": parameters.steps,
             "samples": parameters.samples,
             "sampler": parameters.sampler,
+            "ddim_steps": parameters.ddimSteps if parameters.sampler == "ddim" else None,
             "seed": parameters.seed,
             "device": parameters.device,
         }
@@ -421,6 +440,25 @@ def _requirementLines() -> list:
     return [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
 
 
+def _pythonTooOld() -> str:
+    """What to install when this Slicer's Python is older than PYTHON_REQUIRED; empty when it is new enough."""
+    if sys.version_info >= PYTHON_REQUIRED:
+        return ""
+    required = ".".join(map(str, PYTHON_REQUIRED))
+    return (f"Slicer 5.10 or later (its packages need Python {required} or newer; this Slicer has Python "
+            f"{platform.python_version()})")
+
+
+def _unmetRequirement(requirement: str) -> Optional[str]:
+    """`requirement` (a pip requirement line) with the reason, when no installed version satisfies it; else None."""
+    parsed = Requirement(requirement)
+    try:
+        installed = importlib.metadata.version(parsed.name)
+    except importlib.metadata.PackageNotFoundError:
+        return f"{requirement} (not installed)"
+    return None if parsed.specifier.contains(installed, prereleases=True) else f"{requirement} (found {installed})"
+
+
 def _installedVersions(names) -> dict:
     versions = {}
     for name in names:
@@ -443,12 +481,12 @@ class CMRSynthesisTest(ScriptedLoadableModuleTest):
     """Slicer self-test: the scene checks the pytest suite runs on slicer-core, then one small real enhancement."""
 
     def setUp(self) -> None:
+        missing = CMRSynthesisLogic().missingDependencies()
+        if missing:
+            self.skipTest("missing: " + ", ".join(missing))
         slicer.mrmlScene.Clear()
 
     def runTest(self) -> None:
-        missing = CMRSynthesisLogic().missingDependencies()
-        if missing:
-            self.skipTest("missing Python packages: " + ", ".join(missing))
         self.setUp()
         self.test_scene_checks()
         self.setUp()
@@ -477,6 +515,7 @@ class CMRSynthesisTest(ScriptedLoadableModuleTest):
         parameters = logic.getParameterNode()
         parameters.inputVolume, parameters.roiNode = lge, roi
         parameters.steps, parameters.samples, parameters.sampler, parameters.device = 50, 2, "ddim", "cpu"
+        parameters.ddimSteps = 10
         outcome = logic.process(parameters, onProgress=lambda fraction, message: self.delayDisplay(message, 1),
                                 wait=True)
         enhanced = outcome.nodes["enhanced"]
@@ -487,5 +526,5 @@ class CMRSynthesisTest(ScriptedLoadableModuleTest):
         np.testing.assert_array_equal(slicer.util.arrayFromVolume(lge), before)
         inside = study["masks"]["heart_roi"].astype(bool)
         self.assertFalse(np.allclose(result.array[inside], before[inside]), "nothing changed inside the ROI")
-        np.testing.assert_allclose(result.array[~inside], before[~inside], atol=1e-3 * np.ptp(before))
+        np.testing.assert_array_equal(result.array[~inside], before[~inside])
         self.delayDisplay("Scar enhancement test passed")

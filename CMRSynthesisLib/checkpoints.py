@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +19,7 @@ import torch
 from safetensors import SafetensorError
 
 from .errors import CheckpointError
+from .io.writing import atomic_write_bytes, file_sha256
 
 FORMAT_VERSION = 1
 WEIGHTS_FILE = "model.safetensors"
@@ -58,26 +58,6 @@ def shipped_checkpoint(name: str) -> Path:
     return folder
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as stream:
-        for block in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    """Write `data` to a temporary file beside `path`, then rename it over `path`."""
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            stream.write(data)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-
-
 def _json_bytes(value: dict[str, Any]) -> bytes:
     return (json.dumps(value, indent=2, sort_keys=True) + "\n").encode("utf-8")
 
@@ -109,7 +89,7 @@ def _require_files(folder: Path) -> None:
 
 
 def _require_hash(folder: Path, file_name: str, expected: Any, source: str) -> None:
-    got = _sha256(folder / file_name)
+    got = file_sha256(folder / file_name)
     if got != expected:
         raise CheckpointError(f"checkpoint {folder}: {file_name} sha256 {got} does not match {expected} "
                               f"(from {source}): the file was modified or corrupted; restore it or retrain")
@@ -129,8 +109,8 @@ def save_checkpoint(folder: str | Path, state_dict: dict[str, torch.Tensor], con
     config_data = _json_bytes({**config, "weights_sha256": hashlib.sha256(weights).hexdigest(),
                                "format_version": FORMAT_VERSION})
     folder.mkdir(parents=True, exist_ok=True)
-    _atomic_write(folder / WEIGHTS_FILE, weights)
-    _atomic_write(folder / CONFIG_FILE, config_data)
+    atomic_write_bytes(folder / WEIGHTS_FILE, weights)
+    atomic_write_bytes(folder / CONFIG_FILE, config_data)
     return folder
 
 
@@ -150,9 +130,9 @@ def load_checkpoint(folder: str | Path, *, manifest: str | Path | None = None,
                     expected_method: str | None = None) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """(state_dict on CPU, config) of a checkpoint folder, after verifying it.
 
-    manifest: the manifest to check against; None means default_manifest(), skipped when that file does not
-    exist. When the folder is listed there, the sha256 of both files must match it; the weights must always
-    match config["weights_sha256"]. expected_method: refuse a checkpoint of another method.
+    manifest: the manifest to check against; None means default_manifest(). A shipped checkpoint (a folder in
+    default_checkpoint_dir()) must be listed in the manifest; any listed folder must match the sha256 of both its
+    files; the weights must always match config["weights_sha256"]. expected_method: refuse another method's.
     Raises CheckpointError naming the path and the reason.
     """
     folder = Path(folder)
@@ -160,12 +140,16 @@ def load_checkpoint(folder: str | Path, *, manifest: str | Path | None = None,
         raise CheckpointError(f"checkpoint folder {folder} does not exist")
     _require_files(folder)
     manifest_path = default_manifest() if manifest is None else Path(manifest)
+    entry = None
     if manifest is not None or manifest_path.is_file():
         entry = _manifest_entry(folder, manifest_path)
         if entry is not None:
             files = entry.get("files") or {}
             for file_name in (WEIGHTS_FILE, CONFIG_FILE):
                 _require_hash(folder, file_name, files.get(file_name), f"manifest {manifest_path}")
+    if entry is None and folder.resolve().parent == default_checkpoint_dir().resolve():
+        raise CheckpointError(f"shipped checkpoint {folder} is not listed in {manifest_path}, so its sha256 cannot be "
+                              "verified; restore the manifest or rewrite it with `python -m training manifest`")
     config = _read_config(folder)
     if config.get("format_version") != FORMAT_VERSION:
         raise CheckpointError(f"checkpoint {folder} has format_version {config.get('format_version')!r}; "
@@ -194,9 +178,9 @@ def write_manifest(checkpoint_root: str | Path) -> Path:
         checkpoints[name] = {
             "method": config["method"],
             "description": config.get("description"),
-            "files": {file_name: _sha256(folder / file_name) for file_name in files},
+            "files": {file_name: file_sha256(folder / file_name) for file_name in files},
             "size_bytes": sum((folder / file_name).stat().st_size for file_name in files),
         }
     path = root / MANIFEST_FILE
-    _atomic_write(path, _json_bytes({"format_version": FORMAT_VERSION, "checkpoints": checkpoints}))
+    atomic_write_bytes(path, _json_bytes({"format_version": FORMAT_VERSION, "checkpoints": checkpoints}))
     return path

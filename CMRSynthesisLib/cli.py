@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from .diffusion.roi_diffusion import DEFAULT_DDIM_STEPS
 from .errors import Cancelled, CMRSynthesisError
 from .progress import MODES, Reporter, emit
 
@@ -24,7 +25,8 @@ def _add_sampling(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--samples", type=int, default=5, help="k samples averaged (paper: 5)")
     parser.add_argument("--sampler", choices=("ddpm", "ddim"), default="ddpm",
                         help="ddpm: every step from t0 (paper); ddim: a faster coarse grid")
-    parser.add_argument("--ddim-steps", type=int, default=20, help="DDIM steps below t0 (with --sampler ddim)")
+    parser.add_argument("--ddim-steps", type=int, default=DEFAULT_DDIM_STEPS,
+                        help="DDIM steps from t0 (with --sampler ddim)")
     parser.add_argument("--seed", type=int, default=0, help="random seed: same seed, same result")
     parser.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
     parser.add_argument("--checkpoint", type=Path, help="enhancer checkpoint folder (default: shipped demo model)")
@@ -57,56 +59,40 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _write_outputs(outputs: dict[str, Any], targets: dict[str, Path | None], protected: list[Path]) -> dict[str, str]:
-    from .io import write_volume
-
-    written = {}
-    for key, path in targets.items():
-        if path is not None:
-            written[key] = str(write_volume(outputs[key], path, protected=protected).resolve())
-    return written
-
-
 def run_enhance(args: argparse.Namespace, progress: Reporter) -> dict[str, Any]:
-    from .io import read_volume
+    from .io import check_output_paths, read_volume, write_volumes
     from .methods import load_method
 
     protected = [args.lge] + ([args.roi] if args.roi else [])
-    for output in (args.out, args.roi_out, args.spread_out):
-        if output is not None and any(_same_path(output, source) for source in protected):
-            raise CMRSynthesisError(f"output {output} is one of the inputs; choose another file name")
+    targets = {key: path for key, path in (("enhanced", args.out), ("roi", args.roi_out), ("spread", args.spread_out))
+               if path is not None}
+    check_output_paths(list(targets.values()), protected=protected)  # fail before the long work
     lge = read_volume(args.lge)
     roi = read_volume(args.roi) if args.roi else None
     method = load_method("scar_enhancement", args.checkpoint, device=args.device, segmenter=args.segmenter)
     outputs = method.run({"lge": lge, "roi": roi}, steps=args.steps, samples=args.samples, seed=args.seed,
                          sampler=args.sampler, ddim_steps=args.ddim_steps, progress=progress)
-    written = _write_outputs(outputs, {"enhanced": args.out, "roi": args.roi_out, "spread": args.spread_out}, protected)
+    written = write_volumes([(outputs[key], path) for key, path in targets.items()], protected=protected)
     roi_mask = outputs["roi"].array.astype(bool)
     changed = outputs["enhanced"].array[roi_mask].astype(float) - lge.array[roi_mask].astype(float)
     summary = {"roi_voxels": int(roi_mask.sum()), "slices_with_roi": int(roi_mask.any(axis=(1, 2)).sum()),
                "mean_change_in_roi": float(changed.mean()), "device": str(method.device),
                **outputs["enhanced"].metadata["synthesis"]}
-    return {"outputs": written, "summary": summary}
-
-
-def _same_path(a: Path, b: Path) -> bool:
-    return Path(a).expanduser().resolve() == Path(b).expanduser().resolve()
+    return {"outputs": {key: str(path.resolve()) for key, path in zip(targets, written)}, "summary": summary}
 
 
 def run_phantom(args: argparse.Namespace) -> dict[str, Any]:
     from . import phantom
-    from .io import write_volume
+    from .io import write_volumes
 
     written = {}
     for subject_id in phantom.subject_ids(args.split, args.subjects):
         study = phantom.lge_study(subject_id)
         folder = args.out / f"subject_{subject_id:04d}"
-        written[subject_id] = {
-            "lge": str(write_volume(study["lge"], folder / "lge.nrrd")),
-            "labels": str(write_volume(study["labels"], folder / "labels.nrrd")),
-            "heart_roi": str(write_volume(study["lge"].with_array(study["masks"]["heart_roi"].astype(np.uint8)),
-                                          folder / "heart_roi.nrrd")),
-        }
+        volumes = {"lge": study["lge"], "labels": study["labels"],
+                   "heart_roi": study["lge"].with_array(study["masks"]["heart_roi"].astype(np.uint8))}
+        paths = write_volumes([(volume, folder / f"{name}.nrrd") for name, volume in volumes.items()])
+        written[subject_id] = {name: str(path) for name, path in zip(volumes, paths)}
     return {"outputs": written}
 
 

@@ -18,11 +18,10 @@ from typing import Any
 import numpy as np
 
 from . import phantom
-from .io import write_volume
+from .io import atomic_write_bytes, write_volumes
 from .methods import load_method
 from .methods.scar_enhancement import enhancement_target
 from .metrics import contrast_metrics, lpips_status, region_metrics, summarise
-from .preprocess import to_dtype
 from .progress import Reporter
 
 TABLE_ROWS = (("Baseline (input LGE)", "input"), ("Enhanced (this run)", "enhanced"), ("Target (gamma)", "target"))
@@ -30,6 +29,11 @@ TABLE_ROWS = (("Baseline (input LGE)", "input"), ("Enhanced (this run)", "enhanc
 
 def _dice(a: np.ndarray, b: np.ndarray) -> float:
     return float(2 * np.logical_and(a, b).sum() / max(a.sum() + b.sum(), 1))
+
+
+def _finite_or_none(value: Any) -> Any:
+    """JSON has no infinity: a non-finite number (the PSNR of identical images) is written as null."""
+    return None if isinstance(value, float) and not np.isfinite(value) else value
 
 
 def heldout_cases(subjects: int, slices: int, segmenter) -> list[dict[str, Any]]:
@@ -58,10 +62,11 @@ def evaluate_slice(image: np.ndarray, enhanced: np.ndarray, masks: dict[str, np.
                                    config.get("roi_margin_px", 4), config["blood_reference"])
     row: dict[str, Any] = {"roi_dice": _dice(roi, masks["heart_roi"])}
     for name, values in (("input", image), ("enhanced", enhanced), ("target", target)):
-        quality = region_metrics(target, values, masks["heart_roi"])
-        contrast = contrast_metrics(values, masks["scar"], masks["myocardium"], masks["blood"])
-        row.update({f"{name}_{key}": value for key, value in {**quality, **contrast}.items()
-                    if not key.endswith("reason")})
+        values = values.astype(np.float32)
+        metrics = contrast_metrics(values, masks["scar"], masks["myocardium"], masks["blood"])
+        if name != "target":  # the target against itself has no quality to measure
+            metrics.update(region_metrics(target, values, masks["heart_roi"]))
+        row.update({f"{name}_{key}": value for key, value in metrics.items() if not key.endswith("reason")})
     return row, target
 
 
@@ -75,30 +80,30 @@ def run_demo(args: argparse.Namespace, progress: Reporter) -> dict[str, Any]:
         lge, masks, roi, chosen = case["study"]["lge"], case["study"]["masks"], case["roi"], case["slices"]
         subject = case["study"]["subject"].subject_id
         report = lambda f, m, n=number: progress((n + f) / len(cases), f"subject {n + 1}/{len(cases)}: {m}")
-        images = lge.array[chosen].astype(np.float32)
+        images = lge.array[chosen]
         enhanced, _ = method.enhance_slices(images, roi[chosen], steps=args.steps, samples=args.samples,
                                             seed=args.seed, sampler=args.sampler, ddim_steps=args.ddim_steps,
                                             progress=report)
-        enhanced = np.where(roi[chosen], to_dtype(enhanced, lge.array.dtype), images)
         volume = lge.array.copy()
         volume[chosen] = enhanced
         folder = out / f"subject_{subject:04d}"
-        write_volume(lge, folder / "lge.nrrd")
-        write_volume(lge.with_array(volume), folder / "enhanced.nrrd")
-        write_volume(lge.with_array(roi.astype(np.uint8)), folder / "roi.nrrd")
+        write_volumes([(lge, folder / "lge.nrrd"), (lge.with_array(volume), folder / "enhanced.nrrd"),
+                       (lge.with_array(roi.astype(np.uint8)), folder / "roi.nrrd")])
         for index, z in enumerate(chosen):
             slice_masks = {name: masks[name][z] for name in ("scar", "myocardium", "blood", "heart_roi")}
             row, target = evaluate_slice(images[index], enhanced[index], slice_masks, roi[z], method.config)
             rows.append({"subject": subject, "slice": z, **row})
-            panels.append((subject, z, images[index], enhanced[index], target, roi[z]))
+            panels.append((subject, z, images[index].astype(np.float32), enhanced[index].astype(np.float32), target,
+                           roi[z]))
     progress(1.0, "writing figure and metrics")
     figure = _figure(panels, out / "demo_figure.png")
     summary = {"subjects": len(cases), "slices": len(rows), "seconds": round(time.time() - started, 1),
                "settings": {"t0": args.steps, "samples": args.samples, "sampler": args.sampler, "seed": args.seed,
                             "device": str(method.device)},
-               "lpips": lpips_status()[1], "mean_sd": summarise(rows), "per_slice": rows}
+               "lpips": lpips_status()[1], "mean_sd": summarise(rows),
+               "per_slice": [{key: _finite_or_none(value) for key, value in row.items()} for row in rows]}
     metrics_path = out / "metrics.json"
-    metrics_path.write_text(json.dumps(summary, indent=2))
+    atomic_write_bytes(metrics_path, json.dumps(summary, indent=2, allow_nan=False).encode())
     print(format_table(summary))
     return {"outputs": {"figure": str(figure), "metrics": str(metrics_path)}, "summary": {
         key: summary["mean_sd"].get(key) for key in ("enhanced_ssim", "enhanced_cnr_scar_myo", "input_cnr_scar_myo")}}

@@ -228,7 +228,8 @@ def region_metrics(reference: np.ndarray, test: np.ndarray, roi: np.ndarray, dat
 
 
 def summarise(rows: list[dict[str, Any]]) -> dict[str, dict[str, float | int | None]]:
-    """Mean, sample SD (ddof=1) and N per key over rows (slices or subjects), ignoring None values.
+    """Mean, sample SD (ddof=1) and N per key over rows (slices or subjects), ignoring None and non-finite values
+    (e.g. the infinite PSNR of identical images; "n_nonfinite" counts them).
 
     Keys holding anything but numbers and None (e.g. a reason string) are left out. A key with no values gets
     mean None; SD is None below 2 values.
@@ -241,9 +242,11 @@ def summarise(rows: list[dict[str, Any]]) -> dict[str, dict[str, float | int | N
         if not all(isinstance(value, (int, float, np.number)) and not isinstance(value, bool) for value in values):
             continue
         data = np.asarray(values, dtype=np.float64)
+        finite = data[np.isfinite(data)]
         summary[key] = {
-            "mean": float(data.mean()) if data.size else None,
-            "sd": float(data.std(ddof=1)) if data.size > 1 else None,
-            "n": int(data.size),
+            "mean": float(finite.mean()) if finite.size else None,
+            "sd": float(finite.std(ddof=1)) if finite.size > 1 else None,
+            "n": int(finite.size),
+            "n_nonfinite": int(data.size - finite.size),
         }
     return summary

@@ -135,14 +135,20 @@ def add_result_nodes(scene, results: Mapping[str, Volume], reference_node,
 
 
 def show_overlay(scene, background_node, foreground_node, opacity: float = 0.5, label_node=None) -> None:
-    """Show `foreground_node` over `background_node` (and `label_node` as outlines) in every slice view."""
-    for index in range(scene.GetNumberOfNodesByClass("vtkMRMLSliceCompositeNode")):
-        composite = scene.GetNthNodeByClass(index, "vtkMRMLSliceCompositeNode")
+    """Show `foreground_node` over `background_node` at `opacity` (0..1) in every slice view.
+
+    `label_node`, when given, goes in the label layer, and every slice view is switched to draw labels as outlines
+    (`vtkMRMLSliceNode.UseLabelOutline`), so the mask marks its region without hiding the image under it.
+    """
+    for composite in _nodes_of_class(scene, "vtkMRMLSliceCompositeNode"):
         composite.SetBackgroundVolumeID(background_node.GetID())
         composite.SetForegroundVolumeID(foreground_node.GetID() if foreground_node is not None else None)
         composite.SetForegroundOpacity(opacity)
         if label_node is not None:
             composite.SetLabelVolumeID(label_node.GetID())
+    if label_node is not None:
+        for slice_node in _nodes_of_class(scene, "vtkMRMLSliceNode"):
+            slice_node.SetUseLabelOutline(True)
 
 
 def write_node_to_file(node, path: str | Path, *, protected: Iterable[str | Path] = ()) -> Path:
@@ -162,6 +168,10 @@ def _vtk_compatible(array: np.ndarray, name: str) -> np.ndarray:
             raise InputError(f"'{name}': values {array.min()}..{array.max()} do not fit a 32-bit integer volume")
         return np.ascontiguousarray(array, dtype=np.int32)
     return np.ascontiguousarray(array)
+
+
+def _nodes_of_class(scene, class_name: str) -> list:
+    return [scene.GetNthNodeByClass(index, class_name) for index in range(scene.GetNumberOfNodesByClass(class_name))]
 
 
 def _place_beside(node, reference_node) -> None:

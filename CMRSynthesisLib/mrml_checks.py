@@ -213,19 +213,27 @@ def check_results_off_grid_are_refused(scene) -> None:
 
 
 def check_overlay(scene) -> None:
-    """show_overlay sets background, foreground, opacity and label layer of every slice view."""
-    for layout in ("Red", "Green"):
-        if scene.GetNumberOfNodesByClass("vtkMRMLSliceCompositeNode") < 2:
-            scene.AddNewNodeByClass("vtkMRMLSliceCompositeNode").SetLayoutName(layout)
+    """show_overlay sets background, foreground, opacity and label layer of every slice view, and draws the label
+    layer as outlines, so the ROI does not hide the result."""
+    for class_name in ("vtkMRMLSliceCompositeNode", "vtkMRMLSliceNode"):
+        for layout in ("Red", "Green"):
+            if scene.GetNumberOfNodesByClass(class_name) < 2:  # slicer-core; Slicer has its own views
+                scene.AddNewNodeByClass(class_name).SetLayoutName(layout)
+    slice_nodes = mrml._nodes_of_class(scene, "vtkMRMLSliceNode")
+    for slice_node in slice_nodes:
+        slice_node.SetUseLabelOutline(False)
     lge = add_test_volume(scene)
     enhanced = add_test_volume(scene, "enhanced")
     roi = add_test_volume(scene, "roi", two_labels(), labelmap=True)
+    mrml.show_overlay(scene, lge, enhanced, 0.3)
+    assert not any(node.GetUseLabelOutline() for node in slice_nodes), "label outlines changed without a label"
     mrml.show_overlay(scene, lge, enhanced, 0.3, label_node=roi)
-    for index in range(scene.GetNumberOfNodesByClass("vtkMRMLSliceCompositeNode")):
-        composite = scene.GetNthNodeByClass(index, "vtkMRMLSliceCompositeNode")
+    for composite in mrml._nodes_of_class(scene, "vtkMRMLSliceCompositeNode"):
         layers = (composite.GetBackgroundVolumeID(), composite.GetForegroundVolumeID(), composite.GetLabelVolumeID())
         assert layers == (lge.GetID(), enhanced.GetID(), roi.GetID()), f"slice view layers are {layers}"
         assert abs(composite.GetForegroundOpacity() - 0.3) < 1e-9
+    outlined = [node.GetLayoutName() for node in slice_nodes if node.GetUseLabelOutline()]
+    assert len(outlined) == len(slice_nodes) >= 2, f"the ROI is drawn filled (outlines only in {outlined})"
 
 
 def check_file_round_trip(scene) -> None:

@@ -5,11 +5,23 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
 from typing import Any, TextIO
 
 from tqdm import tqdm
 
+from .errors import Cancelled
+
 MODES = ("bar", "json", "none")
+
+Progress = Callable[[float, str], "bool | None"]
+"""progress(fraction in [0, 1], message) -> False to cancel (anything else: go on)."""
+
+
+def report(progress: Progress | None, fraction: float, message: str) -> None:
+    """Call a progress callback; its returning False means the user cancelled (raises Cancelled)."""
+    if progress is not None and progress(min(max(fraction, 0.0), 1.0), message) is False:
+        raise Cancelled("cancelled by the user")
 
 
 def emit(stream: TextIO, kind: str, **fields: Any) -> None:

@@ -146,3 +146,14 @@ def test_pickle_renamed_to_safetensors_is_never_unpickled(saved, tmp_path):
     with pytest.raises(CheckpointError, match="not a valid safetensors file"):
         checkpoints.load_checkpoint(saved)
     assert not marker.exists()
+
+
+def test_shipped_checkpoint_without_a_manifest_entry_is_refused(saved, monkeypatch, state_dict):
+    monkeypatch.setenv("CMRSYNTH_CHECKPOINTS", str(saved.parent))
+    with pytest.raises(CheckpointError, match="not listed"):  # no manifest at all
+        checkpoints.load_checkpoint(checkpoints.shipped_checkpoint("tiny"))
+    checkpoints.write_manifest(saved.parent)
+    checkpoints.load_checkpoint(checkpoints.shipped_checkpoint("tiny"))
+    checkpoints.save_checkpoint(saved.parent / "added_later", state_dict, CONFIG)
+    with pytest.raises(CheckpointError, match="not listed"):  # a folder slipped in after the manifest
+        checkpoints.load_checkpoint(checkpoints.shipped_checkpoint("added_later"))

@@ -1,5 +1,7 @@
 """The shared ROI diffusion core: masked forward noise, ROI loss, partial diffusion start, mean of k, seeding."""
 
+import itertools
+
 import pytest
 import torch
 from monai.networks.nets import DiffusionModelUNet
@@ -101,9 +103,19 @@ def test_ddim_grid_below_t0_and_scheduler_stride(images):
     recorder = Recorder(small_unet())
     diffusion = RoiDiffusion(recorder)
     grid = diffusion.timesteps("ddim", 250, 20)
-    assert grid[0] == 250 and len(grid) == 21 and set((grid[:-1] - grid[1:]).tolist()) == {12}
+    assert grid.tolist() == list(range(250, 250 - 20 * 12, -12))  # 20 network calls, stride 12
     diffusion.sample(image, image, roi, t0=250, samples=2, sampler="ddim", ddim_steps=20)
     assert [int(t[0]) for _, t in recorder.calls] == grid.tolist()
+
+
+@pytest.mark.parametrize(("t0", "steps"), [(250, 20), (240, 5), (900, 25), (999, 25), (720, 20), (30, 50), (7, 3)])
+def test_ddim_scheduler_steps_land_on_the_grid(t0, steps):
+    diffusion = RoiDiffusion(ZeroNoise())
+    grid = diffusion.timesteps("ddim", t0, steps)
+    scheduler = diffusion._scheduler("ddim", grid)
+    assert grid[0] == t0 and 1 <= len(grid) <= steps and grid.min() >= 0
+    taken = diffusion.num_train_timesteps // scheduler.num_inference_steps  # MONAI DDIM: prev = t - T // n
+    assert all(int(a) - taken == int(b) for a, b in itertools.pairwise(grid))
 
 
 def test_sample_keeps_outside_roi_and_is_seeded(images):
@@ -117,7 +129,7 @@ def test_sample_keeps_outside_roi_and_is_seeded(images):
     assert torch.equal(first.mean, again.mean) and torch.equal(first.std, again.std)
     assert not torch.equal(first.mean, other.mean)
     outside = roi == 0
-    assert torch.allclose(first.mean[outside], image[outside], atol=1e-6)
+    assert torch.equal(first.mean[outside], image[outside])
     assert torch.all(first.std[outside] < 1e-6)
     assert first.std[roi == 1].mean() > 0
 

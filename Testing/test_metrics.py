@@ -185,7 +185,9 @@ def test_summarise_mean_sd_n_ignoring_none():
     rows = [{"a": 1.0, "b": None, "reason": "x"}, {"a": 3.0, "b": 2.0, "reason": None}, {"a": 5.0}]
     summary = metrics.summarise(rows)
     # a: mean 3, sample SD sqrt(((-2)^2 + 0 + 2^2) / 2) = 2
-    assert summary["a"] == {"mean": pytest.approx(3.0), "sd": pytest.approx(2.0), "n": 3}
-    assert summary["b"] == {"mean": 2.0, "sd": None, "n": 1}
+    assert summary["a"] == {"mean": pytest.approx(3.0), "sd": pytest.approx(2.0), "n": 3, "n_nonfinite": 0}
+    assert summary["b"] == {"mean": 2.0, "sd": None, "n": 1, "n_nonfinite": 0}
     assert "reason" not in summary
-    assert metrics.summarise([{"lpips": None}]) == {"lpips": {"mean": None, "sd": None, "n": 0}}
+    assert metrics.summarise([{"lpips": None}]) == {"lpips": {"mean": None, "sd": None, "n": 0, "n_nonfinite": 0}}
+    with_inf = metrics.summarise([{"psnr": float("inf")}, {"psnr": 30.0}, {"psnr": 40.0}])
+    assert with_inf["psnr"] == {"mean": 35.0, "sd": pytest.approx(50**0.5), "n": 2, "n_nonfinite": 1}

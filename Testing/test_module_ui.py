@@ -126,7 +126,8 @@ def panel():
 
 def test_every_ui_name_the_module_uses_is_a_widget(panel):
     used = _ui_names_used(_module_tree())
-    assert {"applyButton", "progressBar", "statusLabel", "checkpointBrowseButton"} <= used
+    assert {"applyButton", "progressBar", "statusLabel", "checkpointBrowseButton", "segmenterBrowseButton",
+            "ddimStepsSpinBox"} <= used
     missing = sorted(name for name in used if panel.findChild(QWidget, name) is None)
     assert not missing, f"CMRSynthesis.py uses ui names that {UI_FILE.name} lacks: {missing}"
 
@@ -142,7 +143,9 @@ def test_every_parameter_is_bound_to_a_widget_of_a_connectable_class():
 
 def test_defaults_lie_within_ranges_and_choices():
     parameters = _parameters(_module_tree())
-    assert parameters["steps"] == {"kind": "int", "default": 250, "range": (1, 1000)}
+    assert parameters["steps"] == {"kind": "int", "default": 250, "range": (1, 999)}  # the library's t0 range
+    assert parameters["ddimSteps"] == {"kind": "int", "default": 20, "range": (1, 250)}
+    assert parameters["segmenterPath"] == parameters["checkpointPath"] == {"kind": "str", "default": ""}
     assert parameters["samples"] == {"kind": "int", "default": 5, "range": (1, 20)}
     assert parameters["task"]["choices"] == ["Scar enhancement (LGE)"]
     for name, field in parameters.items():

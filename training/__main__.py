@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shlex
 import sys
 from pathlib import Path
@@ -41,10 +42,14 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     config = json.loads(args.config.read_text())
     context = setup(args.device)
+    torch.manual_seed(config["train"]["seed"])  # network initialisation: same config, same weights on every rank
     try:
         weights, product = RECIPES[args.recipe](config, args.out, context, args.resume)
         if context.is_main:
-            command = "python -m training " + shlex.join(argv)
+            launcher = "python" if context.world_size == 1 else (
+                f"torchrun --nnodes {os.environ.get('GROUP_WORLD_SIZE', '1')} "
+                f"--nproc_per_node {os.environ.get('LOCAL_WORLD_SIZE', str(context.world_size))}")
+            command = f"{launcher} -m training {shlex.join(argv)}"
             product.update(description=config.get("description", ""), recipe=args.recipe, data=config["data"],
                            train=config["train"], command=command)
             save_checkpoint(args.out, weights, product)

@@ -1,23 +1,25 @@
 """The training loop every recipe shares: Adam, an exponential moving average (EMA) of the weights, periodic
 validation, resumable state, progress, and DDP through training.distributed.
 
-Resume state is written without pickle: tensors (model, EMA, optimizer moments, random state) in
+Resume state is written without pickle: tensors (model, EMA, optimizer moments, every rank's random state) in
 `training_state/state.safetensors`, everything else in `training_state/state.json`.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+import torch.distributed as dist
+from safetensors.torch import load_file, save
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm import tqdm
+
+from CMRSynthesisLib.io import atomic_write_bytes
 
 from .distributed import Context, barrier, wrap
 
@@ -55,44 +57,56 @@ class Trainer:
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=lr)
         self.steps, self.validate_every, self.select = steps, validate_every, select
         self.state_dir = Path(out_dir) / "training_state"
+        self.seed = seed
         self.generator = torch.Generator(device=context.device).manual_seed(seed + 1000 * context.rank)
         self.step = 0
         self.best: dict[str, Any] = {"score": None, "metrics": {}, "step": 0}
         self.best_weights: dict[str, torch.Tensor] | None = None
         self.history: list[dict[str, Any]] = []
 
-    def resume(self) -> bool:
-        """Continue from `training_state/` when present; returns whether it did."""
+    def resume(self) -> None:
+        """Continue from `training_state/`. Each rank takes back its own random state; if the number of processes
+        changed, rank r is reseeded from (seed, r, step) instead."""
         tensors_file, meta_file = self.state_dir / "state.safetensors", self.state_dir / "state.json"
         if not tensors_file.exists():
-            return False
+            raise FileNotFoundError(f"--resume: no training state in {self.state_dir}")
         tensors = load_file(str(tensors_file), device=str(self.context.device))
         meta = json.loads(meta_file.read_text())
         self.model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
         self.ema.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("ema.")})
         _restore_optimizer(self.optimizer, tensors, meta["optimizer"])
-        self.generator.set_state(tensors["rng"].cpu())
         best = {k[5:]: v for k, v in tensors.items() if k.startswith("best.")}
         self.best_weights = best or None
         self.step, self.best, self.history = meta["step"], meta["best"], meta["history"]
-        return True
+        if meta.get("world_size") == self.context.world_size:
+            self.generator.set_state(tensors[f"rng.{self.context.rank}"].cpu())
+        else:
+            self.generator.manual_seed(self.seed + 1000 * self.context.rank + self.step)
+
+    def _random_states(self) -> list[torch.Tensor]:
+        """Every rank's generator state (a collective call under DDP)."""
+        state = self.generator.get_state()
+        if self.context.world_size == 1:
+            return [state]
+        states: list[Any] = [None] * self.context.world_size
+        dist.all_gather_object(states, state)
+        return states
 
     def _save_state(self) -> None:
+        random_states = self._random_states()
         if not self.context.is_main:
             return
         optimizer_tensors, optimizer_meta = _optimizer_tensors(self.optimizer)
         tensors = {**{f"model.{k}": v for k, v in self.model.state_dict().items()},
                    **{f"ema.{k}": v for k, v in self.ema.state_dict().items()},
-                   **optimizer_tensors, "rng": self.generator.get_state()}
+                   **optimizer_tensors, **{f"rng.{rank}": state for rank, state in enumerate(random_states)}}
         if self.best_weights is not None:
             tensors.update({f"best.{k}": v for k, v in self.best_weights.items()})
-        self.state_dir.mkdir(parents=True, exist_ok=True)
-        temporary = self.state_dir / "state.safetensors.tmp"
-        save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(temporary))
-        os.replace(temporary, self.state_dir / "state.safetensors")
-        meta = {"step": self.step, "optimizer": optimizer_meta, "best": self.best, "history": self.history}
-        (self.state_dir / "state.json.tmp").write_text(json.dumps(meta, indent=1))
-        os.replace(self.state_dir / "state.json.tmp", self.state_dir / "state.json")
+        atomic_write_bytes(self.state_dir / "state.safetensors",
+                           save({k: v.detach().contiguous().cpu() for k, v in tensors.items()}))
+        meta = {"step": self.step, "world_size": self.context.world_size, "optimizer": optimizer_meta,
+                "best": self.best, "history": self.history}
+        atomic_write_bytes(self.state_dir / "state.json", json.dumps(meta, indent=1).encode())
 
     def _validate(self, validate: Validation | None, loss: float) -> None:
         metrics = validate(self.ema.module) if validate else {}

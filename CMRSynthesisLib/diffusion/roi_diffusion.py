@@ -13,18 +13,17 @@ Tensors are (batch, channels, y, x) and image values are scaled to [-1, 1] (the 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
 from typing import Any
 
 import torch
 from monai.networks.schedulers import DDIMScheduler, DDPMScheduler
 
-from ..errors import Cancelled, InputError
-
-Progress = Callable[[float, str], "bool | None"]
+from ..errors import InputError
+from ..progress import Progress, report
 
 DEFAULT_SCHEDULE = {"num_train_timesteps": 1000, "schedule": "linear_beta", "beta_start": 1e-4, "beta_end": 0.02}
 SAMPLERS = ("ddpm", "ddim")
+DEFAULT_DDIM_STEPS = 20
 
 
 @dataclasses.dataclass
@@ -33,12 +32,6 @@ class SampleResult:
 
     mean: torch.Tensor
     std: torch.Tensor
-
-
-def report(progress: Progress | None, fraction: float, message: str) -> None:
-    """Call the progress callback; it returning False means the user cancelled."""
-    if progress is not None and progress(min(max(fraction, 0.0), 1.0), message) is False:
-        raise Cancelled("cancelled by the user")
 
 
 class RoiDiffusion:
@@ -86,23 +79,32 @@ class RoiDiffusion:
         error = (self.predict_noise(x_t, condition, timesteps) - noise) * roi
         return error.pow(2).sum() / roi.sum().clamp(min=1)
 
-    def timesteps(self, sampler: str, t0: int, ddim_steps: int) -> torch.Tensor:
-        """Reverse-chain timesteps from t0 down to 0: every step (DDPM) or a grid of stride t0 / ddim_steps (DDIM)."""
+    def ddim_stride(self, t0: int, ddim_steps: int) -> int:
+        """The DDIM step size for about `ddim_steps` steps below t0 that MONAI's DDIMScheduler can take: its step()
+        goes from t to t - T // num_inference_steps, so the stride must be of that form."""
+        wanted = max(1, t0 // max(1, ddim_steps))
+        return self.num_train_timesteps // (self.num_train_timesteps // wanted)
+
+    def timesteps(self, sampler: str, t0: int, ddim_steps: int = DEFAULT_DDIM_STEPS) -> torch.Tensor:
+        """Reverse-chain timesteps from t0: every step down to 0 (DDPM, t0 + 1 network calls), or `ddim_steps`
+        steps t0, t0 - s, t0 - 2s, ... of the DDIM stride s (DDIM, at most ddim_steps network calls)."""
         if not 1 <= t0 < self.num_train_timesteps:
             raise InputError(f"partial-diffusion start step must be in 1..{self.num_train_timesteps - 1}; got {t0}")
         if sampler == "ddpm":
             return torch.arange(t0, -1, -1)
         if sampler == "ddim":
-            stride = max(1, t0 // max(1, ddim_steps))
-            return torch.arange(t0, -1, -stride)
+            if ddim_steps < 1:
+                raise InputError(f"the number of DDIM steps must be at least 1; got {ddim_steps}")
+            stride = self.ddim_stride(t0, ddim_steps)
+            return torch.arange(t0, -1, -stride)[:ddim_steps]
         raise InputError(f"unknown sampler {sampler!r}; choose one of {SAMPLERS}")
 
     def _scheduler(self, sampler: str, grid: torch.Tensor) -> DDPMScheduler | DDIMScheduler:
         if sampler == "ddpm":
             return self.ddpm
-        stride = int(grid[0] - grid[1]) if len(grid) > 1 else 1
+        stride = int(grid[0] - grid[1]) if len(grid) > 1 else self.num_train_timesteps
         ddim = DDIMScheduler(**self.schedule, clip_sample=True)
-        ddim.set_timesteps(self.num_train_timesteps // stride)  # makes step() go from t to t - stride
+        ddim.set_timesteps(self.num_train_timesteps // stride)  # step() now goes from t to t - stride
         ddim.timesteps = grid
         return ddim
 
@@ -116,19 +118,22 @@ class RoiDiffusion:
         t0: int = 250,
         samples: int = 5,
         sampler: str = "ddpm",
-        ddim_steps: int = 25,
+        ddim_steps: int = DEFAULT_DDIM_STEPS,
         generator: torch.Generator | None = None,
         progress: Progress | None = None,
     ) -> SampleResult:
         """Partial diffusion of `image` (B, 1, y, x) inside `roi` (B, 1, y, x), k = `samples` runs as one batch.
 
-        The image is noised to step t0 inside the ROI, then denoised to 0 conditioned on `condition` (B, C, y, x).
-        Returns the mean and SD over the k samples; voxels outside the ROI equal `image` exactly.
+        The image is noised to step t0 inside the ROI, then denoised conditioned on `condition` (B, C, y, x); the
+        result is the x0 prediction of the last step. Returns the mean and SD over the k samples; voxels outside the
+        ROI equal `image` exactly.
         """
         if samples < 1:
             raise InputError(f"the number of samples must be at least 1; got {samples}")
         grid = self.timesteps(sampler, t0, ddim_steps)
         scheduler = self._scheduler(sampler, grid)
+        step_size = self.num_train_timesteps // scheduler.num_inference_steps if sampler == "ddim" else 1
+        options = {"eta": 0.0} if sampler == "ddim" else {}
         repeat = lambda tensor: None if tensor is None else tensor.repeat_interleave(samples, dim=0)
         x_start, cond, mask = repeat(image), repeat(condition), repeat(roi)
         noise = torch.randn(x_start.shape, device=x_start.device, generator=generator)
@@ -138,16 +143,12 @@ class RoiDiffusion:
         for index, t in enumerate(grid.tolist()):
             report(progress, index / len(grid), f"denoising step {index + 1}/{len(grid)} (t={t})")
             eps = self.predict_noise(x_t, cond, torch.full((batch,), t, device=x_t.device, dtype=torch.long))
-            if sampler == "ddpm":
-                x_prev, x0_hat = scheduler.step(eps, t, x_t, generator=generator)
-                t_prev = t - 1
-            else:
-                x_prev, x0_hat = scheduler.step(eps, t, x_t, eta=0.0, generator=generator)
-                t_prev = int(grid[index + 1]) if index + 1 < len(grid) else -1
-            outside = self._abar(torch.full((batch,), t_prev, device=x_t.device), x_start).sqrt() * x_start
+            x_prev, x0_hat = scheduler.step(eps, t, x_t, generator=generator, **options)
+            t_prev = torch.full((batch,), t - step_size, device=x_t.device)
+            outside = self._abar(t_prev, x_start).sqrt() * x_start
             x_t = mask * x_prev + (1 - mask) * outside
             result = mask * x0_hat + (1 - mask) * x_start
         report(progress, 1.0, "denoising done")
         result = result.reshape(-1, samples, *result.shape[1:])
-        std = result.std(dim=1, unbiased=False)
-        return SampleResult(mean=result.mean(dim=1), std=std)
+        mean = torch.where(roi > 0, result.mean(dim=1), image)  # a mean of k equal floats can be 1 ulp off
+        return SampleResult(mean=mean, std=result.std(dim=1, unbiased=False))

@@ -8,9 +8,10 @@ from ..errors import InputError
 from ..volume import Volume
 from .dicom import is_dicom_file, read_dicom_series
 from .itk_files import READ_SUFFIXES, itk_suffix, read_itk_file
-from .writing import file_sha256, write_volume
+from .writing import atomic_write_bytes, check_output_paths, file_sha256, same_file, write_volume, write_volumes
 
-__all__ = ["file_sha256", "read_dicom_series", "read_volume", "write_volume"]
+__all__ = ["atomic_write_bytes", "check_output_paths", "file_sha256", "read_dicom_series", "read_volume",
+           "same_file", "write_volume", "write_volumes"]
 
 
 def read_volume(path: str | Path) -> Volume:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import SimpleITK as sitk
@@ -24,8 +24,9 @@ def file_sha256(path: str | Path) -> str:
     return digest.hexdigest()
 
 
-def _same_file(first: Path, second: Path) -> bool:
+def same_file(first: str | Path, second: str | Path) -> bool:
     """True when both paths name one file (after symlinks; hard links count too)."""
+    first, second = Path(first).expanduser(), Path(second).expanduser()
     if first.resolve() == second.resolve():
         return True
     try:
@@ -34,36 +35,74 @@ def _same_file(first: Path, second: Path) -> bool:
         return False
 
 
+def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
+    """Write bytes to a temporary file beside `path`, then move it into place in one step."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}-{uuid.uuid4().hex[:12]}.partial")
+    try:
+        temporary.write_bytes(data)
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+    return path
+
+
+def check_output_paths(paths: Sequence[str | Path], *, protected: Iterable[str | Path] = (),
+                       overwrite: bool = True) -> list[str]:
+    """Refuse (OutputError) output paths that could not or must not be written: an unknown image type, a folder,
+    one of the `protected` inputs, a path given twice, or an existing file when `overwrite` is False.
+    Returns each path's image suffix. Call it before long work, so bad outputs fail fast."""
+    protected, paths = list(protected), [Path(path) for path in paths]
+    suffixes = []
+    for index, path in enumerate(paths):
+        suffix = itk_suffix(path, WRITE_SUFFIXES)
+        if suffix is None:
+            raise OutputError(f"{path}: unknown output type; use one of {', '.join(WRITE_SUFFIXES)}")
+        for source in protected:
+            if same_file(path, source):
+                raise OutputError(f"{path}: refusing to overwrite the input file {source}; choose another output path")
+        if path.is_dir():
+            raise OutputError(f"{path}: is a folder; give a file name")
+        if path.exists() and not overwrite:
+            raise OutputError(f"{path}: already exists and overwriting was not allowed")
+        if any(same_file(path, other) for other in paths[:index]):
+            raise OutputError(f"{path}: given for two outputs; choose distinct output paths")
+        suffixes.append(suffix)
+    return suffixes
+
+
+def write_volumes(items: Sequence[tuple[Volume, str | Path]], *, protected: Iterable[str | Path] = (),
+                  overwrite: bool = True) -> list[Path]:
+    """Write several volumes all or nothing: every path is checked (`check_output_paths`), every image goes to a
+    temporary file in its target folder, and only when all are written do they move into place.
+    NIfTI (.nii, .nii.gz), NRRD (.nrrd) or MetaImage (.mha) by extension; dtypes kept (bool stored as uint8)."""
+    paths = [Path(path) for _, path in items]
+    suffixes = check_output_paths(paths, protected=protected, overwrite=overwrite)
+    temporaries: list[Path] = []
+    try:
+        for (volume, _), path, suffix in zip(items, paths, suffixes):
+            try:
+                image = to_sitk(volume)
+            except (TypeError, RuntimeError) as err:
+                raise OutputError(f"{path}: cannot store an array of dtype {volume.array.dtype} "
+                                  f"({error_reason(err)})") from err
+            temporary = path.with_name(f".{path.name[:-len(suffix)]}-{uuid.uuid4().hex[:12]}.partial{suffix}")
+            temporaries.append(temporary)
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                sitk.WriteImage(image, str(temporary), useCompression=suffix != ".nii")
+            except (RuntimeError, OSError) as err:
+                raise OutputError(f"{path}: could not be written ({error_reason(err)})") from err
+        for temporary, path in zip(temporaries, paths):
+            os.replace(temporary, path)
+    finally:
+        for temporary in temporaries:
+            temporary.unlink(missing_ok=True)
+    return paths
+
+
 def write_volume(volume: Volume, path: str | Path, *, protected: Iterable[str | Path] = (),
                  overwrite: bool = True) -> Path:
-    """Write `volume` as NIfTI (.nii, .nii.gz), NRRD (.nrrd) or MetaImage (.mha), chosen by the extension.
-
-    Refuses (OutputError) to write onto any file in `protected` (pass the inputs) and onto an existing file
-    when `overwrite` is False. The image goes to a temporary file in the target folder that then replaces
-    the target in one step, so a failed write leaves no partial file. Parent folders are created; the array
-    dtype is kept (bool is stored as uint8). Returns the path written.
-    """
-    path = Path(path)
-    suffix = itk_suffix(path, WRITE_SUFFIXES)
-    if suffix is None:
-        raise OutputError(f"{path}: unknown output type; use one of {', '.join(WRITE_SUFFIXES)}")
-    for source in protected:
-        if _same_file(path, Path(source)):
-            raise OutputError(f"{path}: refusing to overwrite the input file {source}; choose another output path")
-    if path.is_dir():
-        raise OutputError(f"{path}: is a folder; give a file name")
-    if path.exists() and not overwrite:
-        raise OutputError(f"{path}: already exists and overwriting was not allowed")
-    try:
-        image = to_sitk(volume)
-    except (TypeError, RuntimeError) as err:
-        raise OutputError(f"{path}: cannot store an array of dtype {volume.array.dtype} ({error_reason(err)})") from err
-    temporary = path.with_name(f".{path.name[:-len(suffix)]}-{uuid.uuid4().hex[:12]}.partial{suffix}")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        sitk.WriteImage(image, str(temporary), useCompression=suffix != ".nii")
-        os.replace(temporary, path)
-    except (RuntimeError, OSError) as err:
-        temporary.unlink(missing_ok=True)
-        raise OutputError(f"{path}: could not be written ({error_reason(err)})") from err
-    return path
+    """Write one volume atomically; see `write_volumes` (refuses protected inputs, keeps the dtype)."""
+    return write_volumes([(volume, path)], protected=protected, overwrite=overwrite)[0]

@@ -21,8 +21,8 @@ from skimage.transform import resize
 from ..checkpoints import load_checkpoint, shipped_checkpoint
 from ..device import resolve_device, seeded_generator
 from ..diffusion.networks import build_network, load_weights
-from ..diffusion.roi_diffusion import Progress, RoiDiffusion, report
-from ..errors import InputError
+from ..diffusion.roi_diffusion import DEFAULT_DDIM_STEPS, RoiDiffusion
+from ..errors import CheckpointError, InputError
 from ..preprocess import (
     IntensityScale,
     SquareCrop,
@@ -32,6 +32,7 @@ from ..preprocess import (
     resample_to_spacing,
     to_dtype,
 )
+from ..progress import Progress, report
 from ..volume import Volume
 
 METHOD = "scar_enhancement"
@@ -142,32 +143,44 @@ class HeartSegmenter:
 class ScarEnhancement:
     """The scar-enhancement method: `run({"lge": Volume, "roi": Volume | None}, ...)` -> enhanced LGE.
 
-    config keys (enhancer checkpoint): network, schedule, crop_size, roi_margin_px, blood_reference.
+    config keys (enhancer checkpoint): network, schedule, crop_size, roi_margin_px, blood_reference. The heart
+    segmenter is loaded from `segmenter` (a checkpoint folder; None: the shipped one) the first time a run has no ROI.
     """
 
     name = METHOD
+    REQUIRED_CONFIG = ("network", "schedule", "crop_size", "roi_margin_px", "blood_reference")
 
-    def __init__(self, diffusion: RoiDiffusion, config: dict[str, Any], segmenter: HeartSegmenter | None,
-                 device: torch.device) -> None:
+    def __init__(self, diffusion: RoiDiffusion, config: dict[str, Any], device: torch.device,
+                 segmenter: str | Path | None = None) -> None:
+        missing = [key for key in self.REQUIRED_CONFIG if key not in config]
+        if missing:
+            raise CheckpointError(f"the scar-enhancement checkpoint config lacks {', '.join(missing)}")
         self.diffusion = diffusion
         self.config = config
-        self.segmenter = segmenter
         self.device = device
+        self.segmenter_checkpoint = segmenter
+        self._segmenter: HeartSegmenter | None = None
         diffusion.network.to(device).eval()
 
     @classmethod
     def load(cls, checkpoint: str | Path | None = None, device: str | torch.device = "auto",
              segmenter: str | Path | None = None) -> ScarEnhancement:
-        """Load the enhancer (shipped demo model when `checkpoint` is None) and the heart segmenter."""
+        """Load the enhancer (shipped demo model when `checkpoint` is None) on `device`."""
         torch_device = resolve_device(device)
         folder = Path(checkpoint) if checkpoint else shipped_checkpoint(SHIPPED_ENHANCER)
         weights, config = load_checkpoint(folder, expected_method=METHOD)
         network = load_weights(build_network(config["network"]), weights)
-        return cls(RoiDiffusion(network, config.get("schedule")), config,
-                   HeartSegmenter.load(segmenter, torch_device), torch_device)
+        return cls(RoiDiffusion(network, config["schedule"]), config, torch_device, segmenter)
+
+    @property
+    def segmenter(self) -> HeartSegmenter:
+        """The heart-ROI segmenter, loaded on first use."""
+        if self._segmenter is None:
+            self._segmenter = HeartSegmenter.load(self.segmenter_checkpoint, self.device)
+        return self._segmenter
 
     def run(self, inputs: dict[str, Volume | None], *, steps: int = 250, samples: int = 5, seed: int = 0,
-            sampler: str = "ddpm", ddim_steps: int = 25, guidance: float | None = None,
+            sampler: str = "ddpm", ddim_steps: int = DEFAULT_DDIM_STEPS, guidance: float | None = None,
             progress: Progress | None = None) -> dict[str, Volume]:
         """Enhance an LGE stack. inputs: "lge" (z, y, x), optional "roi" (same grid, non-zero = heart ROI).
 
@@ -179,11 +192,10 @@ class ScarEnhancement:
         lge = _checked_lge(inputs.get("lge"))
         roi = self._roi(lge, inputs.get("roi"), progress)
         slices = [index for index in range(lge.spatial_shape[0]) if roi[index].any()]
-        images = lge.array[slices].astype(np.float32)
-        enhanced, spread = self.enhance_slices(images, roi[slices], steps=steps, samples=samples, seed=seed,
-                                               sampler=sampler, ddim_steps=ddim_steps, progress=progress)
+        enhanced, spread = self.enhance_slices(lge.array[slices], roi[slices], steps=steps, samples=samples,
+                                               seed=seed, sampler=sampler, ddim_steps=ddim_steps, progress=progress)
         output = lge.array.copy()
-        output[slices] = np.where(roi[slices], to_dtype(enhanced, lge.array.dtype), lge.array[slices])
+        output[slices] = enhanced
         spread_volume = np.zeros(lge.spatial_shape, dtype=np.float32)
         spread_volume[slices] = spread
         settings = {"method": METHOD, "t0": steps, "samples": samples, "seed": seed, "sampler": sampler}
@@ -198,23 +210,27 @@ class ScarEnhancement:
     def _roi(self, lge: Volume, roi: Volume | None, progress: Progress | None) -> np.ndarray:
         if roi is None:
             mask = self.segmenter.segment(lge, progress=lambda f, m: report(progress, 0.1 * f, m))
-            source = "the heart segmenter found no heart in any slice; draw an ROI and pass it"
-        else:
-            lge.require_same_geometry(roi, "the LGE volume and the ROI mask")
-            mask = np.asarray(roi.array) != 0
-            source = "the ROI mask is empty (no non-zero voxel)"
-        if mask.ndim != 3 or not mask.any():
-            raise InputError(source)
+            if not mask.any():
+                raise InputError("the heart segmenter found no heart in any slice; draw an ROI and pass it")
+            return mask
+        if roi.array.ndim != 3:
+            raise InputError(f"the ROI mask must be a 3D volume (slices, rows, cols); got shape {roi.array.shape}")
+        lge.require_same_geometry(roi, "the LGE volume and the ROI mask")
+        mask = np.asarray(roi.array) != 0
+        if not mask.any():
+            raise InputError("the ROI mask is empty (no non-zero voxel); draw the heart ROI")
         return mask
 
     def enhance_slices(self, images: np.ndarray, rois: np.ndarray, *, steps: int = 250, samples: int = 5,
-                       seed: int = 0, sampler: str = "ddpm", ddim_steps: int = 25, progress: Progress | None = None,
-                       max_batch: int = 40) -> tuple[np.ndarray, np.ndarray]:
+                       seed: int = 0, sampler: str = "ddpm", ddim_steps: int = DEFAULT_DDIM_STEPS,
+                       progress: Progress | None = None, max_batch: int = 40) -> tuple[np.ndarray, np.ndarray]:
         """Enhance 2D slices (N, y, x) inside boolean ROIs (N, y, x); every ROI must be non-empty.
 
-        Returns the mean of k samples and their SD, both (N, y, x) float32 in input units, valid inside the ROIs.
+        Returns the enhanced slices in the images' dtype, equal to the input outside the ROIs, and the per-voxel SD
+        of the k samples (float32, input units, zero outside). The model's change is what is mapped back to the
+        input grid, so a crop resized for the model does not blur the unchanged image.
         """
-        size, margin = int(self.config["crop_size"]), int(self.config.get("roi_margin_px", 4))
+        size, margin = int(self.config["crop_size"]), int(self.config["roi_margin_px"])
         crops, scales = zip(*(slice_frame(image, roi, size, margin) for image, roi in zip(images, rois)))
         x = np.stack([scale.forward(crop.extract(image)) for crop, scale, image in zip(crops, scales, images)])
         m = np.stack([crop.extract(roi, order=0) > 0.5 for crop, roi in zip(crops, rois)]).astype(np.float32)
@@ -235,22 +251,26 @@ class ScarEnhancement:
             means.append(result.mean[:, 0].cpu().numpy())
             sds.append(result.std[:, 0].cpu().numpy())
         mean, sd = np.concatenate(means), np.concatenate(sds)
-        enhanced = np.zeros(images.shape, dtype=np.float32)
+        enhanced = images.copy()
         spread = np.zeros(images.shape, dtype=np.float32)
         for index, (crop, scale) in enumerate(zip(crops, scales)):
-            region, values = crop.restore(scale.inverse(mean[index]))
-            enhanced[index][region] = values
+            region, change = crop.restore(scale.inverse(mean[index]) - scale.inverse(x[index]))
+            inside = rois[index][region]
+            values = images[index][region].astype(np.float32) + change
+            enhanced[index][region] = np.where(inside, to_dtype(values, images.dtype), images[index][region])
             region, values = crop.restore(sd[index] * 0.5 * (scale.high - scale.low))
-            spread[index][region] = values
+            spread[index][region] = np.where(inside, values, 0.0)
         return enhanced, spread
 
 
 def _checked_lge(lge: Volume | None) -> Volume:
-    """The LGE input must be a finite 3D stack."""
+    """The LGE input must be a finite, numeric 3D stack."""
     if lge is None:
         raise InputError("scar enhancement needs an LGE volume (input 'lge')")
     if lge.array.ndim != 3:
         raise InputError(f"the LGE input must be a 3D stack (slices, rows, cols); got shape {lge.array.shape}")
-    if not np.issubdtype(lge.array.dtype, np.number) or not np.isfinite(lge.array).all():
+    if lge.array.dtype == bool or not np.issubdtype(lge.array.dtype, np.number):
+        raise InputError(f"the LGE volume must hold intensities; got voxels of type {lge.array.dtype}")
+    if not np.isfinite(lge.array).all():
         raise InputError("the LGE volume contains NaN or infinite voxels; fix or mask them before enhancement")
     return lge

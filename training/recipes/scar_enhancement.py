@@ -85,7 +85,8 @@ def train_segmenter(config: dict[str, Any], out: Path, context: Context, resume:
 
     def validate(model: torch.nn.Module) -> dict[str, float]:
         metric = DiceMetric(include_background=True)
-        metric((torch.sigmoid(model(val_x)) > 0.5).float(), val_y)
+        for start in range(0, len(val_x), batch):
+            metric((torch.sigmoid(model(val_x[start:start + batch])) > 0.5).float(), val_y[start:start + batch])
         return {"dice": float(metric.aggregate().item())}
 
     trainer = Trainer(network, context, out, steps=_steps(train_cfg, len(x)), lr=train_cfg["lr"],
@@ -142,7 +143,7 @@ def train_enhancer(config: dict[str, Any], out: Path, context: Context, resume: 
                       ema_decay=train_cfg["ema_decay"], seed=train_cfg["seed"],
                       validate_every=train_cfg["validate_every"])
     diffusion = RoiDiffusion(trainer.trained, config["schedule"])
-    batch, max_t = int(train_cfg["batch_size"]), train_cfg.get("max_timestep")
+    batch, max_t = int(train_cfg["batch_size"]), train_cfg["max_timestep"]
 
     def loss_fn(model: torch.nn.Module, generator: torch.Generator) -> torch.Tensor:
         index = torch.multinomial(weights, batch, replacement=True, generator=generator)
@@ -151,10 +152,16 @@ def train_enhancer(config: dict[str, Any], out: Path, context: Context, resume: 
         return diffusion.training_loss(target, condition, roi, generator=generator, max_timestep=max_t)
 
     def validate(model: torch.nn.Module) -> dict[str, float]:
+        """ROI noise loss over the validation crops, in mini-batches, at fixed random timesteps and noise."""
         fixed = torch.Generator(device=context.device).manual_seed(0)
-        loss = RoiDiffusion(model, config["schedule"]).training_loss(val["target"], val["condition"], val["roi"],
-                                                                      generator=fixed, max_timestep=max_t)
-        return {"validation_loss": float(loss)}
+        checker = RoiDiffusion(model, config["schedule"])
+        total = voxels = 0.0
+        for start in range(0, len(val["roi"]), batch):
+            part = {key: value[start:start + batch] for key, value in val.items()}
+            loss = checker.training_loss(part["target"], part["condition"], part["roi"], generator=fixed,
+                                         max_timestep=max_t)
+            total, voxels = total + float(loss) * float(part["roi"].sum()), voxels + float(part["roi"].sum())
+        return {"validation_loss": total / max(voxels, 1.0)}
 
     if resume:
         trainer.resume()
@@ -166,6 +173,8 @@ def train_enhancer(config: dict[str, Any], out: Path, context: Context, resume: 
 
 def _steps(train_cfg: dict[str, Any], examples: int) -> int:
     """Optimiser steps: given directly, or epochs x ceil(examples / batch size) as in the papers' recipes."""
+    if ("steps" in train_cfg) == ("epochs" in train_cfg):
+        raise ValueError("the train config needs exactly one of 'steps' and 'epochs'")
     if "steps" in train_cfg:
         return int(train_cfg["steps"])
     return int(train_cfg["epochs"]) * -(-examples // int(train_cfg["batch_size"]))
