@@ -36,11 +36,11 @@ def _finite_or_none(value: Any) -> Any:
     return None if isinstance(value, float) and not np.isfinite(value) else value
 
 
-def heldout_cases(subjects: int, slices: int, segmenter) -> list[dict[str, Any]]:
-    """Held-out test phantom subjects with scar: each with its study, the segmenter's ROI (z, y, x) and up to
-    `slices` scarred slice indices (largest scar inside the ROI first)."""
+def heldout_cases(subjects: int, slices: int, segmenter, split: str = "test") -> list[dict[str, Any]]:
+    """Held-out phantom subjects with scar (test split; validation for choosing models): each with its study, the
+    segmenter's ROI (z, y, x) and up to `slices` scarred slice indices (largest scar inside the ROI first)."""
     cases = []
-    for subject_id in phantom.subject_ids("test", 4 * subjects):
+    for subject_id in phantom.subject_ids(split, 4 * subjects):
         study = phantom.lge_study(subject_id)
         if not study["masks"]["scar"].any():
             continue

@@ -145,3 +145,29 @@ def test_cancel_and_bad_arguments(images):
         diffusion.sample(image, image, roi, t0=10, sampler="euler")
     with pytest.raises(InputError, match="samples"):
         diffusion.sample(image, image, roi, t0=10, samples=0)
+
+
+def test_sample_prediction_loss_is_the_x0_error_on_the_roi(images):
+    image, roi = images
+    diffusion = RoiDiffusion(ZeroNoise(), {"prediction_type": "sample"})
+    loss = diffusion.training_loss(image, image, roi, generator=torch.Generator().manual_seed(3))
+    assert torch.allclose(loss, (image[roi == 1] ** 2).mean())
+    assert diffusion.ddpm.prediction_type == "sample"
+    with pytest.raises(InputError, match="prediction_type"):
+        RoiDiffusion(ZeroNoise(), {"prediction_type": "v"})
+
+
+def test_training_can_noise_the_input_instead_of_the_target(images):
+    image, roi = images
+    recorder = Recorder(ZeroNoise())
+    diffusion = RoiDiffusion(recorder, {"prediction_type": "sample"})
+    target = image + roi * 0.5
+    diffusion.training_loss(target, image, roi, generator=torch.Generator().manual_seed(4), source=image)
+    x_t, t = recorder.calls[0][0][:, :1], recorder.calls[0][1]
+    replay = torch.Generator().manual_seed(4)
+    torch.randint(0, 1000, (2,), generator=replay)
+    noise = torch.randn(image.shape, generator=replay)
+    assert torch.allclose(x_t, diffusion.add_noise(image, noise, roi, t))  # noised from the source
+    assert not torch.allclose(x_t, diffusion.add_noise(target, noise, roi, t))
+    with pytest.raises(InputError, match="sample"):
+        RoiDiffusion(ZeroNoise()).training_loss(target, image, roi, source=image)

@@ -21,7 +21,9 @@ from monai.networks.schedulers import DDIMScheduler, DDPMScheduler
 from ..errors import InputError
 from ..progress import Progress, report
 
-DEFAULT_SCHEDULE = {"num_train_timesteps": 1000, "schedule": "linear_beta", "beta_start": 1e-4, "beta_end": 0.02}
+DEFAULT_SCHEDULE = {"num_train_timesteps": 1000, "schedule": "linear_beta", "beta_start": 1e-4, "beta_end": 0.02,
+                    "prediction_type": "epsilon"}
+PREDICTION_TYPES = ("epsilon", "sample")
 SAMPLERS = ("ddpm", "ddim")
 DEFAULT_DDIM_STEPS = 20
 
@@ -38,12 +40,15 @@ class RoiDiffusion:
     """A noise-prediction network wrapped with ROI-restricted DDPM training and partial-diffusion sampling.
 
     network: maps (x_t concatenated with the condition, timesteps) to predicted noise of x_t's shape.
-    schedule: DDPM schedule arguments (num_train_timesteps, schedule, beta_start, beta_end).
+    schedule: DDPM schedule arguments (num_train_timesteps, schedule, beta_start, beta_end) and prediction_type:
+    "epsilon" (the network predicts the noise, as in the paper) or "sample" (it predicts x0 directly).
     """
 
     def __init__(self, network: torch.nn.Module, schedule: dict[str, Any] | None = None) -> None:
         self.network = network
         self.schedule = {**DEFAULT_SCHEDULE, **(schedule or {})}
+        if self.schedule["prediction_type"] not in PREDICTION_TYPES:
+            raise InputError(f"prediction_type must be one of {PREDICTION_TYPES}; got {self.schedule['prediction_type']!r}")
         self.ddpm = DDPMScheduler(**self.schedule, clip_sample=True)
         self.num_train_timesteps = int(self.schedule["num_train_timesteps"])
 
@@ -58,8 +63,8 @@ class RoiDiffusion:
         abar = self._abar(timesteps, x0)
         return abar.sqrt() * x0 + (1 - abar).sqrt() * (roi * noise)
 
-    def predict_noise(self, x_t: torch.Tensor, condition: torch.Tensor | None, timesteps: torch.Tensor) -> torch.Tensor:
-        """The network's noise estimate for x_t (conditioned by channel concatenation)."""
+    def predict(self, x_t: torch.Tensor, condition: torch.Tensor | None, timesteps: torch.Tensor) -> torch.Tensor:
+        """The network's output for x_t, conditioned by channel concatenation: the noise or x0 (prediction_type)."""
         inputs = x_t if condition is None else torch.cat([x_t, condition], dim=1)
         return self.network(inputs, timesteps)
 
@@ -70,13 +75,22 @@ class RoiDiffusion:
         roi: torch.Tensor,
         generator: torch.Generator | None = None,
         max_timestep: int | None = None,
+        source: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Mean squared noise error over ROI voxels (paper eq. 5) at uniformly drawn timesteps < max_timestep."""
+        """Mean squared error over ROI voxels (paper eq. 5) of the noise, or of x0 for prediction_type "sample", at
+        uniformly drawn timesteps < max_timestep.
+
+        source: the image the forward noise starts from, when it is not the target (prediction_type "sample" only):
+        partial diffusion starts from the noised *input*, so a model can be taught that start directly.
+        """
+        if source is not None and self.schedule["prediction_type"] != "sample":
+            raise InputError("noising another image than the target needs prediction_type 'sample'")
         high = min(max_timestep or self.num_train_timesteps, self.num_train_timesteps)
         timesteps = torch.randint(0, high, (target.shape[0],), device=target.device, generator=generator)
         noise = torch.randn(target.shape, device=target.device, generator=generator)
-        x_t = self.add_noise(target, noise, roi, timesteps)
-        error = (self.predict_noise(x_t, condition, timesteps) - noise) * roi
+        x_t = self.add_noise(target if source is None else source, noise, roi, timesteps)
+        wanted = noise if self.schedule["prediction_type"] == "epsilon" else target
+        error = (self.predict(x_t, condition, timesteps) - wanted) * roi
         return error.pow(2).sum() / roi.sum().clamp(min=1)
 
     def ddim_stride(self, t0: int, ddim_steps: int) -> int:
@@ -142,8 +156,8 @@ class RoiDiffusion:
         result = x_t
         for index, t in enumerate(grid.tolist()):
             report(progress, index / len(grid), f"denoising step {index + 1}/{len(grid)} (t={t})")
-            eps = self.predict_noise(x_t, cond, torch.full((batch,), t, device=x_t.device, dtype=torch.long))
-            x_prev, x0_hat = scheduler.step(eps, t, x_t, generator=generator, **options)
+            output = self.predict(x_t, cond, torch.full((batch,), t, device=x_t.device, dtype=torch.long))
+            x_prev, x0_hat = scheduler.step(output, t, x_t, generator=generator, **options)
             t_prev = torch.full((batch,), t - step_size, device=x_t.device)
             outside = self._abar(t_prev, x_start).sqrt() * x_start
             x_t = mask * x_prev + (1 - mask) * outside

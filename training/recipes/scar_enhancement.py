@@ -145,11 +145,17 @@ def train_enhancer(config: dict[str, Any], out: Path, context: Context, resume: 
     diffusion = RoiDiffusion(trainer.trained, config["schedule"])
     batch, max_t = int(train_cfg["batch_size"]), train_cfg["max_timestep"]
 
+    from_input = float(train_cfg.get("noise_from_input_fraction", 0.0))
+
     def loss_fn(model: torch.nn.Module, generator: torch.Generator) -> torch.Tensor:
         index = torch.multinomial(weights, batch, replacement=True, generator=generator)
         target, condition, roi = _random_flips(data["target"][index], data["condition"][index], data["roi"][index],
                                                generator=generator)
-        return diffusion.training_loss(target, condition, roi, generator=generator, max_timestep=max_t)
+        source = None
+        if from_input > 0:  # part of the batch starts, as partial diffusion does, from the noised original image
+            pick = torch.rand((batch, 1, 1, 1), generator=generator, device=generator.device) < from_input
+            source = torch.where(pick, condition, target)
+        return diffusion.training_loss(target, condition, roi, generator=generator, max_timestep=max_t, source=source)
 
     def validate(model: torch.nn.Module) -> dict[str, float]:
         """ROI noise loss over the validation crops, in mini-batches, at fixed random timesteps and noise."""
