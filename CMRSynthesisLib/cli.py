@@ -53,7 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = commands.add_parser("demo", help="enhance held-out phantom subjects; figure, metrics JSON and table")
     demo.add_argument("--out", type=Path, default=Path("demo_output"))
-    demo.add_argument("--subjects", type=int, default=4, help="held-out test subjects with scar")
+    demo.add_argument("--subjects", type=int, default=8, help="held-out test subjects with scar")
     demo.add_argument("--slices", type=int, default=2, help="scarred slices per subject (largest scar first)")
     _add_sampling(demo)
     return parser
@@ -120,7 +120,9 @@ def main(argv: list[str] | None = None) -> int:
     reporter.close()
     if json_mode:
         emit(sys.stdout, "result", **result)
-    elif args.command != "demo":
+    elif args.command == "demo":
+        print(result["table"])
+    else:
         print(json.dumps(result, indent=2))
     return 0
 

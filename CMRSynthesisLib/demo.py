@@ -71,7 +71,7 @@ def evaluate_slice(image: np.ndarray, enhanced: np.ndarray, masks: dict[str, np.
 
 
 def run_demo(args: argparse.Namespace, progress: Reporter) -> dict[str, Any]:
-    """Run the demo; returns {"outputs": {...paths}, "summary": {...}}."""
+    """Run the demo; returns {"outputs": {...paths}, "table": the printed table, "summary": {...}}."""
     out = Path(args.out)
     method = load_method("scar_enhancement", args.checkpoint, device=args.device, segmenter=args.segmenter)
     cases = heldout_cases(args.subjects, args.slices, method.segmenter)
@@ -104,8 +104,8 @@ def run_demo(args: argparse.Namespace, progress: Reporter) -> dict[str, Any]:
                "per_slice": [{key: _finite_or_none(value) for key, value in row.items()} for row in rows]}
     metrics_path = out / "metrics.json"
     atomic_write_bytes(metrics_path, json.dumps(summary, indent=2, allow_nan=False).encode())
-    print(format_table(summary))
-    return {"outputs": {"figure": str(figure), "metrics": str(metrics_path)}, "summary": {
+    return {"outputs": {"figure": str(figure), "metrics": str(metrics_path)}, "table": format_table(summary),
+            "summary": {
         key: summary["mean_sd"].get(key) for key in ("enhanced_ssim", "enhanced_cnr_scar_myo", "input_cnr_scar_myo")}}
 
 

@@ -42,8 +42,8 @@ class Reporter:
 
     def __call__(self, fraction: float, message: str) -> bool:
         if self.bar is not None:
-            self.bar.n = round(fraction * 1000)
-            self.bar.set_description(message[:60], refresh=True)
+            self.bar.set_description(message[:60], refresh=False)
+            self.bar.update(round(fraction * 1000) - self.bar.n)  # redraws at most every 0.1 s
         elif self.mode == "json" and (fraction - self.last >= self.min_step or fraction >= 1.0):
             emit(self.stream, "progress", fraction=round(fraction, 4), message=message)
             self.last = fraction
