@@ -96,28 +96,37 @@ def run_phantom(args: argparse.Namespace) -> dict[str, Any]:
     return {"outputs": written}
 
 
+def _run(args: argparse.Namespace, reporter: Reporter) -> dict[str, Any]:
+    if args.command == "enhance":
+        return run_enhance(args, reporter)
+    if args.command == "phantom":
+        return run_phantom(args)
+    from .demo import run_demo
+
+    return run_demo(args, reporter)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     json_mode = getattr(args, "progress", "none") == "json"
     reporter = Reporter(getattr(args, "progress", "none"))
     try:
-        if args.command == "enhance":
-            result = run_enhance(args, reporter)
-        elif args.command == "phantom":
-            result = run_phantom(args)
-        else:
-            from .demo import run_demo
-
-            result = run_demo(args, reporter)
+        try:
+            result = _run(args, reporter)
+        finally:
+            reporter.close()
     except Cancelled:
-        reporter.close()
-        emit(sys.stdout, "cancelled") if json_mode else print("cancelled", file=sys.stderr)
+        if json_mode:
+            emit(sys.stdout, "cancelled")
+        else:
+            print("cancelled", file=sys.stderr)
         return 130
     except CMRSynthesisError as error:
-        reporter.close()
-        emit(sys.stdout, "error", message=str(error)) if json_mode else print(f"error: {error}", file=sys.stderr)
+        if json_mode:
+            emit(sys.stdout, "error", message=str(error))
+        else:
+            print(f"error: {error}", file=sys.stderr)
         return 1
-    reporter.close()
     if json_mode:
         emit(sys.stdout, "result", **result)
     elif args.command == "demo":
