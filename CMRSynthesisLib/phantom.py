@@ -403,9 +403,10 @@ def _make_tissues(rng: np.random.Generator) -> dict[str, Tissue]:
                      jitter(t.t2_ms, 0.05))
         for name, t in REFERENCE_TISSUES.items()
     }
-    # Scar gadolinium uptake varies: its post-contrast T1 lies 50-85 % of the myocardium's (poor uptake: poor contrast).
+    # Scar gadolinium uptake varies: its post-contrast T1 lies 45-72 % of the myocardium's (blood: about 67 %), so scar
+    # ranges from a little darker to brighter than the blood pool, as in clinical LGE (poor uptake: poor contrast).
     myocardium = classes["myocardium"]
-    classes["scar"] = dataclasses.replace(classes["scar"], t1_post_ms=myocardium.t1_post_ms * rng.uniform(0.5, 0.85))
+    classes["scar"] = dataclasses.replace(classes["scar"], t1_post_ms=myocardium.t1_post_ms * rng.uniform(0.45, 0.72))
     classes["air"] = REFERENCE_TISSUES["air"]
     return {label: classes[tissue] for label, tissue in TISSUE_OF_LABEL.items()}
 
