@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from .analysis.t1mapping import SCHEME_CHOICES
 from .diffusion.roi_diffusion import DEFAULT_DDIM_STEPS
 from .errors import Cancelled, CMRSynthesisError
 from .progress import MODES, Reporter, emit
@@ -56,6 +57,55 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--subjects", type=int, default=8, help="held-out test subjects with scar")
     demo.add_argument("--slices", type=int, default=2, help="scarred slices per subject (largest scar first)")
     _add_sampling(demo)
+
+    t1map = commands.add_parser("t1map", help="T1 map from MOLLI / ShMOLLI / Look-Locker source images",
+                                description="Fit S(TI) = A - B exp(-TI/T1*) with polarity restoration in every "
+                                "voxel (ShMOLLI: conditional fit) and write T1 = T1* (B/A - 1) in ms; A, B, T1*, R2 "
+                                "and the failed-fit mask are written beside it (T1_A.nrrd, ...).")
+    t1map.add_argument("--molli", type=Path, required=True,
+                       help="DICOM folder (sub-folders too; scanner maps in it are skipped), DICOM file, or a 4D "
+                       "NIfTI / NRRD file (inversion time, z, y, x) with --ti")
+    t1map.add_argument("--out", type=Path, required=True, help="T1 map to write (.nii.gz, .nrrd, ...)")
+    t1map.add_argument("--ti", help="inversion times in ms in acquisition order, e.g. 100,180,260, or a JSON sidecar "
+                       "{\"inversion_times_ms\": [...]}; used when the files hold none")
+    t1map.add_argument("--mask", type=Path, help="fit only inside this mask (on the source images' grid)")
+    t1map.add_argument("--scheme", choices=SCHEME_CHOICES, default="auto", help="auto recognises ShMOLLI from the "
+                       "acquisition order of the inversion times")
+    t1map.add_argument("--progress", choices=MODES, default="bar", help="bar, json (one line per update) or none")
+
+    ecv = commands.add_parser("ecv", help="extracellular volume map (%%) from native and post-contrast T1 maps")
+    ecv.add_argument("--native", type=Path, required=True, help="native T1 map (ms)")
+    ecv.add_argument("--post", type=Path, required=True, help="post-contrast T1 map (ms)")
+    ecv.add_argument("--haematocrit", "--hct", type=float, required=True, help="haematocrit as a fraction, e.g. 0.42")
+    ecv.add_argument("--blood", type=Path, required=True, help="LV blood-pool mask on the native map's grid")
+    ecv.add_argument("--myocardium", type=Path, help="myocardium mask on the native map's grid (ECV only there)")
+    ecv.add_argument("--resample", action="store_true",
+                     help="interpolate the post-contrast map onto the native grid when they lie at different positions")
+    ecv.add_argument("--out", type=Path, required=True, help="ECV map to write (%%)")
+
+    aha = commands.add_parser("aha", help="AHA 16-segment statistics of a map, bullseye PNG and tables",
+                              description="Segment the LV myocardium into the 16 AHA segments (Cerqueira et al. "
+                              "2002), anchored at the RV insertion points, and report mean, SD, median and N of the "
+                              "map per segment. Voxels of T1 / ECV maps <= 0 (failed fits) are left out.")
+    aha.add_argument("--myocardium", type=Path, required=True, help="LV myocardium mask (non-zero inside)")
+    aha.add_argument("--map", type=Path, required=True, help="map on the mask's grid (T1 in ms, ECV in %%, ...)")
+    aha.add_argument("--blood", type=Path, help="LV blood-pool mask (better slice centres)")
+    anchor = aha.add_mutually_exclusive_group(required=True)
+    anchor.add_argument("--rv", type=Path, help="RV mask: the insertion points are where it meets the LV")
+    anchor.add_argument("--insertion-points", help="the two RV insertion points in mm (see --points-space), "
+                        "written with '=' so a leading minus sign is not read as an option: "
+                        "--insertion-points='-12.5,40,3;-30,22.1,5'")
+    aha.add_argument("--points-space", choices=("ras", "lps"), default="ras",
+                     help="coordinates of --insertion-points: ras as Slicer shows them, or lps as DICOM / ITK")
+    aha.add_argument("--quantity", default="t1_native", help="t1_native, t1_post, ecv, t2, or any name")
+    aha.add_argument("--units", help="units of the map (default: the quantity's)")
+    aha.add_argument("--base", choices=("auto", "first", "last"), default="auto",
+                     help="which end of the stack is the base: auto (from the patient orientation), or the first / "
+                     "last slice")
+    aha.add_argument("--allow-missing", action="store_true",
+                     help="report segments without myocardium as missing instead of stopping")
+    aha.add_argument("--out-dir", type=Path, required=True,
+                     help="folder for aha_segments.nrrd, aha_<quantity>.csv / .json and the bullseye PNG")
     return parser
 
 
@@ -81,6 +131,90 @@ def run_enhance(args: argparse.Namespace, progress: Reporter) -> dict[str, Any]:
     return {"outputs": {key: str(path.resolve()) for key, path in zip(targets, written)}, "summary": summary}
 
 
+def run_t1map(args: argparse.Namespace, progress: Reporter) -> dict[str, Any]:
+    from .analysis.t1mapping import t1_maps
+    from .io import check_output_paths, read_volume, write_volumes
+    from .io.itk_files import WRITE_SUFFIXES, itk_suffix
+    from .io.t1_series import parse_inversion_times, read_t1_series
+
+    series = read_t1_series(args.molli, parse_inversion_times(args.ti))
+    protected = list(series.images.metadata.get("source_files") or [args.molli]) + ([args.mask] if args.mask else [])
+    suffix = itk_suffix(args.out, WRITE_SUFFIXES) or args.out.suffix
+    stem = args.out.name[: len(args.out.name) - len(suffix)]
+    targets = {"t1": args.out, **{name: args.out.with_name(f"{stem}_{label}{suffix}") for name, label in (
+        ("a", "A"), ("b", "B"), ("t1_star", "T1star"), ("r2", "R2"), ("failed", "failed"))}}
+    check_output_paths(list(targets.values()), protected=protected)
+    mask = read_volume(args.mask) if args.mask else None
+    maps = t1_maps(series, mask, scheme=args.scheme, progress=progress)
+    written = write_volumes([(maps[name], path) for name, path in targets.items()], protected=protected)
+    slices = []
+    for z in range(series.slices):
+        good, failed = maps["t1"].array[z] > 0, maps["failed"].array[z] > 0  # failed fits hold T1 0
+        slices.append({"slice": z, "scheme": maps["t1"].metadata["t1_scheme_per_slice"][z],
+                       "inversion_times_ms": series.inversion_times_ms[:, z].tolist(),
+                       "fitted_voxels": int(good.sum() + failed.sum()), "failed_voxels": int(failed.sum()),
+                       "median_t1_ms": float(np.median(maps["t1"].array[z][good])) if good.any() else None})
+    summary = {"inversion_time_source": series.time_source, "images_per_slice": int(series.images.array.shape[0]),
+               "slices": slices, "skipped": series.skipped}
+    return {"outputs": {key: str(path.resolve()) for key, path in zip(targets, written)}, "summary": summary}
+
+
+def run_ecv(args: argparse.Namespace) -> dict[str, Any]:
+    from .analysis.ecv import ecv_map
+    from .io import check_output_paths, read_volume, write_volume
+
+    inputs = [path for path in (args.native, args.post, args.blood, args.myocardium) if path is not None]
+    check_output_paths([args.out], protected=inputs)
+    native, post, blood = (read_volume(path) for path in (args.native, args.post, args.blood))
+    myocardium = read_volume(args.myocardium) if args.myocardium else None
+    ecv, summary = ecv_map(native, post, args.haematocrit, blood, myocardium=myocardium, resample=args.resample)
+    written = write_volume(ecv, args.out, protected=inputs)
+    return {"outputs": {"ecv": str(written.resolve())}, "summary": summary}
+
+
+def run_aha(args: argparse.Namespace) -> dict[str, Any]:
+    from .analysis.aha import aha_segments, segment_statistics, write_segment_table
+    from .analysis.bullseye import write_bullseye_png
+    from .display import display_for
+    from .io import check_output_paths, read_volume, write_volume
+
+    inputs = [path for path in (args.myocardium, args.map, args.blood, args.rv) if path is not None]
+    stem = args.out_dir / f"aha_{args.quantity}"
+    outputs = {"segments": args.out_dir / "aha_segments.nrrd", "csv": stem.with_suffix(".csv"),
+               "json": stem.with_suffix(".json"), "bullseye": args.out_dir / f"aha_{args.quantity}_bullseye.png"}
+    check_output_paths([outputs["segments"]], protected=inputs)
+    check_output_paths([outputs[key] for key in ("csv", "json", "bullseye")], protected=inputs, images=False)
+    myocardium, values = read_volume(args.myocardium), read_volume(args.map)
+    segmentation = aha_segments(
+        myocardium, blood_pool=read_volume(args.blood) if args.blood else None,
+        rv=read_volume(args.rv) if args.rv else None,
+        insertion_points_lps=_points_lps(args.insertion_points, args.points_space) if args.insertion_points else None,
+        base=args.base, allow_missing=args.allow_missing)
+    physical = args.quantity.startswith("t1") or args.quantity in ("ecv", "t2")
+    rows = segment_statistics(segmentation, values, mask=values.array > 0 if physical else None)
+    units = args.units or display_for(args.quantity).units
+    write_volume(segmentation.labels, outputs["segments"], protected=inputs)
+    write_segment_table(rows, outputs["csv"], outputs["json"], quantity=args.quantity, units=units, protected=inputs)
+    write_bullseye_png(rows, outputs["bullseye"], protected=inputs, quantity=args.quantity, units=units)
+    summary = {"quantity": args.quantity, "units": units, "segments": rows, "missing": segmentation.missing,
+               "levels": {str(z): level for z, level in sorted(segmentation.levels.items())}}
+    return {"outputs": {key: str(path.resolve()) for key, path in outputs.items()}, "summary": summary}
+
+
+def _points_lps(text: str, space: str) -> list[list[float]]:
+    """'x,y,z;x,y,z' in RAS or LPS millimetres -> two LPS points."""
+    from .errors import InputError
+
+    try:
+        points = [[float(value) for value in point.split(",")] for point in text.split(";") if point.strip()]
+    except ValueError as err:
+        raise InputError(f"insertion points must be 'x,y,z;x,y,z' in mm; got {text!r}") from err
+    if len(points) != 2 or any(len(point) != 3 for point in points):
+        raise InputError(f"give exactly two insertion points of three coordinates, 'x,y,z;x,y,z'; got {text!r}")
+    sign = np.array([-1.0, -1.0, 1.0]) if space == "ras" else np.ones(3)  # RAS <-> LPS: x and y change sign
+    return [(np.asarray(point) * sign).tolist() for point in points]
+
+
 def run_phantom(args: argparse.Namespace) -> dict[str, Any]:
     from . import phantom
     from .io import write_volumes
@@ -101,6 +235,12 @@ def _run(args: argparse.Namespace, reporter: Reporter) -> dict[str, Any]:
         return run_enhance(args, reporter)
     if args.command == "phantom":
         return run_phantom(args)
+    if args.command == "t1map":
+        return run_t1map(args, reporter)
+    if args.command == "ecv":
+        return run_ecv(args)
+    if args.command == "aha":
+        return run_aha(args)
     from .demo import run_demo
 
     return run_demo(args, reporter)

@@ -20,6 +20,7 @@ from scipy.ndimage import gaussian_filter
 from scipy.spatial.transform import Rotation
 
 from .errors import InputError
+from .io.t1_series import T1Series
 from .volume import Volume
 
 LABELS: dict[str, int] = {
@@ -37,6 +38,9 @@ LABELS: dict[str, int] = {
 }
 
 SPLITS = ("train", "validation", "test")
+# MOLLI readout saturation: the apparent relaxation rate is 1/T1* = 1/T1 + this (ms^-1), so T1* / T1 is about 0.8 in
+# myocardium, as in bSSFP-read MOLLI.
+LOOK_LOCKER_RATE_PER_MS = 1.0 / 4000.0
 TERRITORY_CENTRES_DEG = {"LAD": (90.0, 150.0), "RCA": (210.0, 270.0), "LCx": (-45.0, 45.0)}
 _TAPER_EXPONENT = 3.5  # LV/RV profile (1 - u^p)^(1/p): nearly cylindrical at the base, closing at the apex
 _END_SYSTOLE = 0.35  # phase of maximal contraction
@@ -274,6 +278,52 @@ def render_lge(subject: Subject, labels: Volume | None = None) -> Volume:
     return subject.geometry.volume(
         image, modality="MR", contrast="LGE", inversion_time_ms=round(ti, 1), phantom_subject=subject.subject_id,
         units="a.u.", field_strength_t=1.5, slice_thickness_mm=subject.geometry.slice_thickness_mm)
+
+
+def molli_inversion_times(first_ms: float = 100.0, rr_ms: float = 1000.0, offset_ms: float = 80.0
+                          ) -> tuple[list[float], list[int]]:
+    """MOLLI 5(3)3 inversion times in acquisition order and the inversion each image follows (0 or 1)."""
+    times = [first_ms + k * rr_ms for k in range(5)] + [first_ms + offset_ms + k * rr_ms for k in range(3)]
+    return times, [0] * 5 + [1] * 3
+
+
+def render_molli(subject: Subject, labels: Volume | None = None, *, post_contrast: bool = False,
+                 snr: float = 40.0) -> T1Series:
+    """Magnitude MOLLI 5(3)3 source images of every slice from the Look-Locker signal equation.
+
+    Each voxel follows |M0 (T1*/T1 - (1 + T1*/T1) exp(-TI/T1*))| with 1/T1* = 1/T1 + LOOK_LOCKER_RATE_PER_MS and
+    M0 the proton density: an ideal MOLLI (full recovery between the inversions), so a correct fit returns the
+    tissue table's T1 exactly (T1 = T1* (B/A - 1)). Coil shading and Rician noise (blood signal / `snr`) are added.
+    """
+    labels = render_labels(subject) if labels is None else labels
+    times, _ = molli_inversion_times()
+    lut_t1 = np.ones(max(LABELS.values()) + 1)
+    lut_pd = np.zeros_like(lut_t1)
+    for name, index in LABELS.items():
+        tissue = subject.tissues[name]
+        lut_t1[index] = tissue.t1_post_ms if post_contrast else tissue.t1_native_ms
+        lut_pd[index] = tissue.proton_density
+    t1, pd = lut_t1[labels.array], lut_pd[labels.array] * _shading_field(subject.lge, labels.spatial_shape)
+    t1_star = 1.0 / (1.0 / t1 + LOOK_LOCKER_RATE_PER_MS)
+    ti = np.asarray(times)[:, None, None, None]
+    signal = pd * np.abs(t1_star / t1 - (1.0 + t1_star / t1) * np.exp(-ti / t1_star))
+    rng = np.random.default_rng([subject.subject_id, 20252, int(post_contrast)])
+    sigma = subject.tissues["lv_blood"].proton_density / snr
+    noisy = np.hypot(signal + rng.normal(0.0, sigma, signal.shape), rng.normal(0.0, sigma, signal.shape))
+    images = labels.with_array((1000.0 * noisy).astype(np.float32), modality="MR",
+                               contrast="MOLLI post-contrast" if post_contrast else "MOLLI native", units="a.u.")
+    order = np.argsort(times)
+    slices = labels.spatial_shape[0]
+    return T1Series(images.with_array(images.array[order]), np.repeat(np.asarray(times)[order, None], slices, 1),
+                    np.repeat(order[:, None], slices, 1), "phantom MOLLI 5(3)3")
+
+
+def true_ecv_percent(subject: Subject, label: str, haematocrit: float) -> float:
+    """The ECV (%) of tissue `label` implied by the subject's native and post-contrast T1s and the haematocrit."""
+    tissue, blood = subject.tissues[label], subject.tissues["lv_blood"]
+    delta_tissue = 1.0 / tissue.t1_post_ms - 1.0 / tissue.t1_native_ms
+    delta_blood = 1.0 / blood.t1_post_ms - 1.0 / blood.t1_native_ms
+    return 100.0 * (1.0 - haematocrit) * delta_tissue / delta_blood
 
 
 def tissue_masks(labels: Volume) -> dict[str, np.ndarray]:

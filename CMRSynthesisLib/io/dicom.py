@@ -1,7 +1,7 @@
 """DICOM images (pydicom) -> Volume: single-frame series and enhanced multi-frame files.
 
-Every image, a single-frame file or one frame of a multi-frame file, becomes a `_Frame` with its own geometry,
-rescale and times. `_assemble` checks that the frames form one series on one regular grid, orders them along
+Every image, a single-frame file or one frame of a multi-frame file, becomes a `Frame` with its own geometry,
+rescale and times. `assemble_frames` checks that the frames form one series on one regular grid, orders them along
 the slice normal (and in time where several share a position) and stacks them as (z, y, x) or (t, z, y, x).
 Geometry is LPS, as ITK reads DICOM: origin = first slice's ImagePositionPatient, direction columns = row
 direction, column direction, slice normal (row x column).
@@ -23,15 +23,19 @@ from ..errors import InputError
 from ..volume import Volume
 
 POSITION_TOLERANCE = 0.05  # largest allowed slice misplacement, as a fraction of the smaller pixel spacing
+# Philips keeps each MOLLI image's inversion time only in a private element: (2005,xx72) of this creator, in ms.
+PHILIPS_TI_CREATOR, PHILIPS_TI_ELEMENT = "Philips MR Imaging DD 006", 0x72
 
 
 @dataclasses.dataclass
-class _Frame:
+class Frame:
     """One 2D image with what is needed to place it. Lengths in mm, times in ms, vectors in LPS."""
 
     file: str
     label: str  # the file, plus the frame number for a multi-frame file (for messages)
     header: dict[str, Any]  # series-level metadata: modality, series_description, series_instance_uid
+    image_type: tuple[str, ...]  # ImageType values, upper case (e.g. ORIGINAL, PRIMARY, M, ...)
+    instance_number: int | None  # InstanceNumber: acquisition order within the series (frames share it)
     units: str | None  # RescaleType, unless unspecified ("US")
     pixels: np.ndarray  # (rows, columns) stored values
     position: np.ndarray  # (3,) ImagePositionPatient: centre of the first pixel
@@ -40,7 +44,8 @@ class _Frame:
     slice_spacing: float | None  # SpacingBetweenSlices or SliceThickness, used for a single slice only
     slope: float
     intercept: float
-    inversion_time: float | None
+    inversion_time: float | None  # InversionTime, else the Philips private per-image TI, when positive
+    inversion_source: str | None  # the element it came from, for messages and provenance
     trigger_time: float | None
 
 
@@ -65,21 +70,24 @@ def read_dicom_series(paths_or_dir: str | Path | Iterable[str | Path]) -> Volume
     (enhanced) file gives one image per frame, placed by its functional groups. Rescale slope/intercept
     are applied (float32 result) unless all are 1/0 (stored dtype kept).
     Metadata: modality, series_description, series_instance_uid, source_files, units (RescaleType, when
-    given), inversion_times_ms and trigger_times_ms: per slice [z] for 3D or [t][z] for 4D, an entry None
-    where the image lacks the tag, and None when no image has it.
+    given), inversion_times_ms (InversionTime, else Philips private (2005,1572)), trigger_times_ms and
+    instance_numbers: per slice [z] for 3D or [t][z] for 4D, an entry None where the image lacks the tag, and
+    None when no image has it.
     Raises InputError naming the file and the reason.
     """
-    files = _list_files(paths_or_dir)
-    return _assemble([frame for path in files for frame in _read_frames(path)])
+    files = list_dicom_files(paths_or_dir)
+    return assemble_frames([frame for path in files for frame in read_frames(path)])
 
 
-def _list_files(paths_or_dir: str | Path | Iterable[str | Path]) -> list[Path]:
-    """The files to read: a folder's DICOM files (sorted by name), or the given file(s)."""
+def list_dicom_files(paths_or_dir: str | Path | Iterable[str | Path], recursive: bool = False) -> list[Path]:
+    """The files to read: a folder's DICOM files (sorted by path; with `recursive`, in sub-folders too), or the
+    given file(s)."""
     if isinstance(paths_or_dir, (str, Path)):
         path = Path(paths_or_dir)
         if not path.is_dir():
             return [path]
-        files = sorted(p for p in path.iterdir() if p.is_file() and p.name != "DICOMDIR" and is_dicom_file(p))
+        found = path.rglob("*") if recursive else path.iterdir()
+        files = sorted(p for p in found if p.is_file() and p.name != "DICOMDIR" and is_dicom_file(p))
         if not files:
             raise InputError(f"{path}: the folder holds no DICOM files")
         return files
@@ -89,7 +97,7 @@ def _list_files(paths_or_dir: str | Path | Iterable[str | Path]) -> list[Path]:
     return files
 
 
-def _tag(keyword: str) -> str:
+def tag_name(keyword: str) -> str:
     """'PixelSpacing (0028,0030)'."""
     return f"{keyword} {Tag(tag_for_keyword(keyword))}"
 
@@ -107,7 +115,7 @@ def _lookup(dataset: pydicom.Dataset, index: int, keyword: str, sequence: str | 
     return None if value in (None, "") else value
 
 
-def _read_frames(path: Path) -> list[_Frame]:
+def read_frames(path: Path) -> list[Frame]:
     """All images of one DICOM file (one per frame), with pixels decoded."""
     if not path.is_file():
         raise InputError(f"{path}: no such file")
@@ -117,12 +125,12 @@ def _read_frames(path: Path) -> list[_Frame]:
         raise InputError(f"{path}: not a readable DICOM file ({err})") from err
     for keyword in ("Rows", "Columns", "PixelData"):
         if keyword not in dataset:
-            raise InputError(f"{path}: {_tag(keyword)} is missing (not an image, or the file is truncated)")
+            raise InputError(f"{path}: {tag_name(keyword)} is missing (not an image, or the file is truncated)")
     if dataset.get("SamplesPerPixel", 1) != 1:
         raise InputError(f"{path}: colour images are not supported (SamplesPerPixel {dataset.SamplesPerPixel})")
     count = int(dataset.get("NumberOfFrames") or 1)
     if count > 1 and "PerFrameFunctionalGroupsSequence" not in dataset:
-        raise InputError(f"{path}: multi-frame file without {_tag('PerFrameFunctionalGroupsSequence')}; "
+        raise InputError(f"{path}: multi-frame file without {tag_name('PerFrameFunctionalGroupsSequence')}; "
                          "the frames cannot be placed")
     try:
         pixels = dataset.pixel_array.reshape(count, dataset.Rows, dataset.Columns)
@@ -136,8 +144,18 @@ def _read_frames(path: Path) -> list[_Frame]:
     return [_frame(dataset, path, index, count, pixels[index], header, units) for index in range(count)]
 
 
+def _philips_inversion_time(dataset: pydicom.Dataset) -> float | None:
+    """The Philips private per-image inversion time in ms, when the file has it and it is positive."""
+    try:
+        value = dataset.private_block(0x2005, PHILIPS_TI_CREATOR)[PHILIPS_TI_ELEMENT].value
+        value = float(np.asarray(value, dtype=float).ravel()[0])
+    except (KeyError, TypeError, ValueError, IndexError):
+        return None
+    return value if np.isfinite(value) and value > 0 else None
+
+
 def _frame(dataset: pydicom.Dataset, path: Path, index: int, count: int, pixels: np.ndarray,
-           header: dict[str, Any], units: str | None) -> _Frame:
+           header: dict[str, Any], units: str | None) -> Frame:
     """Frame `index` of `dataset`, its attributes read from the functional groups or the top level."""
     label = f"{path} (frame {index + 1})" if count > 1 else str(path)
 
@@ -146,14 +164,14 @@ def _frame(dataset: pydicom.Dataset, path: Path, index: int, count: int, pixels:
         try:
             return None if value is None else np.asarray(value, dtype=float).ravel()
         except (TypeError, ValueError) as err:
-            raise InputError(f"{label}: {_tag(keyword)} is not numeric: {value!r}") from err
+            raise InputError(f"{label}: {tag_name(keyword)} is not numeric: {value!r}") from err
 
     def numbers(keyword: str, sequence: str, size: int) -> np.ndarray:
         found = values(keyword, sequence)
         if found is None:
-            raise InputError(f"{label}: {_tag(keyword)} is missing")
+            raise InputError(f"{label}: {tag_name(keyword)} is missing")
         if found.size != size:
-            raise InputError(f"{label}: {_tag(keyword)} must hold {size} numbers; got {found.tolist()}")
+            raise InputError(f"{label}: {tag_name(keyword)} must hold {size} numbers; got {found.tolist()}")
         return found
 
     def number(keyword: str, sequence: str | None = None) -> float | None:
@@ -163,35 +181,42 @@ def _frame(dataset: pydicom.Dataset, path: Path, index: int, count: int, pixels:
     orientation = numbers("ImageOrientationPatient", "PlaneOrientationSequence", 6)
     row, column = orientation[:3], orientation[3:]
     if max(abs(np.linalg.norm(row) - 1), abs(np.linalg.norm(column) - 1), abs(row @ column)) > 1e-3:
-        raise InputError(f"{label}: {_tag('ImageOrientationPatient')} is not two orthogonal unit vectors: "
+        raise InputError(f"{label}: {tag_name('ImageOrientationPatient')} is not two orthogonal unit vectors: "
                          f"{orientation}")
     spacings = [number(keyword, "PixelMeasuresSequence") for keyword in ("SpacingBetweenSlices", "SliceThickness")]
     slope = number("RescaleSlope", "PixelValueTransformationSequence")
     intercept = number("RescaleIntercept", "PixelValueTransformationSequence")
-    inversion = number("InversionTimes", "MRModifierSequence")  # enhanced MR
+    inversion, source = number("InversionTimes", "MRModifierSequence"), tag_name("InversionTimes")  # enhanced MR
+    if inversion is None:
+        inversion, source = number("InversionTime"), tag_name("InversionTime")
+    if inversion is None or inversion <= 0:
+        inversion, source = _philips_inversion_time(dataset), "Philips private (2005,1572)"
     trigger = number("NominalCardiacTriggerDelayTime", "CardiacSynchronizationSequence")  # enhanced MR
-    return _Frame(
+    instance = number("InstanceNumber")
+    return Frame(
         file=str(path), label=label, header=header, units=units, pixels=pixels,
+        image_type=tuple(str(value).upper() for value in (dataset.get("ImageType") or ())),
+        instance_number=None if instance is None else int(instance),
         position=numbers("ImagePositionPatient", "PlanePositionSequence", 3), orientation=orientation,
         pixel_spacing=numbers("PixelSpacing", "PixelMeasuresSequence", 2),
         slice_spacing=next((value for value in spacings if value and value > 0), None),
         slope=1.0 if slope is None else slope, intercept=0.0 if intercept is None else intercept,
-        inversion_time=number("InversionTime") if inversion is None else inversion,
+        inversion_time=inversion, inversion_source=source if inversion is not None else None,
         trigger_time=number("TriggerTime") if trigger is None else trigger,
     )
 
 
-def _names(frames: Iterable[_Frame], limit: int = 3) -> str:
+def frame_names(frames: Iterable[Frame], limit: int = 3) -> str:
     """Up to `limit` distinct frame labels for a message."""
     labels = list(dict.fromkeys(frame.label for frame in frames))
     more = f" and {len(labels) - limit} more" if len(labels) > limit else ""
     return ", ".join(labels[:limit]) + more
 
 
-def _check_consistent(frames: list[_Frame]) -> None:
+def _check_consistent(frames: list[Frame]) -> None:
     """All frames share one series, image size, pixel spacing and orientation, or InputError."""
     first = frames[0]
-    checks: tuple[tuple[str, Callable[[_Frame], Any], bool], ...] = (
+    checks: tuple[tuple[str, Callable[[Frame], Any], bool], ...] = (
         ("SeriesInstanceUID", lambda frame: frame.header["series_instance_uid"], False),
         ("Rows x Columns", lambda frame: frame.pixels.shape, False),
         ("PixelSpacing", lambda frame: frame.pixel_spacing, True),
@@ -203,10 +228,10 @@ def _check_consistent(frames: list[_Frame]) -> None:
         if differ:
             raise InputError(f"the input mixes images that differ in {name}: {first.label} has {value(first)}, "
                              f"{differ[0].label} has {value(differ[0])} ({len(differ)} of {len(frames)} images "
-                             f"differ: {_names(differ)}); give one series with one geometry")
+                             f"differ: {frame_names(differ)}); give one series with one geometry")
 
 
-def _order_in_time(stacks: list[list[_Frame]]) -> list[list[_Frame]]:
+def _order_in_time(stacks: list[list[Frame]]) -> list[list[Frame]]:
     """Each position's frames sorted by the time (InversionTime, else TriggerTime) that tells them apart."""
     if len(stacks[0]) == 1:
         return stacks
@@ -214,11 +239,11 @@ def _order_in_time(stacks: list[list[_Frame]]) -> list[list[_Frame]]:
         times = [[getattr(frame, attribute) for frame in stack] for stack in stacks]
         if all(None not in values and len(set(values)) == len(values) for values in times):
             return [sorted(stack, key=lambda frame: getattr(frame, attribute)) for stack in stacks]
-    raise InputError(f"{len(stacks[0])} images share each slice position ({_names(stacks[0])}) but do not differ in "
-                     f"{_tag('InversionTime')} or {_tag('TriggerTime')}, so they cannot be ordered in time")
+    raise InputError(f"{len(stacks[0])} images share each slice position ({frame_names(stacks[0])}) but do not differ in "
+                     f"{tag_name('InversionTime')} or {tag_name('TriggerTime')}, so they cannot be ordered in time")
 
 
-def _assemble(frames: list[_Frame]) -> Volume:
+def assemble_frames(frames: list[Frame]) -> Volume:
     """Stack frames of one series into a Volume on a regular grid (see read_dicom_series)."""
     _check_consistent(frames)
     first = frames[0]
@@ -226,7 +251,7 @@ def _assemble(frames: list[_Frame]) -> Volume:
     normal = np.cross(row, column)
     tolerance = POSITION_TOLERANCE * float(first.pixel_spacing.min())
 
-    stacks: list[list[_Frame]] = []  # frames at one position, positions in increasing order along the normal
+    stacks: list[list[Frame]] = []  # frames at one position, positions in increasing order along the normal
     previous = None
     for frame in sorted(frames, key=lambda frame: float(frame.position @ normal)):
         distance = float(frame.position @ normal)
@@ -237,7 +262,7 @@ def _assemble(frames: list[_Frame]) -> Volume:
     counts = [len(stack) for stack in stacks]
     if len(set(counts)) > 1:
         raise InputError(f"slice positions hold different numbers of images ({counts}, from the first slice on); "
-                         f"a slice or a time point is missing among {_names(frames)}")
+                         f"a slice or a time point is missing among {frame_names(frames)}")
     stacks = _order_in_time(stacks)
 
     origin = stacks[0][0].position
@@ -265,7 +290,7 @@ def _assemble(frames: list[_Frame]) -> Volume:
         return values[0] if len(values) == 1 else values
 
     metadata = {**first.header, "inversion_times_ms": times("inversion_time"),
-                "trigger_times_ms": times("trigger_time"),
+                "trigger_times_ms": times("trigger_time"), "instance_numbers": times("instance_number"),
                 "source_files": list(dict.fromkeys(frame.file for at_time in ordered for frame in at_time))}
     if first.units:
         metadata["units"] = first.units

@@ -49,14 +49,14 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
 
 
 def check_output_paths(paths: Sequence[str | Path], *, protected: Iterable[str | Path] = (),
-                       overwrite: bool = True) -> list[str]:
-    """Refuse (OutputError) output paths that could not or must not be written: an unknown image type, a folder,
-    one of the `protected` inputs, a path given twice, or an existing file when `overwrite` is False.
-    Returns each path's image suffix. Call it before long work, so bad outputs fail fast."""
+                       overwrite: bool = True, images: bool = True) -> list[str]:
+    """Refuse (OutputError) output paths that could not or must not be written: an unknown image type (when
+    `images`; other files: any name), a folder, one of the `protected` inputs, a path given twice, or an existing
+    file when `overwrite` is False. Returns each path's suffix. Call it before long work, so bad outputs fail fast."""
     protected, paths = list(protected), [Path(path) for path in paths]
     suffixes = []
     for index, path in enumerate(paths):
-        suffix = itk_suffix(path, WRITE_SUFFIXES)
+        suffix = itk_suffix(path, WRITE_SUFFIXES) if images else path.suffix
         if suffix is None:
             raise OutputError(f"{path}: unknown output type; use one of {', '.join(WRITE_SUFFIXES)}")
         for source in protected:

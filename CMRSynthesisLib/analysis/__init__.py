@@ -1,0 +1,1 @@
+"""Quantitative analysis: T1 fitting, ECV, AHA segments."""

@@ -1,0 +1,92 @@
+"""Extracellular volume fraction from native and post-contrast T1 maps.
+
+ECV = (1 - Hct) (1/T1myo,post - 1/T1myo,native) / (1/T1blood,post - 1/T1blood,native), in %, with the blood T1s
+the medians over a blood-pool region.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import SimpleITK as sitk
+
+from ..errors import GeometryError, InputError
+from ..io.itk_files import to_sitk
+from ..volume import Volume
+
+HAEMATOCRIT_RANGE = (0.1, 0.7)
+_OUTSIDE = -1.0  # resampled value where the post-contrast map does not reach
+
+
+def ecv_map(native: Volume, post: Volume, haematocrit: float, blood_pool: Volume, *,
+            myocardium: Volume | None = None, resample: bool = False) -> tuple[Volume, dict]:
+    """ECV map in % on the native map's grid, and a summary.
+
+    native, post: T1 maps in ms (3D); voxels <= 0 count as no value (failed fits). haematocrit: a fraction in
+    HAEMATOCRIT_RANGE. blood_pool: mask on the native grid (LV blood). myocardium: optional mask on the native
+    grid limiting where ECV is computed (default: wherever both maps have a value). resample: when the maps lie on
+    different grids, interpolate the post-contrast map onto the native grid (linear) where the two overlap;
+    without it, different grids are refused.
+    Summary: blood T1s (ms), the haematocrit, the blood ΔR1, the number of voxels with an ECV, and the median ECV
+    in the myocardium when it is given.
+    """
+    if not HAEMATOCRIT_RANGE[0] <= haematocrit <= HAEMATOCRIT_RANGE[1]:
+        raise InputError(f"haematocrit {haematocrit} is outside {HAEMATOCRIT_RANGE[0]}-{HAEMATOCRIT_RANGE[1]}; give "
+                         "it as a fraction (e.g. 0.42)")
+    for name, volume in (("native", native), ("post-contrast", post)):
+        if volume.array.ndim != 3:
+            raise InputError(f"the {name} T1 map must be 3D (z, y, x); got shape {volume.array.shape}")
+    post_values = _post_on_native_grid(native, post, resample)
+    blood = _mask_on(native, blood_pool, "blood-pool mask")
+    region = _mask_on(native, myocardium, "myocardium mask") if myocardium is not None else None
+    native_values = native.array.astype(np.float64)
+    blood_native, blood_post = (_median_t1(values, blood, name) for values, name in (
+        (native_values, "native"), (post_values, "post-contrast")))
+    if blood_post >= blood_native:
+        raise InputError(f"the post-contrast blood T1 ({blood_post:.0f} ms) is not shorter than the native one "
+                         f"({blood_native:.0f} ms); are the native and post-contrast maps swapped?")
+    blood_delta_r1 = 1.0 / blood_post - 1.0 / blood_native
+    valid = (native_values > 0) & (post_values > 0)
+    if region is not None:
+        valid &= region
+    ecv = np.zeros(native.spatial_shape, dtype=np.float32)
+    ecv[valid] = 100.0 * (1.0 - haematocrit) * (1.0 / post_values[valid] - 1.0 / native_values[valid]) / blood_delta_r1
+    summary = {"blood_t1_native_ms": blood_native, "blood_t1_post_ms": blood_post, "haematocrit": haematocrit,
+               "blood_delta_r1_per_s": 1000.0 * blood_delta_r1, "voxels_with_ecv": int(valid.sum()),
+               "post_contrast_resampled": not native.same_geometry(post)}
+    if region is not None:
+        summary["myocardium_ecv_median_percent"] = float(np.median(ecv[valid])) if valid.any() else None
+    return native.with_array(ecv, quantity="ecv", units="%", ecv=summary), summary
+
+
+def _post_on_native_grid(native: Volume, post: Volume, resample: bool) -> np.ndarray:
+    """The post-contrast map's values at the native map's voxels (float64); a clear error when not possible."""
+    if native.same_geometry(post):
+        return post.array.astype(np.float64)
+    if not resample:
+        raise GeometryError("the native and post-contrast T1 maps lie on different grids (slice positions, size or "
+                            "orientation differ); acquire them at the same positions, or ask for resampling "
+                            "(--resample) where they overlap")
+    moving = to_sitk(post.with_array(post.array.astype(np.float32)))
+    values = sitk.GetArrayFromImage(sitk.Resample(moving, to_sitk(native.with_array(native.array.astype(np.float32))),
+                                                  sitk.Transform(), sitk.sitkLinear, _OUTSIDE, sitk.sitkFloat32))
+    if not (values != _OUTSIDE).any():
+        raise GeometryError("the native and post-contrast T1 maps do not overlap; resampling is not possible")
+    return values.astype(np.float64)
+
+
+def _mask_on(reference: Volume, mask: Volume, what: str) -> np.ndarray:
+    if not reference.same_geometry(mask):
+        raise GeometryError(f"the {what} is not on the native T1 map's grid; draw it on the native map")
+    selected = mask.array.astype(bool)
+    if not selected.any():
+        raise InputError(f"the {what} selects no voxel")
+    return selected
+
+
+def _median_t1(values: np.ndarray, region: np.ndarray, name: str) -> float:
+    """Median of the positive values in `region` (ms)."""
+    inside = values[region & (values > 0)]
+    if inside.size == 0:
+        raise InputError(f"the {name} T1 map has no value inside the blood-pool mask (failed fits, or the maps do "
+                         "not overlap there)")
+    return float(np.median(inside))

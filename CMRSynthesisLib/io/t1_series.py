@@ -1,0 +1,244 @@
+"""T1-mapping source series (MOLLI, ShMOLLI, Look-Locker): images with their inversion times, ready to fit.
+
+From a folder of DICOM files (sub-folders included) the one series of magnitude source images is picked out;
+scanner maps (T1 map, fit parameters), phase images and single-image-per-slice series in the same folder are
+recognised and never fitted. The inversion time of each image comes from, in this order: InversionTime
+(0018,0082) (or the enhanced-MR InversionTimes), the Philips private element (2005,1572); TriggerTime when it
+differs between the images of one slice (Look-Locker); the times the user gives. A 4D NIfTI / NRRD file
+(time, z, y, x) is read with the times the user gives.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections import defaultdict
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from ..analysis.t1fit import MIN_INVERSION_TIMES
+from ..errors import InputError
+from ..volume import Volume
+from .dicom import Frame, assemble_frames, frame_names, is_dicom_file, list_dicom_files, read_frames, tag_name
+from .itk_files import itk_suffix, read_itk_file
+
+TI_AGREEMENT_MS = 0.5  # user-given times must match the files' within this
+_MAP_WORDS = ("MAP", "FITPARAMS")  # in ImageType values or the series description: a scanner-computed map
+_PHASE_TYPES = ("P", "PHASE")  # the third ImageType value of a phase image
+
+
+@dataclasses.dataclass
+class T1Series:
+    """Source images of a T1 map and their inversion times.
+
+    images: (n, z, y, x) float32, rescaled stored values; the n images of each slice sorted by inversion time.
+    inversion_times_ms: (n, z) the inversion time of each image.
+    acquisition_rank: (n, z) int, the order in which each slice's images were acquired (0 first), from
+    InstanceNumber; equal to the TI order when that is unknown. ShMOLLI is recognised from it.
+    time_source: where the inversion times came from (a tag name, or "given by the user").
+    skipped: one line per group of files in the input that were recognised and left out, with the reason.
+    """
+
+    images: Volume
+    inversion_times_ms: np.ndarray
+    acquisition_rank: np.ndarray
+    time_source: str
+    skipped: list[str] = dataclasses.field(default_factory=list)
+
+    @property
+    def slices(self) -> int:
+        return self.images.array.shape[1]
+
+    def reference(self) -> Volume:
+        """A 3D (z, y, x) Volume on the source geometry (for maps), holding the first image of each slice."""
+        return Volume(self.images.array[0], self.images.spacing, self.images.origin, self.images.direction,
+                      {key: value for key, value in self.images.metadata.items()
+                       if key in ("modality", "series_description", "series_instance_uid", "source_files")})
+
+
+def parse_inversion_times(text: str | Sequence[float] | None) -> list[float] | list[list[float]] | None:
+    """Inversion times given by the user: "100,180,260", a list of numbers, or a JSON sidecar file holding
+    {"inversion_times_ms": [...]} (one list for every slice, or one list per slice). Returns None for None."""
+    if text is None:
+        return None
+    if not isinstance(text, str):
+        return _checked_times([float(value) for value in text], "the inversion times given")
+    if text.strip().lower().endswith(".json"):
+        path = Path(text)
+        try:
+            values = json.loads(path.read_text())["inversion_times_ms"]
+        except (OSError, ValueError, KeyError, TypeError) as err:
+            raise InputError(f"{path}: not a JSON sidecar with an \"inversion_times_ms\" list ({err})") from err
+        if isinstance(values, list) and values and all(isinstance(value, list) for value in values):
+            return [_checked_times(row, f"{path}: inversion_times_ms[{index}]") for index, row in enumerate(values)]
+        return _checked_times(values, f"{path}: inversion_times_ms")
+    try:
+        values = [float(value) for value in text.replace(";", ",").split(",") if value.strip()]
+    except ValueError as err:
+        raise InputError(f"inversion times must be numbers in ms separated by commas, e.g. 100,180,260; got "
+                         f"{text!r}") from err
+    return _checked_times(values, "the inversion times given")
+
+
+def _checked_times(values: Sequence, what: str) -> list[float]:
+    try:
+        times = [float(value) for value in values]
+    except (TypeError, ValueError) as err:
+        raise InputError(f"{what} must be numbers in ms; got {values!r}") from err
+    if not all(np.isfinite(time) and time > 0 for time in times):
+        raise InputError(f"{what} must be positive numbers of ms; got {times}")
+    return times
+
+
+def read_t1_series(path: str | Path | Sequence[str | Path],
+                   inversion_times_ms: list[float] | list[list[float]] | None = None) -> T1Series:
+    """Read a T1-mapping series: a DICOM folder (searched recursively), DICOM files, or a 4D NIfTI / NRRD file.
+
+    inversion_times_ms: times the user gives, in acquisition order (one list for every slice, or one per slice);
+    used when the files hold none, and checked against the files' times when they do.
+    Raises InputError naming the files and the reason: no T1-mapping series, several, fewer than 3 inversion
+    times, no inversion times anywhere, mixed geometry, unreadable files.
+    """
+    if isinstance(path, (str, Path)) and Path(path).is_file() and itk_suffix(path):
+        return _from_4d_file(Path(path), inversion_times_ms)
+    if isinstance(path, (str, Path)) and Path(path).is_file() and not is_dicom_file(path):
+        raise InputError(f"{path}: not a T1-mapping input (expected a DICOM folder or files, or a 4D NIfTI / NRRD "
+                         "file with its inversion times)")
+    files = list_dicom_files(path, recursive=True)
+    frames = [frame for file in files for frame in read_frames(file)]
+    series, skipped = _pick_series(frames, path)
+    series, source = _with_inversion_times(series, inversion_times_ms)
+    images = assemble_frames(series)
+    if images.array.ndim != 4 or images.array.shape[0] < MIN_INVERSION_TIMES:
+        count = 1 if images.array.ndim == 3 else images.array.shape[0]
+        raise InputError(f"only {count} inversion time(s) per slice in {frame_names(series)}; a T1 fit needs at "
+                         f"least {MIN_INVERSION_TIMES}")
+    times = np.asarray(images.metadata["inversion_times_ms"], dtype=float)
+    instances = images.metadata.get("instance_numbers")
+    if instances is None or any(value is None for row in instances for value in row):
+        rank = np.argsort(np.argsort(times, axis=0, kind="stable"), axis=0)
+    else:
+        rank = np.argsort(np.argsort(np.asarray(instances, dtype=float), axis=0, kind="stable"), axis=0)
+    images = dataclasses.replace(images, array=images.array.astype(np.float32, copy=False))
+    return T1Series(images, times, rank.astype(int), source, skipped)
+
+
+def _from_4d_file(path: Path, given: list[float] | list[list[float]] | None) -> T1Series:
+    """A (t, z, y, x) file; the user's times are in the file's order along t."""
+    volume = read_itk_file(path)
+    if volume.array.ndim != 4:
+        raise InputError(f"{path}: is a 3D image; a T1-mapping input file must be 4D (inversion time, z, y, x)")
+    count, slices = volume.array.shape[:2]
+    if given is None:
+        raise InputError(f"{path}: a NIfTI / NRRD file holds no inversion times; give them with --ti "
+                         "(comma-separated ms, or a JSON sidecar)")
+    times = _times_per_slice(given, count, slices, str(path))
+    if count < MIN_INVERSION_TIMES:
+        raise InputError(f"{path}: only {count} inversion time(s); a T1 fit needs at least {MIN_INVERSION_TIMES}")
+    order = np.argsort(times, axis=0, kind="stable")
+    images = np.take_along_axis(volume.array.astype(np.float32), order[:, :, None, None], axis=0)
+    return T1Series(volume.with_array(images), np.take_along_axis(times, order, axis=0), order, "given by the user")
+
+
+def _times_per_slice(given: list[float] | list[list[float]], count: int, slices: int, where: str) -> np.ndarray:
+    """(count, slices) array of the user's times, which are one list for all slices or one list per slice."""
+    rows = given if given and isinstance(given[0], list) else [given] * slices
+    if len(rows) != slices or any(len(row) != count for row in rows):
+        shape = [len(row) for row in rows] if given and isinstance(given[0], list) else len(given)
+        raise InputError(f"{where}: {count} images per slice over {slices} slice(s), but the inversion times given "
+                         f"have {shape} values; give one time per image (in acquisition order)")
+    return np.asarray(rows, dtype=float).T
+
+
+def _skip_reason(frame: Frame) -> str | None:
+    """Why an image is never fitted, or None for a magnitude source image."""
+    description = (frame.header.get("series_description") or "").upper()
+    if any(word in value for value in frame.image_type for word in _MAP_WORDS) or any(
+            word in description for word in _MAP_WORDS):
+        return "scanner map"
+    if len(frame.image_type) > 2 and frame.image_type[2] in _PHASE_TYPES:
+        return "phase image"
+    return None
+
+
+def _pick_series(frames: list[Frame], where: object) -> tuple[list[Frame], list[str]]:
+    """The frames of the one T1-mapping source series among `frames`, and what was left out (and why)."""
+    groups: dict[tuple[str, str], list[Frame]] = defaultdict(list)
+    for frame in frames:
+        groups[(frame.header.get("series_instance_uid") or "", _skip_reason(frame) or "")].append(frame)
+    skipped, candidates = [], []
+    for (_, reason), members in groups.items():
+        description = members[0].header.get("series_description") or "no description"
+        positions = {tuple(np.round(frame.position, 1)) for frame in members}
+        if not reason and len(members) == len(positions):
+            reason = "one image per slice position"
+        if reason:
+            skipped.append(f"{len(members)} image(s) of series '{description}' ({reason}): {frame_names(members)}")
+        else:
+            candidates.append(members)
+    if not candidates:
+        found = "; ".join(skipped) or "nothing"
+        raise InputError(f"{where}: no T1-mapping series (MOLLI / ShMOLLI / Look-Locker source images: several "
+                         f"images per slice position) was found; found {found}")
+    if len(candidates) > 1:
+        names = "; ".join(f"'{members[0].header.get('series_description') or 'no description'}' "
+                          f"({len(members)} images: {frame_names(members, 1)})" for members in candidates)
+        raise InputError(f"{where}: holds {len(candidates)} T1-mapping series ({names}); give the folder or the "
+                         "files of one series")
+    return candidates[0], skipped
+
+
+def _slice_groups(frames: list[Frame]) -> list[list[Frame]]:
+    """Frames grouped by slice position (along the slice normal), each group in acquisition order."""
+    normal = np.cross(frames[0].orientation[:3], frames[0].orientation[3:])
+    tolerance = 0.05 * float(frames[0].pixel_spacing.min())
+    groups: list[list[Frame]] = []
+    for frame in sorted(frames, key=lambda frame: float(frame.position @ normal)):
+        if groups and float(frame.position @ normal) - float(groups[-1][-1].position @ normal) <= tolerance:
+            groups[-1].append(frame)
+        else:
+            groups.append([frame])
+    return [sorted(group, key=lambda frame: frame.instance_number or 0) for group in groups]
+
+
+def _with_inversion_times(frames: list[Frame], given: list[float] | list[list[float]] | None
+                          ) -> tuple[list[Frame], str]:
+    """The frames with `inversion_time` set from the files, TriggerTime or the user, and where it came from."""
+    groups = _slice_groups(frames)
+    has_time = [frame.inversion_time is not None for frame in frames]
+    if any(has_time) and not all(has_time):
+        lacking = [frame for frame in frames if frame.inversion_time is None]
+        raise InputError(f"{len(lacking)} of {len(frames)} images have no inversion time ({tag_name('InversionTime')}"
+                         f" or Philips (2005,1572)): {frame_names(lacking)}")
+    if all(has_time):
+        source = frames[0].inversion_source or "InversionTime"
+    elif all(len({frame.trigger_time for frame in group}) == len(group) and None not in
+             {frame.trigger_time for frame in group} for group in groups):
+        groups = [[dataclasses.replace(frame, inversion_time=frame.trigger_time) for frame in group]
+                  for group in groups]
+        source = f"{tag_name('TriggerTime')} (Look-Locker)"
+    elif given is not None:
+        times = _times_per_slice(given, len(groups[0]), len(groups), frame_names(frames))
+        return [dataclasses.replace(frame, inversion_time=float(times[index, z]))
+                for z, group in enumerate(groups) for index, frame in enumerate(group)], "given by the user"
+    else:
+        raise InputError(f"no inversion times in {frame_names(frames)}: the images lack {tag_name('InversionTime')} "
+                         f"and the Philips private (2005,1572), and {tag_name('TriggerTime')} does not differ "
+                         "between the images of a slice; give the times with --ti (comma-separated ms in acquisition "
+                         "order, or a JSON sidecar)")
+    if given is not None:
+        _check_agreement(groups, given)
+    return [frame for group in groups for frame in group], source
+
+
+def _check_agreement(groups: list[list[Frame]], given: list[float] | list[list[float]]) -> None:
+    """The user's times must match the files' (acquisition order) when both exist."""
+    times = _times_per_slice(given, len(groups[0]), len(groups), frame_names(groups[0]))
+    for z, group in enumerate(groups):
+        found = np.array([frame.inversion_time for frame in group], dtype=float)
+        if np.max(np.abs(found - times[:, z])) > TI_AGREEMENT_MS:
+            raise InputError(f"the inversion times given ({times[:, z].tolist()}) differ from those in the files of "
+                             f"slice {z} ({found.tolist()}: {frame_names(group, 1)}); leave --ti out to use the "
+                             "files' times")
