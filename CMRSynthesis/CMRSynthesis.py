@@ -1,4 +1,4 @@
-"""CMR Synthesis: diffusion-model synthesis and enhancement of cardiac MR in 3D Slicer.
+"""CMR Synthesis: diffusion-model synthesis and enhancement, T1 mapping, ECV and AHA segments of cardiac MR in 3D Slicer.
 
 The panel binds its widgets to a parameter node. The Logic writes the input nodes to a temporary folder, runs the
 same `cmrsynth` command line that CLI users run (with Slicer's Python, out of process, so the GUI stays live and
@@ -13,12 +13,15 @@ Everything that computes lives in CMRSynthesisLib.
 import dataclasses
 import enum
 import importlib.metadata
+import json
 import logging
 import platform
+import re
 import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Optional, Union
@@ -27,7 +30,12 @@ import qt
 import slicer
 import vtk
 from packaging.requirements import Requirement
-from slicer import vtkMRMLLabelMapVolumeNode, vtkMRMLScalarVolumeNode
+from slicer import (
+    vtkMRMLLabelMapVolumeNode,
+    vtkMRMLMarkupsFiducialNode,
+    vtkMRMLScalarVolumeNode,
+    vtkMRMLSequenceNode,
+)
 from slicer.parameterNodeWrapper import Choice, WithinRange, parameterNodeWrapper
 from slicer.ScriptedLoadableModule import (
     ScriptedLoadableModule,
@@ -67,17 +75,29 @@ class CMRSynthesis(ScriptedLoadableModule):
         self.parent.categories = ["Cardiac"]
         self.parent.dependencies = []  # PyTorch (through PyTorchUtils) is checked on Apply, so the module always loads
         self.parent.contributors = ["CMRSynthesis team"]
-        self.parent.helpText = """
-Diffusion-model synthesis and enhancement of cardiac MR. <b>Scar enhancement (LGE)</b>: localized diffusion
-brightens scar against healthy myocardium inside a heart region of interest and leaves every voxel outside it as it
-was; the mean of several samples is returned. Inputs are never modified; results are new volumes over the input.
-The shipped demo model is trained on synthetic phantoms only: point to your own checkpoint for real studies.
+        self.parent.helpText = f"""
+Diffusion-model synthesis and enhancement of cardiac MR, T1 mapping, ECV and AHA 16-segment reports.
+<br><b>Scar enhancement (LGE)</b>: localized diffusion brightens scar against healthy myocardium inside a heart
+region of interest and leaves every voxel outside it as it was; the mean of several samples is returned. The shipped
+demo model is trained on synthetic phantoms only: point to your own checkpoint for real studies.
+<br><b>T1 map (MOLLI / ShMOLLI)</b>: fits every voxel of the source images, given as a DICOM folder (read with the
+vendor tags that hold the inversion times) or as a loaded volume sequence with its inversion times, and adds the T1
+map in the lipari colour map (0-2000 ms) with the fit parameters A, B, T1*, R2 and a failed-fit mask.
+<br><b>ECV</b>: extracellular volume (%) from native and post-contrast T1 maps, the haematocrit and an LV blood-pool
+mask.
+<br><b>AHA 16 segments</b>: divides the LV myocardium into the 16 AHA segments, anchored at the RV insertion points
+(found from an RV mask, or two placed points), and adds a segmentation, a table of per-segment values and the
+bullseye picture. Copies of the table (CSV, JSON) and of the bullseye (PNG) are saved in a new folder under
+Slicer's default scene folder, in {KEPT_FOLDER}/; the status line names it.
+<br>Inputs are never modified; results are new nodes over the input.
 <br>Needs Slicer 5.10 or later (Python 3.11 or newer) and the PyTorch extension; the other Python packages are
 offered for installation on the first Apply.
 """
         self.parent.acknowledgementText = """
 Scar enhancement follows M. Hasny, O. B. Demirel, A. Amyar, S. Faghihroohi, R. Nezafat, "Myocardial Scar
-Enhancement in LGE Cardiac MRI using Localized Diffusion", MICCAI. Built on MONAI, PyTorch and 3D Slicer.
+Enhancement in LGE Cardiac MRI using Localized Diffusion", MICCAI. AHA segments follow Cerqueira et al.,
+Circulation 2002; T1 maps are shown in lipari (F. Crameri's scientific colour maps) as Fuderer et al. recommend
+(MRM 2025). Built on MONAI, PyTorch and 3D Slicer.
 """
         self.parent.icon = qt.QIcon(resourcePath("Icons/CMRSynthesis.png"))
 
@@ -86,23 +106,76 @@ class Task(enum.Enum):
     """What the panel computes; the value is the label shown in the Task box."""
 
     SCAR_ENHANCEMENT = "Scar enhancement (LGE)"
+    T1_MAP = "T1 map (MOLLI / ShMOLLI)"
+    ECV = "ECV"
+    AHA = "AHA 16 segments"
 
     def label(self) -> str:
         return self.value
 
 
-FOREGROUND_RESULT = {Task.SCAR_ENHANCEMENT: "enhanced"}  # per task, the result shown over the input
-LABELMAP_RESULTS = ("roi",)  # results that are masks
+class Quantity(enum.Enum):
+    """What the map of an AHA report holds; the value is the library's quantity name."""
+
+    T1_NATIVE = "t1_native"
+    T1_POST = "t1_post"
+    ECV = "ecv"
+
+    def label(self) -> str:
+        return {"t1_native": "native T1 (ms)", "t1_post": "post-contrast T1 (ms)", "ecv": "ECV (%)"}[self.value]
+
+
+# Per task: the label and tooltip of the input-volume selector, and what Apply asks for while it is empty (None:
+# the input volume is optional).
+INPUT_ROLES = {
+    Task.SCAR_ENHANCEMENT: (
+        "LGE volume:", "Late gadolinium enhancement stack to enhance. It is read, never modified.", "an LGE volume"),
+    Task.T1_MAP: (
+        "Show over:",
+        ("Optional: a volume on the source images' grid (e.g. the loaded series) to show the T1 map over; with none, or "
+         "on another grid, the T1 map is shown alone. With a DICOM folder, a fit mask is taken on this volume's grid."),
+        None),
+    Task.ECV: (
+        "Native T1 map:",
+        ("Native (pre-contrast) T1 map in ms: the ECV map is made on its grid and shown over it. It is read, never "
+         "modified."),
+        "the native T1 map"),
+    Task.AHA: (
+        "Map:",
+        ("Map to report per segment (T1 in ms or ECV in %), e.g. a result of the T1 map or ECV task; the masks are "
+         "taken on its grid. It is read, never modified."),
+        "the map to report per segment"),
+}
+OUTPUT_LABELS = {Task.SCAR_ENHANCEMENT: "Enhanced volume:", Task.T1_MAP: "T1 map:", Task.ECV: "ECV map:"}
+LABELMAP_RESULTS = ("roi",)  # scar enhancement results that are masks
+T1_RESULT_NAMES = {"t1": "T1", "a": "T1 A", "b": "T1 B", "t1_star": "T1*", "r2": "T1 R2", "failed": "T1 failed fits"}
+OVERLAY_OPACITY = 0.5
+KEPT_FOLDER = "CMRSynthesis"  # under Slicer's default scene folder: copies of the AHA table and bullseye files
 
 
 @parameterNodeWrapper
 class CMRSynthesisParameterNode:
-    """The panel's state, saved with the scene. checkpointPath / segmenterPath empty: the shipped models.
-    ddimSteps is used with the ddim sampler only."""
+    """The panel's state, saved with the scene. inputVolume is the task's input (LGE, native T1 map, map to report)
+    or, for T1 maps, the volume to show the map over. T1 maps read molliFolder or molliSequence (one of them).
+    checkpointPath / segmenterPath empty: the shipped models. ddimSteps is used with the ddim sampler only."""
 
     task: Task
     inputVolume: vtkMRMLScalarVolumeNode
     roiNode: Union[vtkMRMLSegmentationNode, vtkMRMLLabelMapVolumeNode, None]  # noqa: UP007 (the wrapper needs Union)
+    molliFolder: str = ""
+    molliSequence: vtkMRMLSequenceNode
+    inversionTimes: str = ""  # ms, comma-separated
+    fitMaskNode: Union[vtkMRMLSegmentationNode, vtkMRMLLabelMapVolumeNode, None]  # noqa: UP007
+    t1Scheme: Annotated[str, Choice(["auto", "molli", "shmolli"])] = "auto"
+    postVolume: vtkMRMLScalarVolumeNode
+    haematocrit: Annotated[float, WithinRange(0.1, 0.7)] = 0.42
+    resamplePost: bool = False
+    bloodNode: Union[vtkMRMLSegmentationNode, vtkMRMLLabelMapVolumeNode, None]  # noqa: UP007
+    myocardiumNode: Union[vtkMRMLSegmentationNode, vtkMRMLLabelMapVolumeNode, None]  # noqa: UP007
+    rvNode: Union[vtkMRMLSegmentationNode, vtkMRMLLabelMapVolumeNode, None]  # noqa: UP007
+    insertionPoints: vtkMRMLMarkupsFiducialNode
+    quantity: Quantity
+    allowMissing: bool = False
     checkpointPath: str = ""
     device: Annotated[str, Choice(["auto", "cpu", "cuda"])] = "auto"
     segmenterPath: str = ""
@@ -116,13 +189,15 @@ class CMRSynthesisParameterNode:
 
 @dataclasses.dataclass
 class Outcome:
-    """How a run ended, as the Logic reports it: nodes are the new result nodes by output name."""
+    """How a run ended, as the Logic reports it: nodes are the new result nodes by output name; on success, message
+    is a note for the status line (where files were kept) and folder the folder of those files, if any."""
 
     task: Task
     state: State
     message: str
     nodes: dict
     log: list
+    folder: Optional[Path] = None
 
 
 class CMRSynthesisWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
@@ -143,8 +218,36 @@ class CMRSynthesisWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
         self.ui.applyButton.connect("clicked(bool)", self.onApplyButton)
-        self.ui.checkpointBrowseButton.connect("clicked()", lambda: self.onBrowseFolder("checkpointPath", "Enhancer"))
-        self.ui.segmenterBrowseButton.connect("clicked()", lambda: self.onBrowseFolder("segmenterPath", "Segmenter"))
+        checkpoint = "checkpoint folder (model.safetensors + config.json)"
+        self.ui.checkpointBrowseButton.connect("clicked()",
+                                               lambda: self.onBrowseFolder("checkpointPath", f"Enhancer {checkpoint}"))
+        self.ui.segmenterBrowseButton.connect("clicked()",
+                                              lambda: self.onBrowseFolder("segmenterPath", f"Segmenter {checkpoint}"))
+        self.ui.molliFolderBrowseButton.connect(
+            "clicked()", lambda: self.onBrowseFolder("molliFolder", "Folder of the MOLLI / ShMOLLI source images"))
+        placeWidget = self.ui.insertionPointsPlaceWidget
+        placeWidget.buttonsVisible = False  # hides the place button too: it alone is shown again
+        placeWidget.placeButton().show()
+        placeWidget.placeMultipleMarkups = slicer.qSlicerMarkupsPlaceWidget.ForcePlaceMultipleMarkups
+        ui = self.ui
+        self._taskWidgets = [  # widgets that only some tasks show
+            ((ui.roiLabel, ui.roiSelector, ui.samplerLabel, ui.samplerComboBox, ui.stepsLabel, ui.stepsSpinBox,
+              ui.ddimStepsLabel, ui.ddimStepsSpinBox, ui.samplesLabel, ui.samplesSpinBox, ui.seedLabel, ui.seedSpinBox,
+              ui.deviceLabel, ui.deviceComboBox, ui.checkpointLabel, ui.checkpointPathLineEdit,
+              ui.checkpointBrowseButton, ui.segmenterLabel, ui.segmenterPathLineEdit, ui.segmenterBrowseButton),
+             {Task.SCAR_ENHANCEMENT}),
+            ((ui.molliFolderLabel, ui.molliFolderLineEdit, ui.molliFolderBrowseButton, ui.molliSequenceLabel,
+              ui.molliSequenceSelector, ui.inversionTimesLabel, ui.inversionTimesLineEdit, ui.fitMaskLabel,
+              ui.fitMaskSelector, ui.t1SchemeLabel, ui.t1SchemeComboBox), {Task.T1_MAP}),
+            ((ui.postVolumeLabel, ui.postVolumeSelector, ui.haematocritLabel, ui.haematocritSpinBox,
+              ui.resamplePostCheckBox), {Task.ECV}),
+            ((ui.bloodLabel, ui.bloodSelector, ui.myocardiumLabel, ui.myocardiumSelector), {Task.ECV, Task.AHA}),
+            ((ui.rvLabel, ui.rvSelector, ui.insertionPointsLabel, ui.insertionPointsSelector,
+              ui.insertionPointsPlaceWidget, ui.quantityLabel, ui.quantityComboBox, ui.allowMissingCheckBox),
+             {Task.AHA}),
+            ((ui.advancedCollapsibleButton,), {Task.SCAR_ENHANCEMENT, Task.T1_MAP}),
+            ((ui.outputsCollapsibleButton,), set(OUTPUT_LABELS)),
+        ]
         if _pythonTooOld():
             self.ui.statusLabel.text = f"CMR Synthesis needs {_pythonTooOld()}."
         self.initializeParameterNode()
@@ -184,23 +287,31 @@ class CMRSynthesisWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.updateWidgets()
 
     def updateWidgets(self, caller=None, event=None) -> None:
-        """Apply needs an input volume; while a task runs it is the Cancel button and the inputs are locked.
-        The DDIM step count is editable only with the ddim sampler."""
+        """Show the chosen task's widgets and name its input; Apply is enabled when the task's inputs are set, its
+        tooltip says what is missing. While a task runs Apply is the Cancel button and the inputs are locked. The
+        DDIM step count is editable only with the ddim sampler."""
+        parameters = self._parameterNode
+        task = parameters.task if parameters else Task.SCAR_ENHANCEMENT
+        for widgets, tasks in self._taskWidgets:
+            for widget in widgets:
+                widget.visible = task in tasks
+        self.ui.inputVolumeLabel.text, self.ui.inputVolumeSelector.toolTip, _ = INPUT_ROLES[task]
+        if task in OUTPUT_LABELS:
+            self.ui.outputVolumeLabel.text = OUTPUT_LABELS[task]
+        self.ui.ddimStepsSpinBox.enabled = bool(parameters and parameters.sampler == "ddim")
+        self.ui.insertionPointsPlaceWidget.setCurrentNode(parameters.insertionPoints if parameters else None)
         running = self.logic.isRunning()
-        ready = bool(self._parameterNode and self._parameterNode.inputVolume)
-        self.ui.ddimStepsSpinBox.enabled = bool(self._parameterNode and self._parameterNode.sampler == "ddim")
+        missing = self.logic.missingInput(parameters) if parameters else "No parameter node yet."
         self.ui.applyButton.text = "Cancel" if running else "Apply"
-        self.ui.applyButton.enabled = running or ready
-        self.ui.applyButton.toolTip = ("Stop the running task" if running else
-                                       "Run the task" if ready else "Choose an input volume first")
+        self.ui.applyButton.enabled = running or not missing
+        self.ui.applyButton.toolTip = "Stop the running task" if running else missing or "Run the task"
         for section in (self.ui.inputsCollapsibleButton, self.ui.advancedCollapsibleButton):
             section.enabled = not running
 
-    def onBrowseFolder(self, parameter: str, model: str) -> None:
-        """Let the user pick the checkpoint folder held by the parameter named `parameter` (checkpointPath, ...)."""
-        folder = qt.QFileDialog.getExistingDirectory(
-            slicer.util.mainWindow(), f"{model} checkpoint folder (model.safetensors + config.json)",
-            getattr(self._parameterNode, parameter))
+    def onBrowseFolder(self, parameter: str, caption: str) -> None:
+        """Let the user pick the folder held by the parameter named `parameter` (checkpointPath, molliFolder, ...)."""
+        folder = qt.QFileDialog.getExistingDirectory(slicer.util.mainWindow(), caption,
+                                                     getattr(self._parameterNode, parameter))
         if folder:
             setattr(self._parameterNode, parameter, folder)
 
@@ -246,8 +357,10 @@ class CMRSynthesisWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if outcome.state is State.SUCCEEDED:
             self.ui.progressBar.value = 100
             names = ", ".join(node.GetName() for node in outcome.nodes.values())
-            self.ui.statusLabel.text = f"Done: {names}."
+            self.ui.statusLabel.text = f"Done: {names}." + (f" {outcome.message}" if outcome.message else "")
             slicer.util.resetSliceViews()
+            if outcome.task is Task.AHA:
+                self.showTableAndPicture(outcome.nodes["table"], outcome.nodes["bullseye"])
         elif outcome.state is State.CANCELLED:
             self.ui.statusLabel.text = "Cancelled."
         else:
@@ -255,16 +368,34 @@ class CMRSynthesisWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             slicer.util.errorDisplay(f"{outcome.task.label()} failed:\n\n{outcome.message}",
                                      detailedText="\n".join(outcome.log))
 
+    @staticmethod
+    def showTableAndPicture(table, picture) -> None:
+        """Switch to the layout with a table view: the table there, the picture alone in the yellow view (axial)."""
+        layoutManager = slicer.app.layoutManager()
+        layoutManager.setLayout(slicer.vtkMRMLLayoutNode.SlicerLayoutFourUpTableView)
+        applicationLogic = slicer.app.applicationLogic()
+        applicationLogic.GetSelectionNode().SetActiveTableID(table.GetID())
+        applicationLogic.PropagateTableSelection()
+        sliceWidget = layoutManager.sliceWidget("Yellow")
+        sliceWidget.mrmlSliceNode().SetOrientation("Axial")
+        composite = sliceWidget.mrmlSliceCompositeNode()
+        composite.SetBackgroundVolumeID(picture.GetID())
+        composite.SetForegroundVolumeID(None)
+        composite.SetLabelVolumeID(None)
+        sliceWidget.sliceLogic().FitSliceToAll()
+
 
 @dataclasses.dataclass
 class _Run:
-    """A task in progress: its command, temporary folder and where its results go."""
+    """A task in progress: its command, temporary folder and where its results go. referenceNode: the volume the
+    results lie over (none for a T1 map shown alone); sourceName: what the result nodes are named after."""
 
     task: Task
     cli: CliProcess
     workdir: Path
     parameters: CMRSynthesisParameterNode
-    inputNode: vtkMRMLScalarVolumeNode
+    referenceNode: Optional[vtkMRMLScalarVolumeNode]
+    sourceName: str
     onFinished: Optional[Callable[[Outcome], None]]
 
 
@@ -333,6 +464,37 @@ class CMRSynthesisLogic(ScriptedLoadableModuleLogic):
     def isRunning(self) -> bool:
         return self._run is not None
 
+    def missingInput(self, parameters: CMRSynthesisParameterNode) -> str:
+        """What the chosen task still needs, as a sentence for the user; empty when it can run."""
+        task = parameters.task
+        if task is Task.T1_MAP:
+            folder, sequence = parameters.molliFolder.strip(), parameters.molliSequence
+            if not folder and sequence is None:
+                return "Choose the source images: a DICOM folder or a loaded sequence."
+            if folder and sequence is not None:
+                return "Choose either a DICOM folder or a sequence, not both."
+            if sequence is not None and not parameters.inversionTimes.strip() and not _indexInversionTimes(sequence):
+                return "Give the inversion times of the sequence's items (ms, separated by commas)."
+            if folder and parameters.fitMaskNode is not None and parameters.inputVolume is None:
+                return ("With a DICOM folder, the fit mask is taken on the grid of the 'Show over' volume: choose the "
+                        "loaded source series there.")
+            return ""
+        if parameters.inputVolume is None:
+            return f"Choose {INPUT_ROLES[task][2]}."
+        if task is Task.ECV:
+            if parameters.postVolume is None:
+                return "Choose the post-contrast T1 map."
+            if parameters.bloodNode is None:
+                return "Choose the LV blood pool: its native and post-contrast T1s scale the ECV."
+        if task is Task.AHA:
+            if parameters.myocardiumNode is None:
+                return "Choose the LV myocardium to divide into segments."
+            if parameters.rvNode is None and parameters.insertionPoints is None:
+                return "Anchor the segments: choose an RV mask or the RV insertion points."
+            if parameters.rvNode is not None and parameters.insertionPoints is not None:
+                return "Anchor the segments with either an RV mask or insertion points, not both."
+        return ""
+
     def process(self, parameters: CMRSynthesisParameterNode, *,
                 onProgress: Optional[Callable[[float, str], None]] = None,
                 onFinished: Optional[Callable[[Outcome], None]] = None, wait: bool = False) -> Optional[Outcome]:
@@ -344,19 +506,21 @@ class CMRSynthesisLogic(ScriptedLoadableModuleLogic):
         """
         if self.isRunning():
             raise CMRSynthesisError("A task is already running; cancel it or wait for it to finish.")
-        if parameters.inputVolume is None:
-            raise InputError("Choose an input volume.")
+        missing = self.missingInput(parameters)
+        if missing:
+            raise InputError(missing)
         workdir = Path(tempfile.mkdtemp(prefix="CMRSynthesis-", dir=slicer.app.temporaryPath))
         try:
             subcommand, options = self._commandOptions(parameters, workdir)
             command = cli_command(subcommand, options, python=_pythonExecutable())
-            cli = CliProcess(command, env=child_environment(), cwd=workdir, on_progress=onProgress,
-                                     on_log=lambda line: logger.info("cmrsynth: %s", line))
+            cli = CliProcess(command, env=child_environment(), cwd=workdir,
+                             on_progress=onProgress, on_log=lambda line: logger.info("cmrsynth: %s", line))
             cli.start()
         except BaseException:
             shutil.rmtree(workdir, ignore_errors=True)
             raise
-        self._run = _Run(parameters.task, cli, workdir, parameters, parameters.inputVolume, onFinished)
+        self._run = _Run(parameters.task, cli, workdir, parameters, parameters.inputVolume, _sourceName(parameters),
+                         onFinished)
         if not wait:
             self._timer.start()
             return None
@@ -377,17 +541,16 @@ class CMRSynthesisLogic(ScriptedLoadableModuleLogic):
 
     def _commandOptions(self, parameters: CMRSynthesisParameterNode, workdir: Path) -> tuple:
         """(subcommand, options) of the command line for the chosen task, its inputs written into `workdir`."""
-        writers = {Task.SCAR_ENHANCEMENT: self._scarEnhancementOptions}
+        writers = {Task.SCAR_ENHANCEMENT: self._scarEnhancementOptions, Task.T1_MAP: self._t1MapOptions,
+                   Task.ECV: self._ecvOptions, Task.AHA: self._ahaOptions}
         return writers[parameters.task](parameters, workdir)
 
     def _scarEnhancementOptions(self, parameters: CMRSynthesisParameterNode, workdir: Path) -> tuple:
-        from CMRSynthesisLib.io import write_volume
-
         lge = parameters.inputVolume
         roi = parameters.roiNode
         options = {
             "lge": mrml.write_node_to_file(lge, workdir / "lge.nrrd"),
-            "roi": None if roi is None else write_volume(mrml.volume_from_roi(roi, lge), workdir / "roi.nrrd"),
+            "roi": _writeMask(roi, lge, workdir / "roi.nrrd"),
             "out": workdir / "enhanced.nrrd",
             "roi_out": workdir / "roi.nrrd" if roi is None else None,  # the ROI the segmentation model found
             "checkpoint": parameters.checkpointPath.strip() or None,
@@ -401,6 +564,58 @@ class CMRSynthesisLogic(ScriptedLoadableModuleLogic):
         }
         return "enhance", options
 
+    def _t1MapOptions(self, parameters: CMRSynthesisParameterNode, workdir: Path) -> tuple:
+        """The DICOM folder is read by the command itself (vendor tags kept); a sequence is written as a 4D NRRD
+        (t, z, y, x). A fit mask goes onto the source grid: the sequence's, or the 'Show over' volume's."""
+        from CMRSynthesisLib.io import write_volume
+
+        sequence = parameters.molliSequence
+        if sequence is None:
+            source, maskGrid = Path(parameters.molliFolder.strip()), parameters.inputVolume
+        else:
+            source = write_volume(mrml.volume_from_sequence(sequence), workdir / "molli.nrrd")
+            maskGrid = sequence.GetNthDataNode(0)
+        options = {
+            "molli": source,
+            "out": workdir / "T1.nrrd",
+            "ti": parameters.inversionTimes.strip() or _indexInversionTimes(sequence) or None,
+            "mask": _writeMask(parameters.fitMaskNode, maskGrid, workdir / "mask.nrrd"),
+            "scheme": parameters.t1Scheme,
+        }
+        return "t1map", options
+
+    def _ecvOptions(self, parameters: CMRSynthesisParameterNode, workdir: Path) -> tuple:
+        """Both maps as they are; the masks on the native map's grid."""
+        native = parameters.inputVolume
+        options = {
+            "native": mrml.write_node_to_file(native, workdir / "native.nrrd"),
+            "post": mrml.write_node_to_file(parameters.postVolume, workdir / "post.nrrd"),
+            "haematocrit": parameters.haematocrit,
+            "blood": _writeMask(parameters.bloodNode, native, workdir / "blood.nrrd"),
+            "myocardium": _writeMask(parameters.myocardiumNode, native, workdir / "myocardium.nrrd"),
+            "resample": parameters.resamplePost,
+            "out": workdir / "ECV.nrrd",
+        }
+        return "ecv", options
+
+    def _ahaOptions(self, parameters: CMRSynthesisParameterNode, workdir: Path) -> tuple:
+        """The masks on the map's grid; placed insertion points in RAS in the map's own frame."""
+        values, points = parameters.inputVolume, parameters.insertionPoints
+        options = {
+            "myocardium": _writeMask(parameters.myocardiumNode, values, workdir / "myocardium.nrrd"),
+            "map": mrml.write_node_to_file(values, workdir / "map.nrrd"),
+            "blood": _writeMask(parameters.bloodNode, values, workdir / "blood.nrrd"),
+            "rv": _writeMask(parameters.rvNode, values, workdir / "rv.nrrd"),
+            "insertion_points": None if points is None else ";".join(
+                ",".join(f"{coordinate:.3f}" for coordinate in point)
+                for point in mrml.control_points_ras(points, values, count=2)),
+            "points_space": None if points is None else "ras",
+            "quantity": parameters.quantity.value,
+            "allow_missing": parameters.allowMissing,
+            "out_dir": workdir / "aha",
+        }
+        return "aha", options
+
     def _poll(self) -> None:
         if self._run is not None and self._run.cli.poll() is not State.RUNNING:
             self._complete(self._run.cli.result)
@@ -412,8 +627,8 @@ class CMRSynthesisLogic(ScriptedLoadableModuleLogic):
         outcome = Outcome(run.task, result.state, result.message, {}, result.log)
         try:
             if result.state is State.SUCCEEDED:
-                outcome.nodes = self._importResults(run, result)
-        except CMRSynthesisError as error:
+                self._importResults(run, result, outcome)
+        except (CMRSynthesisError, OSError, ValueError) as error:  # ValueError: an unreadable JSON table
             outcome.state, outcome.message = State.FAILED, str(error)
         finally:
             shutil.rmtree(run.workdir, ignore_errors=True)
@@ -421,18 +636,118 @@ class CMRSynthesisLogic(ScriptedLoadableModuleLogic):
             run.onFinished(outcome)
         return outcome
 
-    def _importResults(self, run: _Run, result: Result) -> dict:
+    def _importResults(self, run: _Run, result: Result, outcome: Outcome) -> None:
+        """Add the task's result nodes to the scene and show them; they go into `outcome`."""
+        reference = run.referenceNode
+        if reference is not None and reference.GetScene() is None:
+            raise InputError(f"The input volume '{reference.GetName()}' was removed while the task ran.")
+        importers = {Task.SCAR_ENHANCEMENT: self._importEnhanced, Task.T1_MAP: self._importT1Maps,
+                     Task.ECV: self._importEcv, Task.AHA: self._importAha}
+        importers[run.task](run, result, outcome)
+
+    def _importEnhanced(self, run: _Run, result: Result, outcome: Outcome) -> None:
+        """"<LGE> enhanced" over the LGE, the ROI used in the label layer."""
         from CMRSynthesisLib.io import read_volume
 
-        if run.inputNode.GetScene() is None:
-            raise InputError(f"The input volume '{run.inputNode.GetName()}' was removed while the task ran.")
-        scene = run.inputNode.GetScene()
         volumes = {name: read_volume(path) for name, path in result.outputs.items()}
-        nodes = mrml.add_result_nodes(scene, volumes, run.inputNode, labelmaps=LABELMAP_RESULTS)
-        foreground = nodes[FOREGROUND_RESULT[run.task]]
-        mrml.show_overlay(scene, run.inputNode, foreground, 0.5, label_node=nodes.get("roi"))
-        run.parameters.outputVolume = foreground
-        return nodes
+        nodes = mrml.add_result_nodes(slicer.mrmlScene, volumes, run.referenceNode, labelmaps=LABELMAP_RESULTS)
+        mrml.show_overlay(slicer.mrmlScene, run.referenceNode, nodes["enhanced"], OVERLAY_OPACITY,
+                          label_node=nodes.get("roi"))
+        run.parameters.outputVolume = nodes["enhanced"]
+        outcome.nodes = nodes
+
+    def _importT1Maps(self, run: _Run, result: Result, outcome: Outcome) -> None:
+        """"<source> T1", "<source> T1 A", ... and the failed-fit labelmap. The T1 map, in its colour map, lies over
+        the 'Show over' volume when that is on the source grid; otherwise it is shown alone."""
+        from CMRSynthesisLib.io import read_volume
+
+        scene = slicer.mrmlScene
+        volumes = {name: read_volume(path) for name, path in result.outputs.items()}
+        over = run.referenceNode
+        if over is not None and not mrml.volume_from_node(over).same_geometry(volumes["t1"]):
+            over = None
+        nodes = {name: mrml.add_volume_node(scene, volume, f"{run.sourceName} {T1_RESULT_NAMES.get(name, name)}",
+                                            labelmap=name == "failed", reference_node=over)
+                 for name, volume in volumes.items()}
+        t1 = nodes["t1"]
+        mrml.show_quantity(scene, t1, "t1_native")
+        if over is not None:
+            mrml.show_overlay(scene, over, t1, OVERLAY_OPACITY)
+        else:
+            mrml.show_overlay(scene, t1, None)
+        run.parameters.outputVolume = t1
+        outcome.nodes = nodes
+
+    def _importEcv(self, run: _Run, result: Result, outcome: Outcome) -> None:
+        """"<native> ECV" in its colour map over the native T1 map."""
+        from CMRSynthesisLib.io import read_volume
+
+        scene, native = slicer.mrmlScene, run.referenceNode
+        ecv = mrml.add_result_nodes(scene, {"ECV": read_volume(result.outputs["ecv"])}, native)["ECV"]
+        mrml.show_quantity(scene, ecv, "ecv")
+        mrml.show_overlay(scene, native, ecv, OVERLAY_OPACITY)
+        run.parameters.outputVolume = ecv
+        outcome.nodes = {"ecv": ecv}
+
+    def _importAha(self, run: _Run, result: Result, outcome: Outcome) -> None:
+        """The 16 named AHA segments as a segmentation over the map, the per-segment values as a table node and the
+        bullseye picture as an image node; the CSV / JSON table and the bullseye PNG are copied to a kept folder."""
+        from CMRSynthesisLib.analysis.aha import AHA_SEGMENTS
+        from CMRSynthesisLib.io import read_volume
+
+        scene, values = slicer.mrmlScene, run.referenceNode
+        name = values.GetName()
+        labels = read_volume(result.outputs["segments"])
+        mrml.volume_from_node(values).require_same_geometry(labels, f"the AHA segments and the map '{name}'")
+        table = json.loads(Path(result.outputs["json"]).read_text(encoding="utf-8"))
+        quantity = Quantity(table["quantity"]).label()
+        outcome.nodes = {
+            "segments": mrml.add_segments_node(scene, labels, AHA_SEGMENTS, f"{name} AHA segments",
+                                               reference_node=values),
+            "table": mrml.add_table_node(scene, table["segments"], f"{name} AHA {quantity}"),
+            "bullseye": mrml.add_image_node(scene, mrml.rgb_from_png(result.outputs["bullseye"]),
+                                            f"{name} AHA bullseye"),
+        }
+        mrml.show_overlay(scene, values, None)
+        outcome.folder, outcome.message = _keepFiles([result.outputs[key] for key in ("csv", "json", "bullseye")],
+                                                     f"{name} AHA {table['quantity']}")
+
+
+def _sourceName(parameters: CMRSynthesisParameterNode) -> str:
+    """What the results are named after: the T1 map's sequence or DICOM folder, else the input volume."""
+    if parameters.task is Task.T1_MAP:
+        sequence = parameters.molliSequence
+        return sequence.GetName() if sequence is not None else Path(parameters.molliFolder.strip()).name
+    return parameters.inputVolume.GetName()
+
+
+def _indexInversionTimes(sequence: Optional[vtkMRMLSequenceNode]) -> str:
+    """A sequence's index values ("100,180,...") when its index is the inversion time in ms; else empty."""
+    if sequence is None or "inversion" not in sequence.GetIndexName().lower() or sequence.GetIndexUnit() not in (
+            "", "ms"):
+        return ""
+    return ",".join(sequence.GetNthIndexValue(index) for index in range(sequence.GetNumberOfDataNodes()))
+
+
+def _writeMask(node, referenceNode: vtkMRMLScalarVolumeNode, path: Path) -> Optional[Path]:
+    """The mask of a segmentation or labelmap node on the reference volume's grid, written to `path`; None for none."""
+    from CMRSynthesisLib.io import write_volume
+
+    return None if node is None else write_volume(mrml.volume_from_roi(node, referenceNode), path)
+
+
+def _keepFiles(paths: list, title: str) -> tuple:
+    """Copy result files into a new folder "<title> <date time>" under Slicer's default scene folder / KEPT_FOLDER
+    (the temporary folder goes after import). Returns (folder, a sentence saying where), or (None, why not)."""
+    name = re.sub(r'[\\/:*?"<>|]+', "_", f"{title} {time.strftime('%Y-%m-%d %H%M%S')}")
+    folder = Path(slicer.app.defaultScenePath) / KEPT_FOLDER / name
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        for path in paths:
+            shutil.copy2(path, folder / Path(path).name)
+    except OSError as error:
+        return None, f"The table and bullseye files could not be saved: {error}"
+    return folder, f"Table (CSV, JSON) and bullseye (PNG) saved in {folder}."
 
 
 def _requirementLines() -> list:
@@ -478,7 +793,8 @@ def _pythonExecutable() -> str:
 
 
 class CMRSynthesisTest(ScriptedLoadableModuleTest):
-    """Slicer self-test: the scene checks the pytest suite runs on slicer-core, then one small real enhancement."""
+    """Slicer self-test: the scene checks the pytest suite runs on slicer-core, one small real enhancement, a T1 map
+    of real MOLLI images and an AHA report of a phantom."""
 
     def setUp(self) -> None:
         missing = CMRSynthesisLogic().missingDependencies()
@@ -491,6 +807,10 @@ class CMRSynthesisTest(ScriptedLoadableModuleTest):
         self.test_scene_checks()
         self.setUp()
         self.test_scar_enhancement_of_a_phantom()
+        self.setUp()
+        self.test_t1_map_of_real_molli()
+        self.setUp()
+        self.test_aha_segments_of_a_phantom()
 
     def test_scene_checks(self) -> None:
         from CMRSynthesisLib import mrml_checks
@@ -528,3 +848,78 @@ class CMRSynthesisTest(ScriptedLoadableModuleTest):
         self.assertFalse(np.allclose(result.array[inside], before[inside]), "nothing changed inside the ROI")
         np.testing.assert_array_equal(result.array[~inside], before[~inside])
         self.delayDisplay("Scar enhancement test passed")
+
+    def test_t1_map_of_real_molli(self) -> None:
+        """The native Philips MOLLI folder (Testing/Data) fitted inside the README's LV blood box of the slice at
+        SliceLocation 23.39: the T1 map lies on the source grid, over the source, and its median there is the
+        scanner's 1664.9 ms within 3 %."""
+        import numpy as np
+
+        from CMRSynthesisLib.io import read_volume
+        from CMRSynthesisLib.io.t1_series import read_t1_series
+
+        folder = SOURCE_ROOT / "Testing" / "Data" / "molli_patient_philips" / "native"
+        source = read_t1_series(folder).reference()
+        scannerMap = read_volume(folder / "IM_0031.dcm")  # the scanner's T1 map of that slice
+        normal = np.reshape(source.direction, (3, 3))[:, 2]
+        z = round(float((np.asarray(scannerMap.origin) - np.asarray(source.origin)) @ normal) / source.spacing[2])
+        box = np.zeros(source.spatial_shape, np.uint8)
+        box[z, 131:139, 138:148] = 1
+        sourceNode = mrml.add_volume_node(slicer.mrmlScene, source, "MOLLI native")
+        boxNode = mrml.add_volume_node(slicer.mrmlScene, source.with_array(box), "LV blood box", labelmap=True)
+        logic = CMRSynthesisLogic()
+        parameters = logic.getParameterNode()
+        parameters.task, parameters.molliFolder = Task.T1_MAP, str(folder)
+        parameters.inputVolume, parameters.fitMaskNode = sourceNode, boxNode
+        outcome = logic.process(parameters, onProgress=lambda fraction, message: self.delayDisplay(message, 1),
+                                wait=True)
+        t1 = outcome.nodes["t1"]
+        self.assertEqual(t1.GetName(), "native T1")
+        self.assertIs(parameters.outputVolume, t1)
+        result = mrml.volume_from_node(t1)
+        self.assertTrue(result.same_geometry(source))
+        fitted = result.array[(box > 0) & (result.array > 0)]  # failed fits hold 0
+        self.assertGreater(fitted.size, 70)
+        self.assertLess(abs(float(np.median(fitted)) - 1664.9) / 1664.9, 0.03)
+        np.testing.assert_array_equal(slicer.util.arrayFromVolume(sourceNode), source.array)
+        self.delayDisplay("T1 map test passed")
+
+    def test_aha_segments_of_a_phantom(self) -> None:
+        """A phantom's fitted native T1 map with its myocardium, blood-pool and RV masks: 16 named segments, a
+        16-row table, the bullseye picture and the kept CSV, JSON and PNG files."""
+        import numpy as np
+
+        from CMRSynthesisLib import phantom
+        from CMRSynthesisLib.analysis.aha import AHA_SEGMENTS
+        from CMRSynthesisLib.analysis.t1mapping import t1_maps
+
+        subject = phantom.make_subject(phantom.subject_ids("test", 1)[0])
+        labels = phantom.render_labels(subject)
+        masks = phantom.tissue_masks(labels)
+        heart = labels.with_array(masks["heart_roi"].astype(np.uint8))
+        t1 = t1_maps(phantom.render_molli(subject, labels), heart)["t1"]
+        mapNode = mrml.add_volume_node(slicer.mrmlScene, t1, "Phantom T1")
+        before = slicer.util.arrayFromVolume(mapNode).copy()
+
+        def labelmap(mask, name: str):
+            return mrml.add_volume_node(slicer.mrmlScene, labels.with_array(mask.astype(np.uint8)), name,
+                                        labelmap=True)
+
+        logic = CMRSynthesisLogic()
+        parameters = logic.getParameterNode()
+        parameters.task, parameters.inputVolume, parameters.quantity = Task.AHA, mapNode, Quantity.T1_NATIVE
+        parameters.myocardiumNode = labelmap(masks["myocardium"] | masks["scar"], "Myocardium")
+        parameters.bloodNode = labelmap(masks["blood"], "Blood pool")
+        parameters.rvNode = labelmap(masks["rv"], "RV")
+        outcome = logic.process(parameters, wait=True)
+        segmentation = outcome.nodes["segments"].GetSegmentation()
+        names = [segmentation.GetNthSegment(index).GetName() for index in range(segmentation.GetNumberOfSegments())]
+        self.assertEqual(names, list(AHA_SEGMENTS))
+        self.assertEqual(outcome.nodes["table"].GetNumberOfRows(), 16)
+        self.assertEqual(outcome.nodes["bullseye"].GetImageData().GetNumberOfScalarComponents(), 3)
+        self.assertIsNotNone(outcome.folder, outcome.message)
+        kept = sorted(path.name for path in outcome.folder.iterdir())
+        shutil.rmtree(outcome.folder)
+        self.assertEqual(kept, ["aha_t1_native.csv", "aha_t1_native.json", "aha_t1_native_bullseye.png"])
+        np.testing.assert_array_equal(slicer.util.arrayFromVolume(mapNode), before)
+        self.delayDisplay("AHA test passed")

@@ -82,6 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     ecv.add_argument("--resample", action="store_true",
                      help="interpolate the post-contrast map onto the native grid when they lie at different positions")
     ecv.add_argument("--out", type=Path, required=True, help="ECV map to write (%%)")
+    ecv.add_argument("--progress", choices=MODES, default="bar", help="json: the result as one JSON line (for programs)")
 
     aha = commands.add_parser("aha", help="AHA 16-segment statistics of a map, bullseye PNG and tables",
                               description="Segment the LV myocardium into the 16 AHA segments (Cerqueira et al. "
@@ -106,6 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="report segments without myocardium as missing instead of stopping")
     aha.add_argument("--out-dir", type=Path, required=True,
                      help="folder for aha_segments.nrrd, aha_<quantity>.csv / .json and the bullseye PNG")
+    aha.add_argument("--progress", choices=MODES, default="bar", help="json: the result as one JSON line (for programs)")
     return parser
 
 
@@ -159,20 +161,23 @@ def run_t1map(args: argparse.Namespace, progress: Reporter) -> dict[str, Any]:
     return {"outputs": {key: str(path.resolve()) for key, path in zip(targets, written)}, "summary": summary}
 
 
-def run_ecv(args: argparse.Namespace) -> dict[str, Any]:
+def run_ecv(args: argparse.Namespace, progress: Reporter) -> dict[str, Any]:
     from .analysis.ecv import ecv_map
     from .io import check_output_paths, read_volume, write_volume
 
     inputs = [path for path in (args.native, args.post, args.blood, args.myocardium) if path is not None]
     check_output_paths([args.out], protected=inputs)
+    progress(0.0, "reading the maps")
     native, post, blood = (read_volume(path) for path in (args.native, args.post, args.blood))
     myocardium = read_volume(args.myocardium) if args.myocardium else None
+    progress(0.5, "computing ECV")
     ecv, summary = ecv_map(native, post, args.haematocrit, blood, myocardium=myocardium, resample=args.resample)
     written = write_volume(ecv, args.out, protected=inputs)
+    progress(1.0, "ECV written")
     return {"outputs": {"ecv": str(written.resolve())}, "summary": summary}
 
 
-def run_aha(args: argparse.Namespace) -> dict[str, Any]:
+def run_aha(args: argparse.Namespace, progress: Reporter) -> dict[str, Any]:
     from .analysis.aha import aha_segments, segment_statistics, write_segment_table
     from .analysis.bullseye import write_bullseye_png
     from .display import display_for
@@ -184,7 +189,9 @@ def run_aha(args: argparse.Namespace) -> dict[str, Any]:
                "json": stem.with_suffix(".json"), "bullseye": args.out_dir / f"aha_{args.quantity}_bullseye.png"}
     check_output_paths([outputs["segments"]], protected=inputs)
     check_output_paths([outputs[key] for key in ("csv", "json", "bullseye")], protected=inputs, images=False)
+    progress(0.0, "reading the masks and the map")
     myocardium, values = read_volume(args.myocardium), read_volume(args.map)
+    progress(0.3, "segmenting the myocardium")
     segmentation = aha_segments(
         myocardium, blood_pool=read_volume(args.blood) if args.blood else None,
         rv=read_volume(args.rv) if args.rv else None,
@@ -192,10 +199,12 @@ def run_aha(args: argparse.Namespace) -> dict[str, Any]:
         base=args.base, allow_missing=args.allow_missing)
     physical = args.quantity.startswith("t1") or args.quantity in ("ecv", "t2")
     rows = segment_statistics(segmentation, values, mask=values.array > 0 if physical else None)
+    progress(0.7, "writing the segments, tables and bullseye")
     units = args.units or display_for(args.quantity).units
     write_volume(segmentation.labels, outputs["segments"], protected=inputs)
     write_segment_table(rows, outputs["csv"], outputs["json"], quantity=args.quantity, units=units, protected=inputs)
     write_bullseye_png(rows, outputs["bullseye"], protected=inputs, quantity=args.quantity, units=units)
+    progress(1.0, "AHA segments written")
     summary = {"quantity": args.quantity, "units": units, "segments": rows, "missing": segmentation.missing,
                "levels": {str(z): level for z, level in sorted(segmentation.levels.items())}}
     return {"outputs": {key: str(path.resolve()) for key, path in outputs.items()}, "summary": summary}
@@ -238,9 +247,9 @@ def _run(args: argparse.Namespace, reporter: Reporter) -> dict[str, Any]:
     if args.command == "t1map":
         return run_t1map(args, reporter)
     if args.command == "ecv":
-        return run_ecv(args)
+        return run_ecv(args, reporter)
     if args.command == "aha":
-        return run_aha(args)
+        return run_aha(args, reporter)
     from .demo import run_demo
 
     return run_demo(args, reporter)

@@ -8,7 +8,7 @@ differ by the sign of the x and y axes. Nodes are read as copies and never modif
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -99,6 +99,53 @@ def volume_from_roi(roi_node, reference_volume_node) -> Volume:
         return volume_from_segmentation(segmentation_node, reference_volume_node)
 
 
+def volume_from_sequence(sequence_node) -> Volume:
+    """A copy of a sequence of scalar volumes as one 4D Volume (t, z, y, x), items in the sequence's order, on their
+    common grid in LPS. Metadata: name, index_name, index_unit and index_values (one text per item).
+
+    Raises InputError naming the sequence when it is empty, holds other nodes than scalar volumes, or its items lie
+    on different voxel grids (shape, spacing, origin or direction).
+    """
+    name = sequence_node.GetName()
+    count = sequence_node.GetNumberOfDataNodes()
+    if count == 0:
+        raise InputError(f"sequence '{name}' has no items")
+    volumes = []
+    for index in range(count):
+        try:
+            volume = volume_from_node(sequence_node.GetNthDataNode(index))
+        except InputError as error:
+            raise InputError(f"item {index + 1} of sequence '{name}': {error}") from error
+        if volumes:
+            volumes[0].require_same_geometry(volume, f"items 1 and {index + 1} of sequence '{name}'")
+        volumes.append(volume)
+    first = volumes[0]
+    metadata = {"name": name, "index_name": sequence_node.GetIndexName(), "index_unit": sequence_node.GetIndexUnit(),
+                "index_values": [sequence_node.GetNthIndexValue(index) for index in range(count)]}
+    return Volume(np.stack([volume.array for volume in volumes]), first.spacing, first.origin, first.direction,
+                  metadata)
+
+
+def control_points_ras(markups_node, reference_node=None, count: int | None = None) -> np.ndarray:
+    """(n, 3) positions in mm of a markups node's control points: world RAS, or, with a reference volume node, RAS
+    in the reference's own frame (its parent transform undone), where volume_from_node places its voxels.
+
+    count: how many control points there must be; InputError naming the node otherwise.
+    """
+    name = markups_node.GetName()
+    found = markups_node.GetNumberOfControlPoints()
+    if count is not None and found != count:
+        raise InputError(f"markups '{name}' has {found} control points; place exactly {count}")
+    points = np.array([markups_node.GetNthControlPointPositionWorld(index) for index in range(found)],
+                      dtype=float).reshape(found, 3)
+    parent = reference_node.GetParentTransformNode() if reference_node is not None else None
+    if parent is not None:
+        from_world = vtk.vtkGeneralTransform()
+        parent.GetTransformFromWorld(from_world)
+        points = np.array([from_world.TransformPoint(point) for point in points], dtype=float).reshape(found, 3)
+    return points
+
+
 def add_volume_node(scene, volume: Volume, name: str, *, labelmap: bool = False, reference_node=None):
     """A new scalar (or labelmap) volume node holding a copy of a 3D Volume with its geometry.
 
@@ -151,6 +198,101 @@ def show_overlay(scene, background_node, foreground_node, opacity: float = 0.5, 
             slice_node.SetUseLabelOutline(True)
 
 
+def show_quantity(scene, node, quantity: str):
+    """Display a map node in its quantity's colour map and window (T1: lipari, 0-2000 ms native, 0-1000 ms
+    post-contrast; ECV 0-100 %; see CMRSynthesisLib.display). The colour node is shared per quantity and returned."""
+    from . import display
+
+    name = f"CMRSynthesis {display.display_for(quantity).colormap_name} ({quantity})"
+    colours = next((candidate for candidate in _nodes_of_class(scene, "vtkMRMLColorTableNode")
+                    if candidate.GetName() == name), None)
+    if colours is None:
+        table = display.colour_table(quantity)
+        colours = scene.AddNewNodeByClass("vtkMRMLColorTableNode", name)
+        colours.SetTypeToUser()
+        colours.SetNumberOfColors(len(table))
+        for index, (red, green, blue, alpha) in enumerate(table):
+            colours.SetColor(index, red, green, blue, alpha)
+    low, high = display.window(quantity, volume_from_node(node).array)
+    display_node = node.GetDisplayNode()
+    display_node.SetAndObserveColorNodeID(colours.GetID())
+    display_node.AutoWindowLevelOff()
+    display_node.SetWindowLevelMinMax(low, high)
+    return colours
+
+
+def add_segments_node(scene, labels: Volume, names: Sequence[str], name: str, reference_node=None):
+    """A segmentation node with one named segment per label value 1..len(names) present in `labels` (z, y, x)."""
+    _register_segmentation_converters()
+    segmentation = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", scene.GenerateUniqueName(name))
+    with _temporary_nodes(scene):
+        labelmap = add_volume_node(scene, labels, f"{name} labels", labelmap=True)
+        colours = scene.AddNewNodeByClass("vtkMRMLColorTableNode", f"{name} colours")
+        colours.SetTypeToUser()
+        colours.SetNumberOfColors(len(names) + 1)
+        colours.SetColor(0, "background", 0.0, 0.0, 0.0, 0.0)
+        palette = np.asarray(_segment_palette(len(names)))
+        for value, (segment_name, rgb) in enumerate(zip(names, palette), start=1):
+            colours.SetColor(value, segment_name, *rgb, 1.0)
+        labelmap.GetDisplayNode().SetAndObserveColorNodeID(colours.GetID())
+        if not slicer.vtkSlicerSegmentationsModuleLogic.ImportLabelmapToSegmentationNode(labelmap, segmentation):
+            raise InputError(f"the labels of '{name}' could not be turned into segments")
+    segmentation.CreateDefaultDisplayNodes()
+    if reference_node is not None:
+        segmentation.SetReferenceImageGeometryParameterFromVolumeNode(reference_node)
+        segmentation.SetAndObserveTransformNodeID(reference_node.GetTransformNodeID())
+        _place_beside(segmentation, reference_node)
+    return segmentation
+
+
+def add_table_node(scene, rows: Sequence[Mapping[str, object]], name: str):
+    """A table node with one row per dict (columns: the first row's keys; a missing number is NaN)."""
+    table = scene.AddNewNodeByClass("vtkMRMLTableNode", scene.GenerateUniqueName(name))
+    columns = list(rows[0]) if rows else []
+    for column in columns:
+        numeric = all(isinstance(row[column], (int, float)) or row[column] is None for row in rows)
+        array = vtk.vtkDoubleArray() if numeric else vtk.vtkStringArray()
+        array.SetName(column)
+        for row in rows:
+            value = row[column]
+            if numeric:
+                array.InsertNextValue(float("nan") if value is None else float(value))
+            else:
+                array.InsertNextValue("" if value is None else str(value))
+        table.AddColumn(array)
+    return table
+
+
+def add_image_node(scene, rgb: np.ndarray, name: str):
+    """A vector volume node showing an (rows, cols, 3) uint8 RGB picture (e.g. the bullseye) upright in an axial
+    slice view: columns run to the patient's left (screen right) and rows to posterior (screen down), 1 mm per
+    pixel, as Slicer places a picture file it loads."""
+    if rgb.ndim != 3 or rgb.shape[2] != 3:
+        raise InputError(f"'{name}': an RGB picture must be (rows, cols, 3); got {rgb.shape}")
+    node = scene.AddNewNodeByClass("vtkMRMLVectorVolumeNode", scene.GenerateUniqueName(name))
+    slicer.util.updateVolumeFromArray(node, np.ascontiguousarray(rgb[None], dtype=np.uint8))
+    node.SetIJKToRASMatrix(slicer.util.vtkMatrixFromArray(LPS_TO_RAS))
+    node.CreateDefaultDisplayNodes()
+    return node
+
+
+def rgb_from_png(path: str | Path) -> np.ndarray:
+    """(rows, cols, 3) uint8 RGB of an 8-bit PNG file, top row first; an alpha channel is dropped, grey repeated."""
+    reader = vtk.vtkPNGReader()
+    if not Path(path).is_file() or not reader.CanReadFile(str(path)):
+        raise InputError(f"{path}: not a PNG file")
+    reader.SetFileName(str(path))
+    reader.Update()
+    image = reader.GetOutput()
+    scalars = image.GetPointData().GetScalars()
+    if scalars is None or scalars.GetDataType() != vtk.VTK_UNSIGNED_CHAR:
+        raise InputError(f"{path}: not an 8-bit PNG picture")
+    columns, rows, _ = image.GetDimensions()
+    pixels = numpy_support.vtk_to_numpy(scalars).reshape(rows, columns, -1)[::-1]  # VTK's first row is the bottom
+    channels = pixels[..., :3] if pixels.shape[2] >= 3 else np.repeat(pixels[..., :1], 3, axis=2)
+    return np.ascontiguousarray(channels)
+
+
 def write_node_to_file(node, path: str | Path, *, protected: Iterable[str | Path] = ()) -> Path:
     """Write a volume node's voxels and geometry to NRRD / NIfTI (chosen by the suffix); returns the path."""
     from .io import write_volume
@@ -168,6 +310,13 @@ def _vtk_compatible(array: np.ndarray, name: str) -> np.ndarray:
             raise InputError(f"'{name}': values {array.min()}..{array.max()} do not fit a 32-bit integer volume")
         return np.ascontiguousarray(array, dtype=np.int32)
     return np.ascontiguousarray(array)
+
+
+def _segment_palette(count: int) -> list[tuple[float, float, float]]:
+    """`count` distinguishable colours (matplotlib's tab20)."""
+    from matplotlib import colormaps
+
+    return [tuple(colormaps["tab20"](index % 20)[:3]) for index in range(count)]
 
 
 def _nodes_of_class(scene, class_name: str) -> list:

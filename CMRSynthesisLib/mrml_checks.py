@@ -253,6 +253,196 @@ def check_file_round_trip(scene) -> None:
         np.testing.assert_allclose(node_ijk_to_ras(node), oblique_ijk_to_ras(), atol=1e-6)
 
 
+def add_test_sequence(scene, name: str = "MOLLI", values: tuple = ("300", "100", "200"), shifted: int | None = None):
+    """A numeric-index sequence node whose item at index value v holds 1000 v + (0, 1, 2, ...) on the oblique grid
+    (added out of order, so the sequence sorts them); the item number `shifted` lies 1 mm off that grid."""
+    sequence = scene.AddNewNodeByClass("vtkMRMLSequenceNode", name)
+    sequence.SetIndexName("InversionTime")
+    sequence.SetIndexUnit("ms")
+    for number, value in enumerate(values):
+        item = slicer.vtkMRMLScalarVolumeNode()
+        slicer.util.updateVolumeFromArray(item, np.arange(np.prod(SHAPE), dtype=np.float32).reshape(SHAPE)
+                                          + 1000.0 * float(value))
+        matrix = oblique_ijk_to_ras()
+        if number == shifted:
+            matrix[0, 3] += 1.0
+        item.SetIJKToRASMatrix(slicer.util.vtkMatrixFromArray(matrix))
+        sequence.SetDataNodeAtValue(item, value)
+    return sequence
+
+
+def check_sequence_as_4d_volume(scene) -> None:
+    """A volume sequence becomes one (t, z, y, x) Volume: items in the sequence's order, on the items' grid, with
+    the index values; a copy, so the sequence's items are left as they were."""
+    sequence = add_test_sequence(scene)
+    items = [slicer.util.arrayFromVolume(sequence.GetNthDataNode(t)).copy() for t in range(3)]
+    series = mrml.volume_from_sequence(sequence)
+    assert series.array.shape == (3, *SHAPE), f"shape {series.array.shape}"
+    np.testing.assert_array_equal(series.array, np.stack(items))
+    np.testing.assert_array_equal(series.array[:, 0, 0, 0], [100000.0, 200000.0, 300000.0])  # sorted by index
+    assert series.metadata["index_values"] == ["100", "200", "300"], series.metadata
+    assert (series.metadata["index_name"], series.metadata["index_unit"]) == ("InversionTime", "ms")
+    grid = mrml.volume_from_node(add_test_volume(scene))
+    assert series.same_geometry(grid), "the 4D volume is not on the items' grid"
+    series.array[...] = -1
+    for t, before in enumerate(items):
+        np.testing.assert_array_equal(slicer.util.arrayFromVolume(sequence.GetNthDataNode(t)), before)
+
+
+def check_unusable_sequences_are_refused(scene) -> None:
+    """Items on different grids, an empty sequence and a sequence of colour volumes raise InputError naming it."""
+    mixed = add_test_sequence(scene, "Mixed", shifted=2)
+    empty = scene.AddNewNodeByClass("vtkMRMLSequenceNode", "Empty")
+    colour = scene.AddNewNodeByClass("vtkMRMLSequenceNode", "Colour")
+    vector = slicer.vtkMRMLVectorVolumeNode()
+    slicer.util.updateVolumeFromArray(vector, np.zeros(SHAPE + (3,), np.uint8))
+    colour.SetDataNodeAtValue(vector, "0")
+    for sequence, expected in ((mixed, "origin"), (empty, "no items"), (colour, "components")):
+        try:
+            mrml.volume_from_sequence(sequence)
+        except InputError as error:
+            assert sequence.GetName() in str(error) and expected in str(error), f"unclear message: {error}"
+        else:
+            raise AssertionError(f"sequence '{sequence.GetName()}' was read as one 4D volume")
+
+
+def check_mask_on_a_sequence_grid(scene) -> None:
+    """A T1 fit mask (segmentation or labelmap) is placed on the grid of a sequence's first item, which is not a
+    node of the scene, exactly as on a volume node of the scene."""
+    sequence = add_test_sequence(scene)
+    item = sequence.GetNthDataNode(0)
+    labels = two_labels()
+    lge = add_test_volume(scene)
+    for roi in (add_segmentation(scene, lge, labels), add_test_volume(scene, "ROI", labels, labelmap=True)):
+        mask = mrml.volume_from_roi(roi, item)
+        np.testing.assert_array_equal(mask.array, (labels > 0).astype(np.uint8))
+        assert mask.same_geometry(mrml.volume_from_node(item)), f"the mask of '{roi.GetName()}' is off the item grid"
+
+
+def check_quantity_display(scene) -> None:
+    """T1 maps get the shared 256-entry lipari colour node and a 0-2000 ms window, ECV maps 0-100 %; the voxels
+    are left alone and a second T1 map reuses the first one's colour node."""
+    from . import display
+
+    t1, ecv, again = (add_test_volume(scene, name) for name in ("T1", "ECV", "T1 again"))
+    for node in (t1, ecv, again):
+        node.CreateDefaultDisplayNodes()
+    voxels = slicer.util.arrayFromVolume(t1).copy()
+    colours = mrml.show_quantity(scene, t1, "t1_native")
+    tables = scene.GetNumberOfNodesByClass("vtkMRMLColorTableNode")
+    assert "lipari" in colours.GetName() and colours.GetNumberOfColors() == 256, colours.GetName()
+    first = [0.0, 0.0, 0.0, 0.0]
+    colours.GetColor(0, first)
+    np.testing.assert_allclose(first, display.colour_table("t1_native")[0], atol=1 / 255)  # stored as 8 bits
+    for node, quantity, window in ((t1, "t1_native", (0.0, 2000.0)), (ecv, "ecv", (0.0, 100.0))):
+        if node is ecv:
+            mrml.show_quantity(scene, ecv, quantity)
+        shown = node.GetDisplayNode()
+        assert not shown.GetAutoWindowLevel(), f"{quantity}: the window is still automatic"
+        np.testing.assert_allclose((shown.GetWindowLevelMin(), shown.GetWindowLevelMax()), window, atol=1e-6)
+    assert ecv.GetDisplayNode().GetColorNodeID() != colours.GetID(), "ECV shown in the T1 colour map"
+    assert mrml.show_quantity(scene, again, "t1_native") is colours, "a second T1 map got its own colour node"
+    assert again.GetDisplayNode().GetColorNodeID() == colours.GetID()
+    assert scene.GetNumberOfNodesByClass("vtkMRMLColorTableNode") == tables + 1, "colour nodes were not shared"
+    np.testing.assert_array_equal(slicer.util.arrayFromVolume(t1), voxels)
+
+
+def check_aha_segments_node(scene) -> None:
+    """Labels 1-16 become 16 segments named as the AHA model, in its order, each one's mask its label on the
+    reference grid; no helper nodes are left and the reference map is untouched."""
+    from .analysis.aha import AHA_SEGMENTS
+
+    reference = add_test_volume(scene, "T1 map")
+    voxels = slicer.util.arrayFromVolume(reference).copy()
+    labels = (np.arange(np.prod(SHAPE)) % 17).reshape(SHAPE).astype(np.uint8)  # 0 and every segment 1-16
+    volumes_before = scene.GetNumberOfNodesByClass("vtkMRMLVolumeNode")
+    node = mrml.add_segments_node(scene, mrml.volume_from_node(reference).with_array(labels), AHA_SEGMENTS,
+                                  "T1 map AHA segments", reference_node=reference)
+    segmentation = node.GetSegmentation()
+    names = [segmentation.GetNthSegment(index).GetName() for index in range(segmentation.GetNumberOfSegments())]
+    assert names == list(AHA_SEGMENTS), f"segments {names}"
+    for number in range(1, 17):
+        segment_id = segmentation.GetNthSegmentID(number - 1)
+        mask = mrml.volume_from_segmentation(node, reference, [segment_id])
+        np.testing.assert_array_equal(mask.array, (labels == number).astype(np.uint8), err_msg=names[number - 1])
+    assert scene.GetNumberOfNodesByClass("vtkMRMLVolumeNode") == volumes_before, "helper volumes left in the scene"
+    np.testing.assert_array_equal(slicer.util.arrayFromVolume(reference), voxels)
+
+
+def check_table_node(scene) -> None:
+    """Rows of dicts become a table: one column per key in order, numbers as doubles (missing: NaN), text kept."""
+    rows = [{"segment": 1, "name": "basal anterior", "mean": 1010.5, "n": 40, "missing": False},
+            {"segment": 2, "name": "basal anteroseptal", "mean": None, "n": 0, "missing": True}]
+    table = mrml.add_table_node(scene, rows, "AHA t1_native").GetTable()
+    columns = [table.GetColumnName(index) for index in range(table.GetNumberOfColumns())]
+    assert columns == ["segment", "name", "mean", "n", "missing"] and table.GetNumberOfRows() == 2, columns
+    mean, name = table.GetColumnByName("mean"), table.GetColumnByName("name")
+    assert mean.GetValue(0) == 1010.5 and np.isnan(mean.GetValue(1)), "a missing value is not NaN"
+    assert name.GetValue(1) == "basal anteroseptal" and table.GetColumnByName("missing").GetValue(1) == 1.0
+
+
+def check_image_node(scene) -> None:
+    """A (rows, cols, 3) picture becomes a 3-component uint8 volume of cols x rows x 1 voxels, upright and not
+    mirrored in an axial view: the first column towards the patient's right (screen left), the first row anterior."""
+    rgb = np.zeros((3, 4, 3), np.uint8)
+    rgb[..., 0] = np.arange(4) * 60  # red grows to the right, green downwards
+    rgb[..., 1] = np.arange(3)[:, None] * 100
+    node = mrml.add_image_node(scene, rgb, "AHA bullseye")
+    image = node.GetImageData()
+    assert image.GetDimensions() == (4, 3, 1) and image.GetNumberOfScalarComponents() == 3, image.GetDimensions()
+    assert image.GetScalarType() == vtk.VTK_UNSIGNED_CHAR
+    np.testing.assert_array_equal(slicer.util.arrayFromVolume(node), rgb[None])
+    ras = node_ijk_to_ras(node)
+    top_left, top_right, bottom_left = (ras @ np.array([i, j, 0.0, 1.0]) for i, j in ((0, 0), (3, 0), (0, 2)))
+    assert top_right[0] < top_left[0], "the picture is mirrored in an axial view (columns run to the patient's right)"
+    assert bottom_left[1] < top_left[1], "the picture is upside down in an axial view (rows run anterior)"
+
+
+def check_png_read_as_rgb(scene) -> None:
+    """An RGBA PNG as matplotlib writes it (the bullseye) reads back as its RGB pixels, top row first."""
+    from matplotlib import image as matplotlib_image
+
+    rgb = np.zeros((3, 4, 3), np.uint8)
+    rgb[0, :, 0] = 255  # top row red, left column blue
+    rgb[:, 0, 2] = 200
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "bullseye.png"
+        matplotlib_image.imsave(path, rgb)
+        np.testing.assert_array_equal(mrml.rgb_from_png(path), rgb)
+        try:
+            mrml.rgb_from_png(Path(folder) / "missing.png")
+        except InputError as error:
+            assert "missing.png" in str(error), error
+        else:
+            raise AssertionError("a missing PNG was read")
+
+
+def check_insertion_points(scene) -> None:
+    """Two placed points come out in world RAS, or in the frame of a map under a transform; another number of
+    points raises InputError naming the markups node, which is left as it was."""
+    points = scene.AddNewNodeByClass("vtkMRMLMarkupsFiducialNode", "RV insertion points")
+    placed = np.array([[10.0, -20.0, 30.0], [-12.5, 40.0, 3.0]])
+    for point in placed:
+        points.AddControlPoint(*point)
+    moved = scene.AddNewNodeByClass("vtkMRMLLinearTransformNode", "Registration")
+    shift = np.eye(4)
+    shift[:3, 3] = (5.0, -7.0, 2.0)  # the map's voxels lie 5 mm right, 7 mm posterior, 2 mm superior in world
+    moved.SetMatrixTransformToParent(slicer.util.vtkMatrixFromArray(shift))
+    reference = add_test_volume(scene, "T1 map")
+    np.testing.assert_allclose(mrml.control_points_ras(points, reference, count=2), placed, atol=1e-9)
+    reference.SetAndObserveTransformNodeID(moved.GetID())
+    np.testing.assert_allclose(mrml.control_points_ras(points, reference, count=2), placed - shift[:3, 3], atol=1e-9)
+    points.SetAndObserveTransformNodeID(moved.GetID())
+    np.testing.assert_allclose(mrml.control_points_ras(points), placed + shift[:3, 3], atol=1e-9)
+    try:
+        mrml.control_points_ras(points, count=3)
+    except InputError as error:
+        assert points.GetName() in str(error) and "3" in str(error), f"unclear message: {error}"
+    else:
+        raise AssertionError("two points were accepted where three are needed")
+    np.testing.assert_allclose([points.GetNthControlPointPosition(index) for index in range(2)], placed)
+
+
 CHECKS = (
     check_volume_round_trip,
     check_lps_is_ras_with_x_y_negated,
@@ -266,4 +456,13 @@ CHECKS = (
     check_results_off_grid_are_refused,
     check_overlay,
     check_file_round_trip,
+    check_sequence_as_4d_volume,
+    check_unusable_sequences_are_refused,
+    check_mask_on_a_sequence_grid,
+    check_quantity_display,
+    check_aha_segments_node,
+    check_table_node,
+    check_image_node,
+    check_png_read_as_rgb,
+    check_insertion_points,
 )

@@ -54,12 +54,17 @@ def cli_command(subcommand: str, options: Mapping[str, Any], *, python: str = sy
                 module: str = CLI_MODULE) -> list[str]:
     """[python, -m, module, subcommand, --option value, ..., --progress, json].
 
-    Option names become flags with "_" written "-" (roi_out -> --roi-out); options whose value is None are left out.
+    Option names become flags with "_" written "-" (roi_out -> --roi-out); options whose value is None or False are
+    left out, True is a bare flag (--resample), and a value starting with a minus sign is written --name=value so
+    that argparse does not read it as an option (--insertion-points=-12.5,40,3;...).
     """
     command = [python, "-m", module, subcommand]
     for name, value in options.items():
-        if value is not None:
-            command += ["--" + name.replace("_", "-"), str(value)]
+        flag = "--" + name.replace("_", "-")
+        if value is True:
+            command.append(flag)
+        elif value is not None and value is not False:
+            command += [f"{flag}={value}"] if str(value).startswith("-") else [flag, str(value)]
     return command + ["--progress", "json"]
 
 

@@ -16,16 +16,29 @@ import pytest
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 from PySide6.QtCore import QFile
 from PySide6.QtUiTools import QUiLoader
-from PySide6.QtWidgets import QApplication, QComboBox, QGroupBox, QLineEdit, QSpinBox, QWidget
+from PySide6.QtWidgets import (
+    QApplication,
+    QCheckBox,
+    QComboBox,
+    QDoubleSpinBox,
+    QGroupBox,
+    QLineEdit,
+    QSpinBox,
+    QWidget,
+)
+
+from CMRSynthesisLib.analysis.ecv import HAEMATOCRIT_RANGE
 
 ROOT = Path(__file__).resolve().parents[1]
 MODULE = ROOT / "CMRSynthesis" / "CMRSynthesis.py"
 UI_FILE = ROOT / "Resources" / "UI" / "CMRSynthesis.ui"
 PARAMETER_CLASS = "CMRSynthesisParameterNode"
-STAND_INS = {"qMRMLNodeComboBox": QComboBox, "ctkCollapsibleButton": QGroupBox, "qMRMLWidget": QWidget}
+STAND_INS = {"qMRMLNodeComboBox": QComboBox, "ctkCollapsibleButton": QGroupBox, "qMRMLWidget": QWidget,
+             "qSlicerMarkupsPlaceWidget": QWidget}
 # Widget classes Slicer's parameterNodeWrapper connects to each kind of parameter (slicer/parameterNodeWrapper).
 BINDABLE = {"node": {"qMRMLNodeComboBox"}, "choice": {"QComboBox"}, "enum": {"QComboBox"},
-            "int": {"QSpinBox", "QSlider"}, "str": {"QLineEdit", "QTextEdit"}, "float": {"QDoubleSpinBox"}}
+            "int": {"QSpinBox", "QSlider"}, "str": {"QLineEdit", "QTextEdit"}, "float": {"QDoubleSpinBox"},
+            "bool": {"QCheckBox"}}
 
 
 def _module_tree() -> ast.Module:
@@ -55,7 +68,8 @@ def _enum_labels(tree: ast.Module) -> dict[str, list[str]]:
 
 
 def _parameters(tree: ast.Module) -> dict[str, dict]:
-    """Fields of the parameter-node class: kind (node, enum, choice, int, str, float), choices, range, default."""
+    """Fields of the parameter-node class: kind (node, enum, choice, int, str, float, bool), choices, range,
+    default."""
     enums = _enum_labels(tree)
     cls = next(node for node in tree.body if isinstance(node, ast.ClassDef) and node.name == PARAMETER_CLASS)
     fields = {}
@@ -147,7 +161,9 @@ def test_defaults_lie_within_ranges_and_choices():
     assert parameters["ddimSteps"] == {"kind": "int", "default": 20, "range": (1, 250)}
     assert parameters["segmenterPath"] == parameters["checkpointPath"] == {"kind": "str", "default": ""}
     assert parameters["samples"] == {"kind": "int", "default": 5, "range": (1, 20)}
-    assert parameters["task"]["choices"] == ["Scar enhancement (LGE)"]
+    assert parameters["task"]["choices"] == ["Scar enhancement (LGE)", "T1 map (MOLLI / ShMOLLI)", "ECV",
+                                             "AHA 16 segments"]
+    assert parameters["haematocrit"] == {"kind": "float", "default": 0.42, "range": HAEMATOCRIT_RANGE}
     for name, field in parameters.items():
         if "range" in field:
             low, high = field["range"]
@@ -165,9 +181,11 @@ def test_panel_renders(panel, tmp_path):
             widget.addItems([str(choice) for choice in field.get("choices", [widget.property("noneDisplay") or ""])])
             if field.get("default") is not None:
                 widget.setCurrentText(str(field["default"]))
-        elif isinstance(widget, QSpinBox):
+        elif isinstance(widget, (QSpinBox, QDoubleSpinBox)):
             widget.setRange(*field["range"])
             widget.setValue(field["default"])
+        elif isinstance(widget, QCheckBox):
+            widget.setChecked(field["default"])
         elif isinstance(widget, QLineEdit):
             widget.setText(field["default"])
     for section in panel.findChildren(QGroupBox):

@@ -56,6 +56,23 @@ def test_cli_command_spells_options_as_flags_and_asks_for_json():
                        "--roi-out", "/t/roi.nrrd", "--steps", "25", "--progress", "json"]
 
 
+def test_cli_command_spells_switches_and_negative_values_so_the_real_parser_reads_them(tmp_path):
+    from CMRSynthesisLib.cli import build_parser
+
+    options = {"native": "n.nrrd", "post": "p.nrrd", "haematocrit": 0.42, "blood": "b.nrrd", "out": "e.nrrd",
+               "resample": True}
+    command = process.cli_command("ecv", {**options, "myocardium": None}, python="py")
+    assert command[command.index("--resample") - 2:command.index("--resample") + 1] == ["--out", "e.nrrd",
+                                                                                        "--resample"]
+    assert build_parser().parse_args(command[3:]).resample is True
+    assert "--resample" not in process.cli_command("ecv", {**options, "resample": False}, python="py")
+    points = "-12.5,40,3;-30,22.1,-5"
+    command = process.cli_command("aha", {"myocardium": "m.nrrd", "map": "t1.nrrd", "insertion_points": points,
+                                          "out_dir": str(tmp_path)}, python="py")
+    assert f"--insertion-points={points}" in command
+    assert build_parser().parse_args(command[3:]).insertion_points == points
+
+
 def test_success_reports_progress_log_outputs_and_summary(fake_cli, tmp_path):
     progress, log = [], []
     run = CliProcess(fake_cli("ok"), on_progress=lambda f, m: progress.append((round(f, 3), m)), on_log=log.append)
