@@ -83,3 +83,34 @@ class Volume:
             if not np.allclose(mine, theirs, atol=1e-4):
                 raise GeometryError(f"{what} differ in {name}: {tuple(round(v, 4) for v in mine)} vs "
                                     f"{tuple(round(v, 4) for v in theirs)}")
+
+    def overlaps(self, other: Volume) -> bool:
+        """Whether `other`'s voxel grid reaches into this one (bounding box of its corners, in this grid's voxels)."""
+        last = np.array(other.spatial_shape[::-1]) - 1
+        corners = np.array([[i, j, k, 1.0] for i in (0, last[0]) for j in (0, last[1]) for k in (0, last[2])]).T
+        indices = (np.linalg.inv(self.index_to_physical()) @ other.index_to_physical() @ corners)[:3]
+        size = np.array(self.spatial_shape[::-1])
+        return bool(np.all(indices.max(axis=1) >= -0.5) and np.all(indices.min(axis=1) <= size - 0.5))
+
+    def mask_on_grid(self, mask: Volume | np.ndarray, name: str, grid_name: str, *,
+                     allow_empty: bool = False) -> np.ndarray:
+        """Boolean (z, y, x) array of `mask`'s non-zero, finite voxels, which must lie on this volume's grid.
+
+        name / grid_name: what the mask and this volume are, for messages ("the blood-pool mask", "the native T1
+        map"). A Volume on another grid raises GeometryError saying whether it overlaps at all and what differs; an
+        array must have the spatial shape. InputError when the mask selects no voxel, unless `allow_empty`.
+        """
+        if isinstance(mask, Volume):
+            if not self.same_geometry(mask) and not self.overlaps(mask):
+                raise GeometryError(f"{name} does not overlap {grid_name} (it lies outside its voxels); draw or "
+                                    f"resample it on {grid_name}")
+            self.require_same_geometry(mask, f"{name} and {grid_name}")
+            mask = mask.array
+        mask = np.asarray(mask)
+        if mask.shape != self.spatial_shape:
+            raise GeometryError(f"{name} has shape {mask.shape}; expected {self.spatial_shape} (z, y, x) as "
+                                f"{grid_name}")
+        selected = np.isfinite(mask) & (mask != 0) if mask.dtype.kind == "f" else mask != 0
+        if not allow_empty and not selected.any():
+            raise InputError(f"{name} selects no voxel")
+        return selected

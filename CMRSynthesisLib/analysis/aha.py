@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 from scipy.ndimage import distance_transform_edt
 
-from ..errors import GeometryError, InputError
+from ..errors import InputError
 from ..io.writing import atomic_write_bytes, check_output_paths
 from ..volume import Volume
 
@@ -106,8 +106,9 @@ def aha_segments(myocardium: Volume, *, blood_pool: np.ndarray | Volume | None =
         raise InputError("the AHA segments need the RV insertion points to find the septum: give either an RV mask "
                          "(rv=...) or the two insertion points in LPS millimetres (insertion_points_lps=...), "
                          "not both")
-    mask = _mask_on(myocardium, myocardium, "myocardium mask")
-    blood = _mask_on(myocardium, blood_pool, "blood-pool mask") if blood_pool is not None else None
+    mask = myocardium.mask_on_grid(myocardium, "the myocardium mask", "itself", allow_empty=True)
+    blood = (myocardium.mask_on_grid(blood_pool, "the blood-pool mask", "the myocardium mask", allow_empty=True)
+             if blood_pool is not None else None)
     frame = myocardium.index_to_physical()
     long_axis = _long_axis(frame, base)
     e1 = frame[:3, 0] - (frame[:3, 0] @ long_axis) * long_axis
@@ -131,7 +132,7 @@ def aha_segments(myocardium: Volume, *, blood_pool: np.ndarray | Volume | None =
         return np.arctan2(e2 @ offsets, e1 @ offsets)
 
     if rv is not None:
-        rv_mask = _mask_on(myocardium, rv, "RV mask")
+        rv_mask = myocardium.mask_on_grid(rv, "the RV mask", "the myocardium mask", allow_empty=True)
         spacing = (myocardium.spacing[1], myocardium.spacing[0])
         found = {z: _rv_insertion(mask[z], rv_mask[z], spacing, rv_contact_mm, functools.partial(angles, z))
                  for z in slices}
@@ -185,7 +186,7 @@ def segment_statistics(segmentation: AhaSegmentation, values: Volume, *,
     data = values.array.astype(np.float64)
     usable = np.isfinite(data)
     if mask is not None:
-        usable &= _mask_on(labels, mask, "statistics mask")
+        usable &= labels.mask_on_grid(mask, "the statistics mask", "the AHA segmentation", allow_empty=True)
     inside = usable & (labels.array > 0)
     if not inside.any():
         raise InputError("the map has no value inside the segmented myocardium (the mask and the map do not overlap); "
@@ -226,17 +227,6 @@ def write_segment_table(rows: Sequence[dict], csv_path: str | Path | None = None
 
 
 # --- geometry ------------------------------------------------------------------------------------------------
-
-
-def _mask_on(reference: Volume, mask: np.ndarray | Volume, what: str) -> np.ndarray:
-    """Boolean (z, y, x) array of `mask` (non-zero, finite) on `reference`'s grid."""
-    if isinstance(mask, Volume):
-        reference.require_same_geometry(mask, f"the {what} and the myocardium mask")
-        mask = mask.array
-    mask = np.asarray(mask)
-    if mask.shape != reference.spatial_shape:
-        raise GeometryError(f"the {what} has shape {mask.shape}; expected {reference.spatial_shape} (z, y, x)")
-    return np.isfinite(mask) & (mask != 0) if mask.dtype.kind == "f" else mask != 0
 
 
 def _long_axis(frame: np.ndarray, base: str) -> np.ndarray:

@@ -36,8 +36,8 @@ def ecv_map(native: Volume, post: Volume, haematocrit: float, blood_pool: Volume
         if volume.array.ndim != 3:
             raise InputError(f"the {name} T1 map must be 3D (z, y, x); got shape {volume.array.shape}")
     post_values = _post_on_native_grid(native, post, resample)
-    blood = _mask_on(native, blood_pool, "blood-pool mask")
-    region = _mask_on(native, myocardium, "myocardium mask") if myocardium is not None else None
+    blood = native.mask_on_grid(blood_pool, "the blood-pool mask", "the native T1 map")
+    region = native.mask_on_grid(myocardium, "the myocardium mask", "the native T1 map") if myocardium is not None else None
     native_values = native.array.astype(np.float64)
     blood_native, blood_post = (_median_t1(values, blood, name) for values, name in (
         (native_values, "native"), (post_values, "post-contrast")))
@@ -72,15 +72,6 @@ def _post_on_native_grid(native: Volume, post: Volume, resample: bool) -> np.nda
     if not (values != _OUTSIDE).any():
         raise GeometryError("the native and post-contrast T1 maps do not overlap; resampling is not possible")
     return values.astype(np.float64)
-
-
-def _mask_on(reference: Volume, mask: Volume, what: str) -> np.ndarray:
-    if not reference.same_geometry(mask):
-        raise GeometryError(f"the {what} is not on the native T1 map's grid; draw it on the native map")
-    selected = mask.array.astype(bool)
-    if not selected.any():
-        raise InputError(f"the {what} selects no voxel")
-    return selected
 
 
 def _median_t1(values: np.ndarray, region: np.ndarray, name: str) -> float:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..errors import GeometryError, InputError
+from ..errors import InputError
 from ..io.t1_series import T1Series
 from ..progress import Progress, report
 from ..volume import Volume
@@ -29,7 +29,8 @@ def t1_maps(series: T1Series, mask: Volume | None = None, *, scheme: str = "auto
     if scheme not in SCHEME_CHOICES:
         raise InputError(f"unknown T1-mapping scheme {scheme!r}; use one of {SCHEME_CHOICES}")
     reference = series.reference()
-    selected = np.ones(reference.spatial_shape, dtype=bool) if mask is None else _mask_on(reference, mask)
+    selected = (np.ones(reference.spatial_shape, dtype=bool) if mask is None
+                else reference.mask_on_grid(mask, "the mask", "the T1-mapping images"))
     maps = {name: np.zeros(reference.spatial_shape, dtype=np.uint8 if name == "failed" else np.float32)
             for name in MAP_NAMES}
     schemes = []
@@ -56,26 +57,3 @@ def t1_maps(series: T1Series, mask: Volume | None = None, *, scheme: str = "auto
               "t1_scheme_per_slice": schemes}
     return {name: reference.with_array(array, quantity=name, units=_UNITS[name], **common)
             for name, array in maps.items()}
-
-
-def _mask_on(reference: Volume, mask: Volume) -> np.ndarray:
-    """The mask as booleans on the reference grid; a clear error when it is on another grid or empty."""
-    if not reference.same_geometry(mask):
-        where = ("is on a different voxel grid than the T1-mapping images" if _overlaps(reference, mask)
-                 else "does not overlap the T1-mapping images (it lies outside their slices)")
-        raise GeometryError(f"the mask {where}; draw or resample the mask on the source images' grid")
-    if mask.array.ndim != 3:
-        raise InputError(f"the mask must be a 3D label volume; got shape {mask.array.shape}")
-    selected = mask.array.astype(bool)
-    if not selected.any():
-        raise InputError("the mask selects no voxel of the T1-mapping images")
-    return selected
-
-
-def _overlaps(reference: Volume, other: Volume) -> bool:
-    """Whether `other`'s voxel grid reaches into `reference`'s (bounding box of its corners, in reference voxels)."""
-    last = np.array(other.spatial_shape[::-1]) - 1
-    corners = np.array([[i, j, k, 1.0] for i in (0, last[0]) for j in (0, last[1]) for k in (0, last[2])]).T
-    indices = (np.linalg.inv(reference.index_to_physical()) @ other.index_to_physical() @ corners)[:3]
-    size = np.array(reference.spatial_shape[::-1])
-    return bool(np.all(indices.max(axis=1) >= -0.5) and np.all(indices.min(axis=1) <= size - 0.5))

@@ -243,15 +243,13 @@ def _order_in_time(stacks: list[list[Frame]]) -> list[list[Frame]]:
                      f"{tag_name('InversionTime')} or {tag_name('TriggerTime')}, so they cannot be ordered in time")
 
 
-def assemble_frames(frames: list[Frame]) -> Volume:
-    """Stack frames of one series into a Volume on a regular grid (see read_dicom_series)."""
-    _check_consistent(frames)
+def group_by_position(frames: list[Frame]) -> list[list[Frame]]:
+    """Frames grouped by slice position, positions in increasing order along the first frame's slice normal
+    (positions closer than POSITION_TOLERANCE pixel spacings count as one); each group in input order."""
     first = frames[0]
-    row, column = first.orientation[:3], first.orientation[3:]
-    normal = np.cross(row, column)
+    normal = np.cross(first.orientation[:3], first.orientation[3:])
     tolerance = POSITION_TOLERANCE * float(first.pixel_spacing.min())
-
-    stacks: list[list[Frame]] = []  # frames at one position, positions in increasing order along the normal
+    stacks: list[list[Frame]] = []
     previous = None
     for frame in sorted(frames, key=lambda frame: float(frame.position @ normal)):
         distance = float(frame.position @ normal)
@@ -259,6 +257,17 @@ def assemble_frames(frames: list[Frame]) -> Volume:
             stacks.append([])
         stacks[-1].append(frame)
         previous = distance
+    return stacks
+
+
+def assemble_frames(frames: list[Frame]) -> Volume:
+    """Stack frames of one series into a Volume on a regular grid (see read_dicom_series)."""
+    _check_consistent(frames)
+    first = frames[0]
+    row, column = first.orientation[:3], first.orientation[3:]
+    normal = np.cross(row, column)
+    tolerance = POSITION_TOLERANCE * float(first.pixel_spacing.min())
+    stacks = group_by_position(frames)
     counts = [len(stack) for stack in stacks]
     if len(set(counts)) > 1:
         raise InputError(f"slice positions hold different numbers of images ({counts}, from the first slice on); "

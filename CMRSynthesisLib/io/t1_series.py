@@ -21,7 +21,16 @@ import numpy as np
 from ..analysis.t1fit import MIN_INVERSION_TIMES
 from ..errors import InputError
 from ..volume import Volume
-from .dicom import Frame, assemble_frames, frame_names, is_dicom_file, list_dicom_files, read_frames, tag_name
+from .dicom import (
+    Frame,
+    assemble_frames,
+    frame_names,
+    group_by_position,
+    is_dicom_file,
+    list_dicom_files,
+    read_frames,
+    tag_name,
+)
 from .itk_files import itk_suffix, read_itk_file
 
 TI_AGREEMENT_MS = 0.5  # user-given times must match the files' within this
@@ -171,8 +180,7 @@ def _pick_series(frames: list[Frame], where: object) -> tuple[list[Frame], list[
     skipped, candidates = [], []
     for (_, reason), members in groups.items():
         description = members[0].header.get("series_description") or "no description"
-        positions = {tuple(np.round(frame.position, 1)) for frame in members}
-        if not reason and len(members) == len(positions):
+        if not reason and len(members) == len(group_by_position(members)):
             reason = "one image per slice position"
         if reason:
             skipped.append(f"{len(members)} image(s) of series '{description}' ({reason}): {frame_names(members)}")
@@ -190,23 +198,10 @@ def _pick_series(frames: list[Frame], where: object) -> tuple[list[Frame], list[
     return candidates[0], skipped
 
 
-def _slice_groups(frames: list[Frame]) -> list[list[Frame]]:
-    """Frames grouped by slice position (along the slice normal), each group in acquisition order."""
-    normal = np.cross(frames[0].orientation[:3], frames[0].orientation[3:])
-    tolerance = 0.05 * float(frames[0].pixel_spacing.min())
-    groups: list[list[Frame]] = []
-    for frame in sorted(frames, key=lambda frame: float(frame.position @ normal)):
-        if groups and float(frame.position @ normal) - float(groups[-1][-1].position @ normal) <= tolerance:
-            groups[-1].append(frame)
-        else:
-            groups.append([frame])
-    return [sorted(group, key=lambda frame: frame.instance_number or 0) for group in groups]
-
-
 def _with_inversion_times(frames: list[Frame], given: list[float] | list[list[float]] | None
                           ) -> tuple[list[Frame], str]:
     """The frames with `inversion_time` set from the files, TriggerTime or the user, and where it came from."""
-    groups = _slice_groups(frames)
+    groups = [sorted(group, key=lambda frame: frame.instance_number or 0) for group in group_by_position(frames)]
     has_time = [frame.inversion_time is not None for frame in frames]
     if any(has_time) and not all(has_time):
         lacking = [frame for frame in frames if frame.inversion_time is None]
