@@ -114,3 +114,30 @@ class Volume:
         if not allow_empty and not selected.any():
             raise InputError(f"{name} selects no voxel")
         return selected
+
+    def describe_source(self) -> str:
+        """The file(s) the volume was read from, for messages ("/data/lge.nii.gz", "/dicom/IM_1 and 29 more"), or
+        "the volume" when it was not read from disk."""
+        files = self.metadata.get("source_files") or []
+        if not files:
+            return "the volume"
+        return str(files[0]) + (f" and {len(files) - 1} more" if len(files) > 1 else "")
+
+    def require_finite(self, what: str) -> None:
+        """Raise InputError unless every voxel is a finite real number.
+
+        what: the role of the volume in messages ("the LGE volume"). The message names the source file(s), the
+        number of NaN / infinite voxels and the first one's (t, z, y, x) index. Complex voxels are refused too: the
+        caller must say which part (magnitude, real) to use.
+        """
+        if np.iscomplexobj(self.array):
+            raise InputError(f"{what} ({self.describe_source()}) holds complex voxels ({self.array.dtype}); give a "
+                             "magnitude (or real) image")
+        if self.array.dtype.kind != "f":
+            return
+        bad = ~np.isfinite(self.array)
+        if bad.any():
+            first = tuple(int(value) for value in np.argwhere(bad)[0])
+            raise InputError(f"{what} ({self.describe_source()}) has {int(bad.sum())} NaN or infinite voxel(s), the "
+                             f"first at index {first} ({'t, z, y, x' if self.array.ndim == 4 else 'z, y, x'}); fix or "
+                             "mask them first")
