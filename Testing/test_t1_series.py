@@ -122,7 +122,7 @@ def test_bad_folders_and_files(tmp_path):
     text.write_text("not an image")
     with pytest.raises(InputError, match="notes.txt: not a T1-mapping input"):
         read_t1_series(text)
-    with pytest.raises(InputError, match="holds no DICOM files"):
+    with pytest.raises(InputError, match="holds no DICOM image"):
         read_t1_series(_empty(tmp_path))
 
 

@@ -21,13 +21,18 @@ def t1_maps(series: T1Series, mask: Volume | None = None, *, scheme: str = "auto
 
     mask: a 3D Volume on the series' grid; non-zero voxels are fitted. scheme: "auto" recognises ShMOLLI from
     the acquisition order of the inversion times (a 5, 1, 1 pattern of inversions), else fits all samples
-    together as MOLLI; "molli" / "shmolli" force it.
+    together as MOLLI (also when the order is unknown: series.order_source None); "molli" / "shmolli" force it
+    (InputError for "shmolli" when the order is unknown).
     Returns (z, y, x) Volumes named as MAP_NAMES: "t1" (float32 ms), "a", "b", "t1_star" (ms), "r2", and
     "failed" (uint8: 1 where the fit failed or T1 left the plausible range inside the mask). Metadata record
     the scheme of each slice, the inversion times and where they came from.
     """
     if scheme not in SCHEME_CHOICES:
         raise InputError(f"unknown T1-mapping scheme {scheme!r}; use one of {SCHEME_CHOICES}")
+    if scheme == SHMOLLI and series.order_source is None:
+        raise InputError(f"ShMOLLI needs the acquisition order of each slice's images (which inversion each image "
+                         f"follows), and nothing in {series.images.describe_source()} tells it (no acquisition time, "
+                         "instance number or multi-frame order); fit them as MOLLI, or give files that keep the order")
     reference = series.reference()
     selected = (np.ones(reference.spatial_shape, dtype=bool) if mask is None
                 else reference.mask_on_grid(mask, "the mask", "the T1-mapping images"))
@@ -37,7 +42,7 @@ def t1_maps(series: T1Series, mask: Volume | None = None, *, scheme: str = "auto
     for z in range(series.slices):
         order = np.argsort(series.acquisition_rank[:, z])  # images of slice z in acquisition order
         times = series.inversion_times_ms[order, z]
-        detected, inversion_index = detect_scheme(times)
+        detected, inversion_index = detect_scheme(times) if series.order_source else (MOLLI, None)
         chosen = detected if scheme == "auto" else scheme
         schemes.append(chosen)
         if not selected[z].any():

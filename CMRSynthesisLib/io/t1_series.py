@@ -1,11 +1,20 @@
 """T1-mapping source series (MOLLI, ShMOLLI, Look-Locker): images with their inversion times, ready to fit.
 
 From a folder of DICOM files (sub-folders included) the one series of magnitude source images is picked out;
-scanner maps (T1 map, fit parameters), phase images and single-image-per-slice series in the same folder are
-recognised and never fitted. The inversion time of each image comes from, in this order: InversionTime
-(0018,0082) (or the enhanced-MR InversionTimes), the Philips private element (2005,1572); TriggerTime when it
-differs between the images of one slice (Look-Locker); the times the user gives. A 4D NIfTI / NRRD file
-(time, z, y, x) is read with the times the user gives.
+other objects (see dicom_files), scanner maps (T1 map, fit parameters), phase / real / imaginary images and
+single-image-per-slice series in the same folder are recognised, listed and never fitted.
+
+Inversion time of each image, from the first source that holds a plausible value (finite, above 0, below 10 s):
+InversionTimes (0018,9079), InversionTime (0018,0082), the Philips private element (2005,1572); else TriggerTime,
+when it differs between the images of each slice and spans at least LOOK_LOCKER_MIN_SPAN_MS (Look-Locker; a few
+ms of jitter in a trigger delay is no inversion time); else the times the user gives.
+
+Acquisition order of each slice's images (ShMOLLI is recognised from it), from the first source whose values are
+present and distinct within every slice: (1) the acquisition clock, FrameAcquisitionDateTime (enhanced MR frame
+content) / AcquisitionDateTime / AcquisitionDate + AcquisitionTime; (2) AcquisitionTime alone; (3) InstanceNumber;
+(4) the frame order inside one multi-frame file. With none, the order is unknown: the series says so and ShMOLLI
+cannot be recognised. A 4D NIfTI / NRRD file (time, z, y, x) is read with the times the user gives, in the file's
+order, which is taken as the acquisition order.
 """
 
 from __future__ import annotations
@@ -15,6 +24,7 @@ import json
 from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -22,20 +32,28 @@ from ..analysis.t1fit import MIN_INVERSION_TIMES
 from ..errors import InputError
 from ..volume import Volume
 from .dicom import (
+    PLAUSIBLE_TI_MS,
     Frame,
     assemble_frames,
     frame_names,
     group_by_position,
     is_dicom_file,
-    list_dicom_files,
-    read_frames,
+    read_image_frames,
     tag_name,
 )
 from .itk_files import itk_suffix, read_itk_file
 
 TI_AGREEMENT_MS = 0.5  # user-given times must match the files' within this
+LOOK_LOCKER_MIN_SPAN_MS = 300.0  # TriggerTimes of one slice spanning less are a trigger delay, not inversion times
 _MAP_WORDS = ("MAP", "FITPARAMS")  # in ImageType values or the series description: a scanner-computed map
-_PHASE_TYPES = ("P", "PHASE")  # the third ImageType value of a phase image
+# Sources of the acquisition order, in precedence (see the module docstring): name, value of a frame.
+ORDER_SOURCES: tuple[tuple[str, Any], ...] = (
+    ("acquisition date and time", lambda frame: frame.acquisition_datetime),
+    (tag_name("AcquisitionTime"), lambda frame: frame.acquisition_time_of_day),
+    (tag_name("InstanceNumber"), lambda frame: frame.instance_number),
+    ("frame order in the multi-frame file", lambda frame: None if frame.frame_number is None
+     else (frame.file, frame.frame_number)),
+)
 
 
 @dataclasses.dataclass
@@ -44,17 +62,21 @@ class T1Series:
 
     images: (n, z, y, x) float32, rescaled stored values; the n images of each slice sorted by inversion time.
     inversion_times_ms: (n, z) the inversion time of each image.
-    acquisition_rank: (n, z) int, the order in which each slice's images were acquired (0 first), from
-    InstanceNumber; equal to the TI order when that is unknown. ShMOLLI is recognised from it.
+    acquisition_rank: (n, z) int, the order in which each slice's images were acquired (0 first); equal to the TI
+    order when that is unknown. ShMOLLI is recognised from it.
     time_source: where the inversion times came from (a tag name, or "given by the user").
+    order_source: where the acquisition order came from (see ORDER_SOURCES); None when nothing orders the images.
     skipped: one line per group of files in the input that were recognised and left out, with the reason.
+    notes: what the reader passed over or assumed (implausible time elements, uneven slice spacing, unknown order).
     """
 
     images: Volume
     inversion_times_ms: np.ndarray
     acquisition_rank: np.ndarray
     time_source: str
+    order_source: str | None = None
     skipped: list[str] = dataclasses.field(default_factory=list)
+    notes: list[str] = dataclasses.field(default_factory=list)
 
     @property
     def slices(self) -> int:
@@ -115,23 +137,39 @@ def read_t1_series(path: str | Path | Sequence[str | Path],
     if isinstance(path, (str, Path)) and Path(path).is_file() and not is_dicom_file(path):
         raise InputError(f"{path}: not a T1-mapping input (expected a DICOM folder or files, or a 4D NIfTI / NRRD "
                          "file with its inversion times)")
-    files = list_dicom_files(path, recursive=True)
-    frames = [frame for file in files for frame in read_frames(file)]
-    series, skipped = _pick_series(frames, path)
-    series, source = _with_inversion_times(series, inversion_times_ms)
-    images = assemble_frames(series)
+    frames, skipped = read_image_frames(path, recursive=True)
+    series, more = _pick_series(frames, path)
+    groups, order_source = _acquisition_order(series)
+    groups, source = _with_inversion_times(groups, inversion_times_ms)
+    images = assemble_frames([frame for group in groups for frame in group], uneven_slices=True)
     if images.array.ndim != 4 or images.array.shape[0] < MIN_INVERSION_TIMES:
         count = 1 if images.array.ndim == 3 else images.array.shape[0]
-        raise InputError(f"only {count} inversion time(s) per slice in {frame_names(series)}; a T1 fit needs at "
+        raise InputError(f"only {count} inversion time(s) per slice in {frame_names(groups[0])}; a T1 fit needs at "
                          f"least {MIN_INVERSION_TIMES}")
+    images.require_finite("the T1-mapping images")
     times = np.asarray(images.metadata["inversion_times_ms"], dtype=float)
-    instances = images.metadata.get("instance_numbers")
-    if instances is None or any(value is None for row in instances for value in row):
-        rank = np.argsort(np.argsort(times, axis=0, kind="stable"), axis=0)
-    else:
-        rank = np.argsort(np.argsort(np.asarray(instances, dtype=float), axis=0, kind="stable"), axis=0)
+    # groups are in acquisition order and in the volume's slice order; the volume's images are in TI order
+    rank = np.stack([np.argsort([frame.inversion_time for frame in group], kind="stable") for group in groups], 1)
+    notes = list(images.metadata.get("notes") or [])
+    if order_source is None:
+        notes.append("the acquisition order of the images is unknown (no acquisition time, instance number or "
+                     "multi-frame order tells it); ShMOLLI cannot be recognised, the images are fitted as MOLLI")
     images = dataclasses.replace(images, array=images.array.astype(np.float32, copy=False))
-    return T1Series(images, times, rank.astype(int), source, skipped)
+    return T1Series(images, times, rank, source, order_source, skipped + more, notes)
+
+
+def _acquisition_order(frames: list[Frame]) -> tuple[list[list[Frame]], str | None]:
+    """Each slice position's frames in acquisition order, from the first of ORDER_SOURCES whose values are present
+    and distinct within every position, and that source's name; positions in TI order and None when none is."""
+    groups = group_by_position(frames)
+    for name, value in ORDER_SOURCES:
+        keys = [[value(frame) for frame in group] for group in groups]
+        if all(None not in row and len(set(row)) == len(row) for row in keys):
+            return [[frame for _, frame in sorted(zip(row, group), key=lambda pair: pair[0])]
+                    for row, group in zip(keys, groups)], name
+    if all(frame.inversion_time is not None for frame in frames):
+        return [sorted(group, key=lambda frame: frame.inversion_time) for group in groups], None
+    return groups, None  # file order
 
 
 def _from_4d_file(path: Path, given: list[float] | list[list[float]] | None) -> T1Series:
@@ -148,7 +186,8 @@ def _from_4d_file(path: Path, given: list[float] | list[list[float]] | None) -> 
         raise InputError(f"{path}: only {count} inversion time(s); a T1 fit needs at least {MIN_INVERSION_TIMES}")
     order = np.argsort(times, axis=0, kind="stable")
     images = np.take_along_axis(volume.array.astype(np.float32), order[:, :, None, None], axis=0)
-    return T1Series(volume.with_array(images), np.take_along_axis(times, order, axis=0), order, "given by the user")
+    return T1Series(volume.with_array(images), np.take_along_axis(times, order, axis=0), order, "given by the user",
+                    order_source="the file's time axis (taken as the acquisition order)")
 
 
 def _times_per_slice(given: list[float] | list[list[float]], count: int, slices: int, where: str) -> np.ndarray:
@@ -162,13 +201,14 @@ def _times_per_slice(given: list[float] | list[list[float]], count: int, slices:
 
 
 def _skip_reason(frame: Frame) -> str | None:
-    """Why an image is never fitted, or None for a magnitude source image."""
+    """Why an image is never fitted (a scanner-computed map; a phase, real or imaginary image), or None for a
+    magnitude source image."""
     description = (frame.header.get("series_description") or "").upper()
     if any(word in value for value in frame.image_type for word in _MAP_WORDS) or any(
             word in description for word in _MAP_WORDS):
         return "scanner map"
-    if len(frame.image_type) > 2 and frame.image_type[2] in _PHASE_TYPES:
-        return "phase image"
+    if frame.component not in (None, "magnitude"):
+        return f"{frame.component} image"
     return None
 
 
@@ -198,34 +238,64 @@ def _pick_series(frames: list[Frame], where: object) -> tuple[list[Frame], list[
     return candidates[0], skipped
 
 
-def _with_inversion_times(frames: list[Frame], given: list[float] | list[list[float]] | None
-                          ) -> tuple[list[Frame], str]:
-    """The frames with `inversion_time` set from the files, TriggerTime or the user, and where it came from."""
-    groups = [sorted(group, key=lambda frame: frame.instance_number or 0) for group in group_by_position(frames)]
+def _with_inversion_times(groups: list[list[Frame]], given: list[float] | list[list[float]] | None
+                          ) -> tuple[list[list[Frame]], str]:
+    """Each slice's frames (in acquisition order) with `inversion_time` set from the files, TriggerTime (Look-Locker)
+    or the user, and where the times came from."""
+    frames = [frame for group in groups for frame in group]
     has_time = [frame.inversion_time is not None for frame in frames]
     if any(has_time) and not all(has_time):
         lacking = [frame for frame in frames if frame.inversion_time is None]
-        raise InputError(f"{len(lacking)} of {len(frames)} images have no inversion time ({tag_name('InversionTime')}"
-                         f" or Philips (2005,1572)): {frame_names(lacking)}")
+        raise InputError(f"{len(lacking)} of {len(frames)} images have no plausible inversion time "
+                         f"({tag_name('InversionTimes')}, {tag_name('InversionTime')} or Philips (2005,1572)): "
+                         f"{frame_names(lacking)}")
     if all(has_time):
-        source = frames[0].inversion_source or "InversionTime"
-    elif all(len({frame.trigger_time for frame in group}) == len(group) and None not in
-             {frame.trigger_time for frame in group} for group in groups):
+        sources = defaultdict(int)
+        for frame in frames:
+            sources[frame.inversion_source] += 1
+        source = next(iter(sources)) if len(sources) == 1 else ", ".join(
+            f"{name} ({count} images)" for name, count in sources.items())
+    elif _look_locker(groups):
         groups = [[dataclasses.replace(frame, inversion_time=frame.trigger_time) for frame in group]
                   for group in groups]
         source = f"{tag_name('TriggerTime')} (Look-Locker)"
     elif given is not None:
         times = _times_per_slice(given, len(groups[0]), len(groups), frame_names(frames))
-        return [dataclasses.replace(frame, inversion_time=float(times[index, z]))
-                for z, group in enumerate(groups) for index, frame in enumerate(group)], "given by the user"
+        return [[dataclasses.replace(frame, inversion_time=float(times[index, z])) for index, frame in enumerate(group)]
+                for z, group in enumerate(groups)], "given by the user"
     else:
-        raise InputError(f"no inversion times in {frame_names(frames)}: the images lack {tag_name('InversionTime')} "
-                         f"and the Philips private (2005,1572), and {tag_name('TriggerTime')} does not differ "
-                         "between the images of a slice; give the times with --ti (comma-separated ms in acquisition "
-                         "order, or a JSON sidecar)")
+        raise InputError(f"no inversion times in {frame_names(frames)}: the images lack {tag_name('InversionTimes')}, "
+                         f"{tag_name('InversionTime')} and the Philips private (2005,1572) (or hold no plausible "
+                         f"value), and {_trigger_summary(groups)}; give the times with --ti (comma-separated ms in "
+                         "acquisition order, or a JSON sidecar)")
     if given is not None:
         _check_agreement(groups, given)
-    return [frame for group in groups for frame in group], source
+    return groups, source
+
+
+def _look_locker(groups: list[list[Frame]]) -> bool:
+    """Whether TriggerTime can stand for the inversion time: present, plausible and distinct within every slice, and
+    spanning at least LOOK_LOCKER_MIN_SPAN_MS (a Look-Locker readout samples the recovery over hundreds of ms)."""
+    low, high = PLAUSIBLE_TI_MS
+    for group in groups:
+        times = [frame.trigger_time for frame in group]
+        if None in times or len(set(times)) < len(times) or not all(low < time < high for time in times):
+            return False
+        if max(times) - min(times) < LOOK_LOCKER_MIN_SPAN_MS:
+            return False
+    return True
+
+
+def _trigger_summary(groups: list[list[Frame]]) -> str:
+    """What TriggerTime holds, for the message when it cannot stand for the inversion times."""
+    times = [frame.trigger_time for group in groups for frame in group]
+    name = tag_name("TriggerTime")
+    if any(time is None for time in times):
+        return f"{name} is missing"
+    if len(set(times)) == 1:
+        return f"{name} is {times[0]:g} ms in every image"
+    return (f"{name} spans only {min(times):g}-{max(times):g} ms (less than {LOOK_LOCKER_MIN_SPAN_MS:g} ms within a "
+            "slice, or repeated): a trigger delay, not inversion times")
 
 
 def _check_agreement(groups: list[list[Frame]], given: list[float] | list[list[float]]) -> None:
