@@ -6,6 +6,7 @@ the README's reference medians); where they cannot be used, the refusal must say
 """
 
 import copy
+import re
 import shutil
 from pathlib import Path
 
@@ -26,8 +27,9 @@ from scanner_references import reference_boxes
 
 from CMRSynthesisLib.analysis.t1mapping import t1_maps
 from CMRSynthesisLib.errors import InputError
-from CMRSynthesisLib.io import read_dicom_series, read_volume
+from CMRSynthesisLib.io import read_dicom_series, read_volume, write_volume
 from CMRSynthesisLib.io.t1_series import read_t1_series
+from CMRSynthesisLib.volume import Volume
 
 DATA = Path(__file__).parent / "Data"
 SHMOLLI_FILES = sorted((DATA / "shmolli_phantom_siemens" / "magnitude_series12").glob("*.dcm"))  # acquisition order
@@ -450,3 +452,15 @@ def test_one_uid_for_two_different_images_is_refused(tmp_path):
     with pytest.raises(InputError, match=r"IM_0005\.dcm and .*IM_0006\.dcm carry the same SOPInstanceUID"):
         read_t1_series(_save(datasets, tmp_path / "uid"))
 
+
+
+# --- 8. non-finite voxels, whatever the format --------------------------------------------------------------------
+
+@pytest.mark.parametrize("suffix", [".nii.gz", ".nii", ".nrrd"])
+def test_molli_file_with_a_nan_voxel_is_refused_naming_the_file(tmp_path, suffix):
+    images = np.random.default_rng(1).uniform(10, 100, (4, 2, 6, 6)).astype(np.float32)
+    images[2, 1, 3, 4] = np.nan
+    path = write_volume(Volume(images), tmp_path / f"molli{suffix}")
+    with pytest.raises(InputError, match=re.escape(f"{path}) has 1 NaN or infinite voxel(s), the first at index "
+                                                   "(2, 1, 3, 4)")):
+        read_t1_series(path, [100, 200, 300, 400])

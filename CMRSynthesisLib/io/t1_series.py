@@ -177,6 +177,7 @@ def _from_4d_file(path: Path, given: list[float] | list[list[float]] | None) -> 
     volume = read_itk_file(path)
     if volume.array.ndim != 4:
         raise InputError(f"{path}: is a 3D image; a T1-mapping input file must be 4D (inversion time, z, y, x)")
+    volume.require_finite("the T1-mapping images")
     count, slices = volume.array.shape[:2]
     if given is None:
         raise InputError(f"{path}: a NIfTI / NRRD file holds no inversion times; give them with --ti "
