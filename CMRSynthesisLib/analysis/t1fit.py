@@ -56,13 +56,17 @@ _FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 @dataclasses.dataclass
 class T1Fit:
-    """Per-pixel results, each of the signal's spatial shape; 0 (and not failed) outside the mask."""
+    """Per-pixel results, each of the signal's spatial shape; 0 (and not failed) outside the mask.
+
+    t1, a, b, t1_star and r2 hold 0 where the fit failed too, so no map carries the values of a rejected fit;
+    `inverted` and `samples_used` describe the attempted fit there.
+    """
 
     t1: np.ndarray  # float32 ms, Look-Locker corrected; 0 outside the mask and where failed
-    a: np.ndarray  # float32, same units as the signal (the fitted value also where failed, 0 if not finite)
-    b: np.ndarray  # float32
-    t1_star: np.ndarray  # float32 ms
-    r2: np.ndarray  # float32 coefficient of determination of the chosen fit, on the polarity-restored samples
+    a: np.ndarray  # float32, same units as the signal; 0 outside the mask and where failed
+    b: np.ndarray  # float32, same units as the signal; 0 outside the mask and where failed
+    t1_star: np.ndarray  # float32 ms; 0 outside the mask and where failed
+    r2: np.ndarray  # float32 R^2 of the chosen fit (polarity-restored samples); 0 outside the mask and where failed
     inverted: np.ndarray  # int8, number of early samples whose polarity was restored
     samples_used: np.ndarray  # int8, samples in the chosen fit (ShMOLLI: 5, 6 or 7; MOLLI: all; 0: none physical)
     failed: np.ndarray  # bool, True inside the mask where the fit failed, T1 left `t1_range_ms` or R^2 < `min_r2`
@@ -131,7 +135,8 @@ def fit_t1(signal: np.ndarray, inversion_times_ms: Sequence[float], mask: np.nda
     after each chunk of pixels; returning False cancels (raises Cancelled).
 
     A pixel is failed when no physical fit exists (A > 0, B > A, T1* within 2 ms - 40 s), T1 lies outside
-    t1_range_ms or R^2 < min_r2; its T1 is 0 and its A, B, T1*, R^2 are those of the attempted fit.
+    t1_range_ms or R^2 < min_r2; its T1, A, B, T1* and R^2 are 0. InputError for a non-finite or negative sample
+    inside the mask (the message says "inside the mask" only when a mask is given), and for bad arguments.
     """
     times = _check_times(inversion_times_ms)
     signal = np.asarray(signal)
@@ -141,6 +146,7 @@ def fit_t1(signal: np.ndarray, inversion_times_ms: Sequence[float], mask: np.nda
     if not (np.issubdtype(signal.dtype, np.integer) or np.issubdtype(signal.dtype, np.floating)):
         raise InputError(f"the signal must be real magnitude values; got dtype {signal.dtype}")
     spatial = signal.shape[1:]
+    where = "" if mask is None else " inside the mask"  # for messages about the samples
     mask = _check_mask(mask, spatial)
     low, high = _check_range(t1_range_ms)
     if not _is_number(min_r2) or not float(min_r2) <= 1.0:
@@ -157,9 +163,9 @@ def fit_t1(signal: np.ndarray, inversion_times_ms: Sequence[float], mask: np.nda
             raise InputError(f"the ShMOLLI heartbeat interval rr_ms must be a positive number of ms; got {rr_ms!r}")
     samples = signal.reshape(times.size, -1)[order][:, mask.ravel()]
     if not np.all(np.isfinite(samples)):
-        raise InputError("the signal has NaN or infinite values inside the mask")
+        raise InputError(f"the signal has NaN or infinite values{where}")
     if np.any(samples < 0):
-        raise InputError("the signal has negative values inside the mask; the fit needs magnitude images")
+        raise InputError(f"the signal has negative values{where}; the fit needs magnitude images")
 
     count = samples.shape[1]
     columns = {name: np.zeros(count, dtype) for name, dtype in
@@ -178,9 +184,9 @@ def fit_t1(signal: np.ndarray, inversion_times_ms: Sequence[float], mask: np.nda
         with np.errstate(divide="ignore", invalid="ignore"):
             r2 = np.where(best.tss > 0, 1.0 - best.rss / best.tss, 0.0)
         failed = (used == 0) | ~(t1 >= low) | ~(t1 <= high) | ~(r2 >= min_r2)
-        for name, values in (("t1", np.where(failed, 0.0, t1)), ("a", best.a), ("b", best.b),
-                             ("t1_star", best.tau), ("r2", r2)):
-            columns[name][part] = np.where(np.abs(values) <= _FLOAT32_MAX, values, 0.0)  # NaN, inf, overflow: 0
+        for name, values in (("t1", t1), ("a", best.a), ("b", best.b), ("t1_star", best.tau), ("r2", r2)):
+            kept = ~failed & (np.abs(values) <= _FLOAT32_MAX)  # and not NaN, inf or beyond float32
+            columns[name][part] = np.where(kept, values, 0.0)
         columns["inverted"][part] = best.inverted
         columns["samples_used"][part] = used
         columns["failed"][part] = failed

@@ -1,4 +1,4 @@
-"""Reading and writing volumes: DICOM (pydicom), NIfTI / NRRD / MetaImage (SimpleITK)."""
+"""Reading and writing volumes: DICOM (pydicom), NIfTI (nibabel values, SimpleITK geometry), NRRD / MetaImage (SimpleITK)."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ def read_volume(path: str | Path) -> Volume:
     """Read an image from disk into a Volume.
 
     A folder is read as one DICOM series; a *.dcm file or a file with the DICOM prefix as that single
-    (single- or multi-frame) DICOM file; *.nii, *.nii.gz, *.nrrd, *.nhdr, *.mha through SimpleITK.
+    (single- or multi-frame) DICOM file; *.nii, *.nii.gz, *.nrrd, *.nhdr, *.mha (see itk_files.read_itk_file).
     Anything else, or an unreadable file, raises InputError naming the file and the reason.
     """
     path = Path(path)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import tempfile
 import uuid
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -51,10 +52,11 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
 def check_output_paths(paths: Sequence[str | Path], *, protected: Iterable[str | Path] = (),
                        overwrite: bool = True, images: bool = True) -> list[str]:
     """Refuse (OutputError) output paths that could not or must not be written: an unknown image type (when
-    `images`; other files: any name), a folder, one of the `protected` inputs, a path given twice, or an existing
-    file when `overwrite` is False. Returns each path's suffix. Call it before long work, so bad outputs fail fast."""
+    `images`; other files: any name), a folder, one of the `protected` inputs, a path given twice, an existing
+    file when `overwrite` is False, or a path whose folder cannot be made or written (see `check_writable_folder`).
+    Returns each path's suffix. Call it before long work, so bad outputs fail fast."""
     protected, paths = list(protected), [Path(path) for path in paths]
-    suffixes = []
+    suffixes, probed = [], set()
     for index, path in enumerate(paths):
         suffix = itk_suffix(path, WRITE_SUFFIXES) if images else path.suffix
         if suffix is None:
@@ -68,8 +70,31 @@ def check_output_paths(paths: Sequence[str | Path], *, protected: Iterable[str |
             raise OutputError(f"{path}: already exists and overwriting was not allowed")
         if any(same_file(path, other) for other in paths[:index]):
             raise OutputError(f"{path}: given for two outputs; choose distinct output paths")
+        folder = path.absolute().parent
+        if folder not in probed:
+            check_writable_folder(folder, path)
+            probed.add(folder)
         suffixes.append(suffix)
     return suffixes
+
+
+def check_writable_folder(folder: str | Path, path: str | Path) -> None:
+    """Raise OutputError unless files can be written in `folder`, or it can be made: its nearest existing ancestor
+    must be a folder (not a file) in which a file can really be created. The check creates and removes an empty
+    temporary file there, since permission bits do not tell (root may write anywhere they forbid, and read-only
+    file systems allow nothing). path: the output the folder is for, named in the message."""
+    existing = Path(folder).absolute()
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise OutputError(f"{path}: cannot be written: {existing} is a file, not a folder; choose another output path")
+    try:
+        descriptor, probe = tempfile.mkstemp(prefix=".cmrsynth-write-check-", dir=existing)
+        os.close(descriptor)
+        os.unlink(probe)
+    except OSError as err:
+        raise OutputError(f"{path}: cannot be written: no file can be created in {existing} ({err.strerror}); "
+                          "choose another output folder") from err
 
 
 def write_volumes(items: Sequence[tuple[Volume, str | Path]], *, protected: Iterable[str | Path] = (),
