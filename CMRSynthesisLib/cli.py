@@ -46,7 +46,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     enhance = commands.add_parser("enhance", help="localized scar enhancement of an LGE stack")
     enhance.add_argument("--lge", type=Path, required=True, help="LGE volume: NIfTI, NRRD, a DICOM file or folder")
-    enhance.add_argument("--roi", type=Path, help="heart ROI mask on the LGE grid (default: the segmenter's)")
+    enhance.add_argument("--roi", type=Path, help="heart ROI on the LGE grid: a binary mask, or a probability map "
+                         "(0-1, thresholded at 0.5), or a label map with --roi-label (default: the segmenter's)")
+    enhance.add_argument("--roi-label", type=int, help="the heart ROI's label when --roi is a label map")
     enhance.add_argument("--out", type=Path, required=True, help="enhanced LGE to write (.nrrd, .nii.gz)")
     enhance.add_argument("--roi-out", type=Path, help="also write the ROI used")
     enhance.add_argument("--spread-out", type=Path, help="also write the per-voxel SD of the k samples")
@@ -123,7 +125,7 @@ def run_enhance(args: argparse.Namespace, progress: Reporter) -> dict[str, Any]:
     roi = read_volume(args.roi) if args.roi else None
     method = load_method("scar_enhancement", args.checkpoint, device=args.device, segmenter=args.segmenter)
     outputs = method.run({"lge": lge, "roi": roi}, steps=args.steps, samples=args.samples, seed=args.seed,
-                         sampler=args.sampler, ddim_steps=args.ddim_steps, progress=progress)
+                         sampler=args.sampler, ddim_steps=args.ddim_steps, roi_label=args.roi_label, progress=progress)
     written = write_volumes([(outputs[key], path) for key, path in targets.items()], protected=protected)
     roi_mask = outputs["roi"].array.astype(bool)
     changed = outputs["enhanced"].array[roi_mask].astype(float) - lge.array[roi_mask].astype(float)
@@ -156,8 +158,10 @@ def run_t1map(args: argparse.Namespace, progress: Reporter) -> dict[str, Any]:
                        "inversion_times_ms": series.inversion_times_ms[:, z].tolist(),
                        "fitted_voxels": int(good.sum() + failed.sum()), "failed_voxels": int(failed.sum()),
                        "median_t1_ms": float(np.median(maps["t1"].array[z][good])) if good.any() else None})
-    summary = {"inversion_time_source": series.time_source, "images_per_slice": int(series.images.array.shape[0]),
-               "slices": slices, "skipped": series.skipped}
+    summary = {"inversion_time_source": series.time_source, "acquisition_order_source": series.order_source,
+               "images_per_slice": int(series.images.array.shape[0]), "slices": slices,
+               "slice_positions_mm": series.images.metadata.get("slice_positions_mm"), "notes": series.notes,
+               "skipped": series.skipped}
     return {"outputs": {key: str(path.resolve()) for key, path in zip(targets, written)}, "summary": summary}
 
 

@@ -1,7 +1,8 @@
-"""Compute device selection: CUDA when present, CPU otherwise; every path works on CPU."""
+"""Compute device selection (CUDA when present, CPU otherwise; every path works on CPU) and per-slice seeding."""
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from .errors import InputError
@@ -19,6 +20,18 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     return torch.device(name)
 
 
-def seeded_generator(seed: int, device: torch.device) -> torch.Generator:
-    """A torch random generator on `device`, seeded: same seed, same device, same result."""
-    return torch.Generator(device=device).manual_seed(int(seed))
+def check_seed(seed: int) -> None:
+    """A seed must be a non-negative integer (numpy's SeedSequence takes no negative entropy)."""
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise InputError(f"the random seed must be a non-negative integer; got {seed!r}")
+
+
+def slice_generator(seed: int, slice_index: int, device: torch.device) -> torch.Generator:
+    """The torch random generator of one slice on `device`: seeded from numpy's SeedSequence([seed, slice_index]),
+    so a slice's random draws depend on the seed and its index in the input volume only, never on the other slices
+    processed with it. slice_index: 0-based position of the slice in the input stack."""
+    check_seed(seed)
+    if slice_index < 0:
+        raise InputError(f"a slice index must be >= 0; got {slice_index}")
+    state = np.random.SeedSequence([int(seed), int(slice_index)]).generate_state(1, dtype=np.uint64)[0]
+    return torch.Generator(device=device).manual_seed(int(state))

@@ -29,6 +29,13 @@ class ZeroNoise(torch.nn.Module):
         return torch.zeros_like(x[:, :1])
 
 
+class Elementwise(torch.nn.Module):
+    """A voxel-wise "network": each image's output depends on its own voxels only, bit for bit, at any batch size."""
+
+    def forward(self, x: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
+        return 0.1 * torch.tanh(x[:, :1] + x[:, 1:])
+
+
 def small_unet() -> DiffusionModelUNet:
     torch.manual_seed(0)
     return DiffusionModelUNet(spatial_dims=2, in_channels=2, out_channels=1, channels=(8, 8), norm_num_groups=8,
@@ -132,6 +139,25 @@ def test_sample_keeps_outside_roi_and_is_seeded(images):
     assert torch.equal(first.mean[outside], image[outside])
     assert torch.all(first.std[outside] < 1e-6)
     assert first.std[roi == 1].mean() > 0
+
+
+@pytest.mark.parametrize("sampler", ["ddpm", "ddim"])
+def test_per_image_generators_make_each_image_independent_of_the_batch(images, sampler):
+    image, roi = images
+    diffusion = RoiDiffusion(Elementwise())
+
+    def run(batch, seeds):
+        generators = [torch.Generator().manual_seed(seed) for seed in seeds]
+        return diffusion.sample(image[batch], image[batch], roi[batch], t0=20, samples=3, sampler=sampler,
+                                ddim_steps=5, generator=generators)
+
+    both, alone, swapped = run([0, 1], [7, 8]), run([1], [8]), run([1, 0], [8, 7])
+    assert torch.equal(both.mean[1], alone.mean[0]) and torch.equal(both.std[1], alone.std[0])
+    assert torch.equal(both.mean, swapped.mean.flip(0))
+    assert both.std[roi == 1].mean() > 0  # the k samples of one image differ
+    assert not torch.equal(run([1], [9]).mean, alone.mean)
+    with pytest.raises(InputError, match="generators"):
+        run([0, 1], [7])
 
 
 def test_cancel_and_bad_arguments(images):

@@ -6,6 +6,7 @@ network sees [x_t, condition] concatenated on the channel axis. Sampling starts 
 (partial diffusion) and runs the reverse chain with MONAI's DDPM scheduler (every step) or DDIM scheduler (a
 coarse grid below t0); outside the ROI every intermediate image is set to its known forward value
 sqrt(abar_t) x_0. The k samples of each image run as one batch; their mean and per-voxel SD come back together.
+Each image may have its own random generator, so its noise does not depend on the other images of the batch.
 
 Tensors are (batch, channels, y, x) and image values are scaled to [-1, 1] (the schedulers clip predicted x0 there).
 """
@@ -13,6 +14,7 @@ Tensors are (batch, channels, y, x) and image values are scaled to [-1, 1] (the 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -103,15 +105,23 @@ class RoiDiffusion:
         """Reverse-chain timesteps from t0: every step down to 0 (DDPM, t0 + 1 network calls), or `ddim_steps`
         steps t0, t0 - s, t0 - 2s, ... of the DDIM stride s (DDIM, at most ddim_steps network calls)."""
         if not 1 <= t0 < self.num_train_timesteps:
-            raise InputError(f"partial-diffusion start step must be in 1..{self.num_train_timesteps - 1}; got {t0}")
+            raise InputError(f"the partial-diffusion start step t0 (--steps) must be in 1..{self.num_train_timesteps - 1}; "
+                             f"got {t0}")
         if sampler == "ddpm":
             return torch.arange(t0, -1, -1)
         if sampler == "ddim":
             if ddim_steps < 1:
-                raise InputError(f"the number of DDIM steps must be at least 1; got {ddim_steps}")
+                raise InputError(f"the number of DDIM steps (--ddim-steps) must be at least 1; got {ddim_steps}")
             stride = self.ddim_stride(t0, ddim_steps)
             return torch.arange(t0, -1, -stride)[:ddim_steps]
-        raise InputError(f"unknown sampler {sampler!r}; choose one of {SAMPLERS}")
+        raise InputError(f"unknown sampler {sampler!r} (--sampler); choose one of {SAMPLERS}")
+
+    def check_settings(self, t0: int, samples: int, sampler: str, ddim_steps: int = DEFAULT_DDIM_STEPS) -> torch.Tensor:
+        """Validate sampling settings (InputError naming the setting and its command-line option) before any work;
+        returns the reverse-chain timesteps (`timesteps`)."""
+        if samples < 1:
+            raise InputError(f"the number of samples k (--samples) must be at least 1; got {samples}")
+        return self.timesteps(sampler, t0, ddim_steps)
 
     def _scheduler(self, sampler: str, grid: torch.Tensor) -> DDPMScheduler | DDIMScheduler:
         if sampler == "ddpm":
@@ -133,7 +143,7 @@ class RoiDiffusion:
         samples: int = 5,
         sampler: str = "ddpm",
         ddim_steps: int = DEFAULT_DDIM_STEPS,
-        generator: torch.Generator | None = None,
+        generator: torch.Generator | Sequence[torch.Generator] | None = None,
         progress: Progress | None = None,
     ) -> SampleResult:
         """Partial diffusion of `image` (B, 1, y, x) inside `roi` (B, 1, y, x), k = `samples` runs as one batch.
@@ -141,23 +151,32 @@ class RoiDiffusion:
         The image is noised to step t0 inside the ROI, then denoised conditioned on `condition` (B, C, y, x); the
         result is the x0 prediction of the last step. Returns the mean and SD over the k samples; voxels outside the
         ROI equal `image` exactly.
+
+        generator: one generator shared by the batch (None: torch's global one), or a sequence of B generators, one
+        per image: then image b's start noise and every step's noise for its k samples come from generator b only.
+        (The network still sees the whole batch, whose float rounding may depend on the batch size.)
         """
-        if samples < 1:
-            raise InputError(f"the number of samples must be at least 1; got {samples}")
-        grid = self.timesteps(sampler, t0, ddim_steps)
+        grid = self.check_settings(t0, samples, sampler, ddim_steps)
+        generators = list(generator) if isinstance(generator, Sequence) else [generator] * len(image)
+        if len(generators) != len(image):
+            raise InputError(f"got {len(generators)} random generators for a batch of {len(image)} images")
         scheduler = self._scheduler(sampler, grid)
         step_size = self.num_train_timesteps // scheduler.num_inference_steps if sampler == "ddim" else 1
         options = {"eta": 0.0} if sampler == "ddim" else {}
         repeat = lambda tensor: None if tensor is None else tensor.repeat_interleave(samples, dim=0)
         x_start, cond, mask = repeat(image), repeat(condition), repeat(roi)
-        noise = torch.randn(x_start.shape, device=x_start.device, generator=generator)
+        noise = torch.cat([torch.randn((samples, *image.shape[1:]), device=image.device, generator=g)
+                           for g in generators])
         batch = x_start.shape[0]
         x_t = self.add_noise(x_start, noise, mask, torch.full((batch,), int(grid[0]), device=x_start.device))
         result = x_t
         for index, t in enumerate(grid.tolist()):
             report(progress, index / len(grid), f"denoising step {index + 1}/{len(grid)} (t={t})")
             output = self.predict(x_t, cond, torch.full((batch,), t, device=x_t.device, dtype=torch.long))
-            x_prev, x0_hat = scheduler.step(output, t, x_t, generator=generator, **options)
+            # one scheduler step per image, so the DDPM variance noise of its k samples comes from its own generator
+            steps = [scheduler.step(part, t, current, generator=g, **options)
+                     for part, current, g in zip(output.split(samples), x_t.split(samples), generators)]
+            x_prev, x0_hat = (torch.cat(parts) for parts in zip(*steps))
             t_prev = torch.full((batch,), t - step_size, device=x_t.device)
             outside = self._abar(t_prev, x_start).sqrt() * x_start
             x_t = mask * x_prev + (1 - mask) * outside

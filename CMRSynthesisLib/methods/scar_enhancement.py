@@ -2,24 +2,28 @@
 a heart-ROI segmenter, and a conditional DDPM whose noise lives only in the heart ROI, sampled by partial
 diffusion from t0 (paper: 250) with the mean of k samples (paper: 5).
 
-Inference on a stack: ROI (user mask, or the segmenter) -> per slice a square crop around the ROI, min-max scaled to
-[-1, 1] -> partial diffusion inside the ROI conditioned on the crop -> mean of k -> back to input units on the input
-grid. Voxels outside the ROI are copied from the input, so they come back bit-identical.
+Inference on a stack: ROI (user mask, or the segmenter's where it is plausible) -> per slice a square crop around the
+ROI, min-max scaled to [-1, 1] -> partial diffusion inside the ROI conditioned on the crop -> mean of k -> back to
+input units on the input grid. Voxels outside the ROI are copied from the input, so they come back bit-identical.
+Each slice is sampled on its own with its own generator (seed, slice index), so its result does not depend on the
+other slices.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from scipy import ndimage
+from skimage.morphology import convex_hull_image
 from skimage.transform import resize
 
 from ..checkpoints import load_checkpoint, shipped_checkpoint
-from ..device import resolve_device, seeded_generator
+from ..device import check_seed, resolve_device, slice_generator
 from ..diffusion.networks import build_network, load_weights
 from ..diffusion.roi_diffusion import DEFAULT_DDIM_STEPS, RoiDiffusion
 from ..errors import CheckpointError, InputError
@@ -30,6 +34,8 @@ from ..preprocess import (
     pad_to_multiple,
     percentile_normalise,
     resample_to_spacing,
+    roi_mask,
+    structure_contrast,
     to_dtype,
 )
 from ..progress import Progress, report
@@ -45,6 +51,16 @@ SHIPPED_SEGMENTER = "scar_enhancement_segmenter"
 SCAR_LIFT = 0.5
 SCAR_GAMMA_RANGE = (1.0, 4.0)
 BLOOD_GAMMA_RANGE = (0.5, 1.0)
+
+# Plausibility of a heart ROI in one slice. Measured with the shipped segmenter on 40 test and 10 validation phantom
+# subjects (466 slices) and the real Philips 1.5 T LGE (3 slices): area 2090-4458 mm2 (phantom), 2574-4214 mm2
+# (Philips); solidity (area / convex hull area) >= 0.960 (phantom), >= 0.811 (Philips); structure contrast 0.46-1.41
+# (phantom), 0.72-0.77 (Philips). What it returns on images without a heart: constant or all-zero slices have
+# contrast 0, constant + Gaussian noise 0.005, Rician noise 0.05-0.06, pure Rayleigh noise 0.11-0.13; an intensity
+# ramp has solidity 0.36. The bounds leave a margin for apical slices, dilated hearts and other scanners.
+HEART_AREA_MM2 = (300.0, 12000.0)
+MIN_HEART_SOLIDITY = 0.7
+MIN_STRUCTURE_CONTRAST = 0.25
 
 
 @dataclasses.dataclass(frozen=True)
@@ -181,19 +197,25 @@ class ScarEnhancement:
 
     def run(self, inputs: dict[str, Volume | None], *, steps: int = 250, samples: int = 5, seed: int = 0,
             sampler: str = "ddpm", ddim_steps: int = DEFAULT_DDIM_STEPS, guidance: float | None = None,
-            progress: Progress | None = None) -> dict[str, Volume]:
-        """Enhance an LGE stack. inputs: "lge" (z, y, x), optional "roi" (same grid, non-zero = heart ROI).
+            roi_label: int | None = None, progress: Progress | None = None) -> dict[str, Volume]:
+        """Enhance an LGE stack. inputs: "lge" (z, y, x), optional "roi" (same grid: a binary mask, a probability map
+        in [0, 1] thresholded at 0.5, or a label map whose heart ROI label is `roi_label`).
 
-        steps: partial-diffusion start t0; samples: k; sampler "ddpm" (every step) or "ddim" (`ddim_steps` steps).
-        Returns "enhanced" (input dtype, input grid), "roi" (uint8) and "spread" (per-voxel SD over k, input units).
+        steps: partial-diffusion start t0; samples: k; sampler "ddpm" (every step) or "ddim" (`ddim_steps` steps);
+        seed: non-negative, each slice draws from its own generator (seed, slice index). Returns "enhanced" (input
+        dtype, input grid; metadata "synthesis" holds the settings and "notes" on how the ROI was read), "roi"
+        (uint8) and "spread" (per-voxel SD over k, input units). InputError for unusable inputs (see `_roi`).
         """
         if guidance is not None:
             raise InputError("scar enhancement has no guidance scale; leave guidance unset")
+        check_seed(seed)
+        self.diffusion.check_settings(steps, samples, sampler, ddim_steps)  # before the segmenter's work
         lge = _checked_lge(inputs.get("lge"))
-        roi = self._roi(lge, inputs.get("roi"), progress)
+        roi, notes = self._roi(lge, inputs.get("roi"), roi_label, progress)
         slices = [index for index in range(lge.spatial_shape[0]) if roi[index].any()]
-        enhanced, spread = self.enhance_slices(lge.array[slices], roi[slices], steps=steps, samples=samples,
-                                               seed=seed, sampler=sampler, ddim_steps=ddim_steps, progress=progress)
+        enhanced, spread = self.enhance_slices(lge.array[slices], roi[slices], slice_indices=slices, steps=steps,
+                                               samples=samples, seed=seed, sampler=sampler, ddim_steps=ddim_steps,
+                                               progress=progress)
         output = lge.array.copy()
         output[slices] = enhanced
         spread_volume = np.zeros(lge.spatial_shape, dtype=np.float32)
@@ -201,76 +223,144 @@ class ScarEnhancement:
         settings = {"method": METHOD, "t0": steps, "samples": samples, "seed": seed, "sampler": sampler}
         if sampler == "ddim":
             settings["ddim_steps"] = ddim_steps
+        if roi_label is not None:
+            settings["roi_label"] = roi_label
+        if notes:
+            settings["notes"] = notes
         return {
             "enhanced": lge.with_array(output, description="scar-enhanced LGE", synthesis=settings),
             "roi": lge.with_array(roi.astype(np.uint8), description="heart ROI used for enhancement"),
             "spread": lge.with_array(spread_volume, description="per-voxel SD of the k samples"),
         }
 
-    def _roi(self, lge: Volume, roi: Volume | None, progress: Progress | None) -> np.ndarray:
-        if roi is None:
-            mask = self.segmenter.segment(lge, progress=lambda f, m: report(progress, 0.1 * f, m))
-            if not mask.any():
-                raise InputError("the heart segmenter found no heart in any slice; draw an ROI and pass it")
-            return mask
-        if roi.array.ndim != 3:
-            raise InputError(f"the ROI mask must be a 3D volume (slices, rows, cols); got shape {roi.array.shape}")
-        lge.require_same_geometry(roi, "the LGE volume and the ROI mask")
-        mask = np.asarray(roi.array) != 0
-        if not mask.any():
-            raise InputError("the ROI mask is empty (no non-zero voxel); draw the heart ROI")
-        return mask
+    def _roi(self, lge: Volume, roi: Volume | None, roi_label: int | None, progress: Progress | None
+             ) -> tuple[np.ndarray, list[str]]:
+        """The boolean (z, y, x) heart ROI and notes on how it was obtained.
 
-    def enhance_slices(self, images: np.ndarray, rois: np.ndarray, *, steps: int = 250, samples: int = 5,
-                       seed: int = 0, sampler: str = "ddpm", ddim_steps: int = DEFAULT_DDIM_STEPS,
-                       progress: Progress | None = None, max_batch: int = 40) -> tuple[np.ndarray, np.ndarray]:
+        A user ROI (binary mask, probability map or label map with `roi_label`, see `roi_mask`) must lie on the LGE
+        grid, and the LGE must show contrast in the crop of every slice it covers. Without one, the segmenter's ROI
+        is kept in the slices where it is plausible (`implausible_heart`); the others are left out with a note.
+        InputError when no slice keeps a plausible heart, naming the file and the reasons.
+        """
+        spacing_yx = (lge.spacing[1], lge.spacing[0])
+        size, margin = int(self.config["crop_size"]), int(self.config["roi_margin_px"])
+        if roi is None:
+            if roi_label is not None:
+                raise InputError("a ROI label was chosen (--roi-label / roi_label) but no ROI mask was given")
+            mask = self.segmenter.segment(lge, progress=lambda f, m: report(progress, 0.1 * f, m))
+            reasons = {z: implausible_heart(lge.array[z], mask[z], spacing_yx, size, margin) if mask[z].any()
+                       else "nothing segmented" for z in range(len(mask))}
+            rejected = {z: reason for z, reason in reasons.items() if reason}
+            if len(rejected) == len(mask):
+                raise InputError(f"no heart found in {lge.describe_source()}: the heart segmenter found no plausible "
+                                 f"heart in any slice ({_slice_list(rejected)}); draw the heart ROI and pass it "
+                                 "(--roi)")
+            mask[list(rejected)] = False
+            dropped = {z: reason for z, reason in rejected.items() if reason != "nothing segmented"}
+            notes = [f"heart segmenter: left out {_slice_list(dropped)}"] if dropped else []
+            return mask, notes
+        if roi.array.ndim != 3:
+            raise InputError(f"the ROI mask ({roi.describe_source()}) must be a 3D volume (slices, rows, cols); got "
+                             f"shape {roi.array.shape}")
+        lge.require_same_geometry(roi, f"the LGE volume ({lge.describe_source()}) and the ROI mask "
+                                       f"({roi.describe_source()})")
+        mask, note = roi_mask(roi, roi_label)
+        contrasts = {z: structure_contrast(lge.array[z], crop_around(mask[z], size, margin), spacing_yx)
+                     for z in range(len(mask)) if mask[z].any()}
+        flat = {z: contrast for z, contrast in contrasts.items() if contrast < MIN_STRUCTURE_CONTRAST}
+        if flat:
+            listed = ", ".join(f"{z + 1} ({contrast:.2f})" for z, contrast in flat.items())
+            raise InputError(f"the LGE volume ({lge.describe_source()}) shows no image structure in the ROI crop of "
+                             f"slice(s) {listed}: its structure contrast is below {MIN_STRUCTURE_CONTRAST} (a heart on "
+                             "LGE measures 0.45 or more); check that the slice holds an image and the ROI lies on the "
+                             "heart")
+        return mask, [note] if note else []
+
+    def enhance_slices(self, images: np.ndarray, rois: np.ndarray, *, slice_indices: Sequence[int] | None = None,
+                       steps: int = 250, samples: int = 5, seed: int = 0, sampler: str = "ddpm",
+                       ddim_steps: int = DEFAULT_DDIM_STEPS, progress: Progress | None = None
+                       ) -> tuple[np.ndarray, np.ndarray]:
         """Enhance 2D slices (N, y, x) inside boolean ROIs (N, y, x); every ROI must be non-empty.
+
+        slice_indices: each slice's 0-based index in its input volume (default 0..N-1). Slice i is sampled on its own
+        (its k samples as one batch) with the generator `slice_generator(seed, slice_indices[i])`, so its result
+        depends on the seed, its index and its own pixels only: enhanced alone or in any stack, it comes out the same.
 
         Returns the enhanced slices in the images' dtype, equal to the input outside the ROIs, and the per-voxel SD
         of the k samples (float32, input units, zero outside). The model's change is what is mapped back to the
         input grid, so a crop resized for the model does not blur the unchanged image.
         """
+        indices = list(range(len(images))) if slice_indices is None else [int(index) for index in slice_indices]
+        if len(indices) != len(images):
+            raise InputError(f"got {len(indices)} slice indices for {len(images)} slices")
         size, margin = int(self.config["crop_size"]), int(self.config["roi_margin_px"])
-        crops, scales = zip(*(slice_frame(image, roi, size, margin) for image, roi in zip(images, rois)))
-        x = np.stack([scale.forward(crop.extract(image)) for crop, scale, image in zip(crops, scales, images)])
-        m = np.stack([crop.extract(roi, order=0) > 0.5 for crop, roi in zip(crops, rois)]).astype(np.float32)
-        generator = seeded_generator(seed, self.device)
-        per_batch = max(1, max_batch // max(samples, 1))
-        chunks = [range(start, min(start + per_batch, len(x))) for start in range(0, len(x), per_batch)]
-        means, sds = [], []
-        for number, chunk in enumerate(chunks):
-            image = torch.from_numpy(x[chunk.start:chunk.stop, None]).to(self.device)
-            mask = torch.from_numpy(m[chunk.start:chunk.stop, None]).to(self.device)
-
-            def chunk_progress(fraction: float, message: str, number: int = number, chunk: range = chunk) -> bool | None:
-                overall = 0.1 + 0.9 * (number + fraction) / len(chunks)
-                return progress(overall, f"slices {chunk.start + 1}-{chunk.stop}/{len(x)}: {message}") if progress else None
-
-            result = self.diffusion.sample(image, image, mask, t0=steps, samples=samples, sampler=sampler,
-                                           ddim_steps=ddim_steps, generator=generator, progress=chunk_progress)
-            means.append(result.mean[:, 0].cpu().numpy())
-            sds.append(result.std[:, 0].cpu().numpy())
-        mean, sd = np.concatenate(means), np.concatenate(sds)
         enhanced = images.copy()
         spread = np.zeros(images.shape, dtype=np.float32)
-        for index, (crop, scale) in enumerate(zip(crops, scales)):
-            region, change = crop.restore(scale.inverse(mean[index]) - scale.inverse(x[index]))
-            inside = rois[index][region]
-            values = images[index][region].astype(np.float32) + change
-            enhanced[index][region] = np.where(inside, to_dtype(values, images.dtype), images[index][region])
-            region, values = crop.restore(sd[index] * 0.5 * (scale.high - scale.low))
-            spread[index][region] = np.where(inside, values, 0.0)
+        for number, (image, roi, index) in enumerate(zip(images, rois, indices)):
+            crop, scale = slice_frame(image, roi, size, margin)
+            x = scale.forward(crop.extract(image))
+            m = (crop.extract(roi, order=0) > 0.5).astype(np.float32)
+
+            def slice_progress(fraction: float, message: str, number: int = number) -> bool | None:
+                overall = 0.1 + 0.9 * (number + fraction) / len(images)
+                return progress(overall, f"slice {number + 1}/{len(images)}: {message}") if progress else None
+
+            result = self.diffusion.sample(torch.from_numpy(x[None, None]).to(self.device),
+                                           torch.from_numpy(x[None, None]).to(self.device),
+                                           torch.from_numpy(m[None, None]).to(self.device), t0=steps,
+                                           samples=samples, sampler=sampler, ddim_steps=ddim_steps,
+                                           generator=[slice_generator(seed, index, self.device)],
+                                           progress=slice_progress)
+            mean, sd = result.mean[0, 0].cpu().numpy(), result.std[0, 0].cpu().numpy()
+            region, change = crop.restore(scale.inverse(mean) - scale.inverse(x))
+            inside = roi[region]
+            values = image[region].astype(np.float32) + change
+            enhanced[number][region] = np.where(inside, to_dtype(values, images.dtype), image[region])
+            region, values = crop.restore(sd * 0.5 * (scale.high - scale.low))
+            spread[number][region] = np.where(inside, values, 0.0)
         return enhanced, spread
 
 
+def implausible_heart(image: np.ndarray, roi: np.ndarray, spacing_yx: tuple[float, float], crop_size: int,
+                      margin: int) -> str | None:
+    """Why a non-empty 2D ROI (y, x) of one slice is not a plausible heart, or None when it is.
+
+    Checks its area (HEART_AREA_MM2, mm2 from the pixel spacing (sy, sx) in mm), its shape (solidity = area /
+    convex hull area >= MIN_HEART_SOLIDITY) and that the image shows structure in the enhancer's crop around it
+    (`structure_contrast` >= MIN_STRUCTURE_CONTRAST: not a flat or noise-only region).
+    """
+    area = float(roi.sum()) * spacing_yx[0] * spacing_yx[1]
+    low, high = HEART_AREA_MM2
+    if not low <= area <= high:
+        return f"area {area:.0f} mm2, outside {low:.0f}-{high:.0f} mm2"
+    solidity = float(roi.sum()) / float(convex_hull_image(roi).sum())
+    if solidity < MIN_HEART_SOLIDITY:
+        return f"irregular shape, solidity {solidity:.2f} < {MIN_HEART_SOLIDITY}"
+    contrast = structure_contrast(image, crop_around(roi, crop_size, margin), spacing_yx)
+    if contrast < MIN_STRUCTURE_CONTRAST:
+        return f"no image structure, contrast {contrast:.2f} < {MIN_STRUCTURE_CONTRAST}"
+    return None
+
+
+def _slice_list(reasons: dict[int, str], most: int = 4) -> str:
+    """"slice 1: reason; slice 2: reason; ... and 6 more" (1-based slice numbers) for notes and messages."""
+    items = [f"slice {z + 1}: {reason}" for z, reason in sorted(reasons.items())]
+    return "; ".join(items[:most]) + (f"; and {len(items) - most} more" if len(items) > most else "")
+
+
 def _checked_lge(lge: Volume | None) -> Volume:
-    """The LGE input must be a finite, numeric 3D stack."""
+    """The LGE input must be a 3D stack of finite real intensities that are not all the same."""
     if lge is None:
         raise InputError("scar enhancement needs an LGE volume (input 'lge')")
     if lge.array.ndim != 3:
-        raise InputError(f"the LGE input must be a 3D stack (slices, rows, cols); got shape {lge.array.shape}")
+        raise InputError(f"the LGE volume ({lge.describe_source()}) must be a 3D stack (slices, rows, cols); got "
+                         f"shape {lge.array.shape}")
     if lge.array.dtype == bool or not np.issubdtype(lge.array.dtype, np.number):
-        raise InputError(f"the LGE volume must hold intensities; got voxels of type {lge.array.dtype}")
-    if not np.isfinite(lge.array).all():
-        raise InputError("the LGE volume contains NaN or infinite voxels; fix or mask them before enhancement")
+        raise InputError(f"the LGE volume ({lge.describe_source()}) must hold intensities; got voxels of type "
+                         f"{lge.array.dtype}")
+    lge.require_finite("the LGE volume")
+    low, high = lge.array.min(), lge.array.max()
+    if low == high:
+        raise InputError(f"the LGE volume ({lge.describe_source()}) has the same value ({low:g}) in every voxel: there "
+                         "is no image to enhance")
     return lge
