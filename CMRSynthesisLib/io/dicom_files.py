@@ -106,14 +106,28 @@ def read_dataset(path: Path) -> pydicom.Dataset:
             dataset = pydicom.dcmread(path, force=True)
         except Exception as err:  # pydicom signals corrupt input with many exception types
             raise InputError(f"{path}: not a readable DICOM file ({err})") from err
+        _convert_every_element(dataset, path)
     ended_early = [message for message in messages if "end of file" in message.lower()]
     if ended_early:
         raise InputError(f"{path}: the file ends before its data do (truncated file): {ended_early[0]}")
     meta = dataset.file_meta
     if "TransferSyntaxUID" not in meta:
-        implicit = getattr(dataset, "original_encoding", (True, True))[0]
-        meta.TransferSyntaxUID = ImplicitVRLittleEndian if implicit else ExplicitVRLittleEndian
+        encoding = getattr(dataset, "original_encoding", None)  # pydicom 3; pydicom 2 keeps is_implicit_VR
+        implicit = encoding[0] if encoding else getattr(dataset, "is_implicit_VR", True)
+        meta.TransferSyntaxUID = ImplicitVRLittleEndian if implicit is not False else ExplicitVRLittleEndian
     return dataset
+
+
+def _convert_every_element(dataset: pydicom.Dataset, path: Path) -> None:
+    """Decode every element now (pydicom defers it to first access), so a corrupt one (unknown VR, a value that
+    does not parse) is an InputError naming the file and the tag here, not a stray exception later."""
+    tag = None
+    try:
+        for element in dataset.iterall():
+            tag = element.tag
+    except Exception as err:  # pydicom raises many exception types on corrupt elements
+        where = f"after element {tag}" if tag is not None else "in its first element"
+        raise InputError(f"{path}: a DICOM element {where} cannot be read ({err})") from err
 
 
 def check_pixel_data(dataset: pydicom.Dataset, path: Path) -> None:
