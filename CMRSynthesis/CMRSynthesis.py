@@ -54,7 +54,7 @@ if str(SOURCE_ROOT) not in sys.path:
 
 from CMRSynthesisLib import mrml  # these need only numpy, vtk and slicer, which Slicer has
 from CMRSynthesisLib.errors import Cancelled, CMRSynthesisError, InputError
-from CMRSynthesisLib.process import CliProcess, Result, State, child_environment, cli_command
+from CMRSynthesisLib.process import CliProcess, Result, State, child_environment, cli_command, remarks
 
 PYTHON_REQUIRED = (3, 11)  # the pinned packages (scikit-image 0.26, matplotlib 3.11) need it: Slicer 5.10 or later
 TORCH_REQUIREMENT = ">=2.8"  # MONAI 1.6 needs torch 2.8 or newer
@@ -628,6 +628,7 @@ class CMRSynthesisLogic(ScriptedLoadableModuleLogic):
         try:
             if result.state is State.SUCCEEDED:
                 self._importResults(run, result, outcome)
+                outcome.message = " ".join(part for part in (outcome.message, remarks(result.summary)) if part)
         except (CMRSynthesisError, OSError, ValueError) as error:  # ValueError: an unreadable JSON table
             outcome.state, outcome.message = State.FAILED, str(error)
         finally:

@@ -132,6 +132,8 @@ def run_enhance(args: argparse.Namespace, progress: Reporter) -> dict[str, Any]:
     summary = {"roi_voxels": int(roi_mask.sum()), "slices_with_roi": int(roi_mask.any(axis=(1, 2)).sum()),
                "mean_change_in_roi": float(changed.mean()), "device": str(method.device),
                **outputs["enhanced"].metadata["synthesis"]}
+    summary["notes"] = list(lge.metadata.get("notes") or []) + summary.get("notes", [])
+    summary["skipped"] = list(lge.metadata.get("skipped") or [])
     return {"outputs": {key: str(path.resolve()) for key, path in zip(targets, written)}, "summary": summary}
 
 

@@ -216,3 +216,13 @@ def _json_object(line: str) -> dict[str, Any] | None:
     except ValueError:
         return None
     return value if isinstance(value, dict) else None
+
+
+def remarks(summary: Mapping[str, Any]) -> str:
+    """What a command passed over or assumed, for the panel's status line: the summary's "notes", then its
+    "skipped" lines (files and images left out); empty when it has neither."""
+    parts = [str(note) for note in summary.get("notes") or []]
+    skipped = [str(line) for line in summary.get("skipped") or []]
+    if skipped:
+        parts.append("Left out: " + "; ".join(skipped))
+    return " ".join(part if part.endswith(".") else part + "." for part in parts)

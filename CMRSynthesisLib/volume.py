@@ -100,7 +100,9 @@ class Volume:
         map"). A Volume on another grid raises GeometryError saying whether it overlaps at all and what differs; an
         array must have the spatial shape. InputError when the mask selects no voxel, unless `allow_empty`.
         """
+        grid_name = self.named(grid_name)
         if isinstance(mask, Volume):
+            name = mask.named(name)
             if not self.same_geometry(mask) and not self.overlaps(mask):
                 raise GeometryError(f"{name} does not overlap {grid_name} (it lies outside its voxels); draw or "
                                     f"resample it on {grid_name}")
@@ -123,6 +125,10 @@ class Volume:
             return "the volume"
         return str(files[0]) + (f" and {len(files) - 1} more" if len(files) > 1 else "")
 
+    def named(self, role: str) -> str:
+        """`role` for messages, with the source file(s) when the volume was read from disk: "the mask (/data/m.nrrd)"."""
+        return f"{role} ({self.describe_source()})" if self.metadata.get("source_files") else role
+
     def require_finite(self, what: str) -> None:
         """Raise InputError unless every voxel is a finite real number.
 
@@ -131,13 +137,13 @@ class Volume:
         caller must say which part (magnitude, real) to use.
         """
         if np.iscomplexobj(self.array):
-            raise InputError(f"{what} ({self.describe_source()}) holds complex voxels ({self.array.dtype}); give a "
+            raise InputError(f"{self.named(what)} holds complex voxels ({self.array.dtype}); give a "
                              "magnitude (or real) image")
         if self.array.dtype.kind != "f":
             return
         bad = ~np.isfinite(self.array)
         if bad.any():
             first = tuple(int(value) for value in np.argwhere(bad)[0])
-            raise InputError(f"{what} ({self.describe_source()}) has {int(bad.sum())} NaN or infinite voxel(s), the "
+            raise InputError(f"{self.named(what)} has {int(bad.sum())} NaN or infinite voxel(s), the "
                              f"first at index {first} ({'t, z, y, x' if self.array.ndim == 4 else 'z, y, x'}); fix or "
                              "mask them first")

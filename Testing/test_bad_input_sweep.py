@@ -24,7 +24,7 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
 
 from CMRSynthesisLib.cli import main
-from CMRSynthesisLib.io import file_sha256, write_volume
+from CMRSynthesisLib.io import file_sha256, read_volume, write_volume
 from CMRSynthesisLib.volume import Volume
 
 SHAPE = (8, 64, 64)  # (z, y, x): a heart of real size in a field the enhancer's crop sees as an image
@@ -333,7 +333,6 @@ for _command in ("enhance", "t1map", "ecv", "aha"):
         f"{_command}: missing file": (_command, _missing(_main)),
         f"{_command}: empty folder": (_command, _empty_folder(_main)),
         f"{_command}: non-image file": (_command, _not_an_image(_main)),
-        f"{_command}: NaN NIfTI": (_command, _nan_nifti(_main, (8, *SHAPE) if _command == "t1map" else SHAPE)),
         f"{_command}: complex NIfTI": (_command, _complex_nifti(_main)),
         f"{_command}: 5D image": (_command, _five_d(_main)),
         f"{_command}: missing mask": (_command, _missing(_mask)),
@@ -344,6 +343,9 @@ for _command in ("enhance", "t1map", "ecv", "aha"):
         f"{_command}: output under a regular file": (_command, _output_under_a_file(_command)),
         f"{_command}: unwritable output": (_command, _output_unwritable(_command)),
     })
+for _command in ("enhance", "t1map"):  # images computed from; a map's NaN is a failed fit: see the test below
+    CASES[f"{_command}: NaN NIfTI"] = (_command, _nan_nifti(MAIN_INPUT[_command],
+                                                            (8, *SHAPE) if _command == "t1map" else SHAPE))
 CASES.update({
     "enhance: multi-label ROI": ("enhance", _multi_label_roi),
     "enhance: constant image": ("enhance", _constant("--lge", 300.0, "constant.nrrd", ["constant"])),
@@ -396,6 +398,23 @@ def _snapshot(folder: Path) -> dict[str, str | None]:
 def test_the_good_inputs_run(command, inputs, capsys):
     assert main(argv(command, good_options(command, inputs))) == 0, capsys.readouterr().err
     assert any(inputs.out.rglob("*.nrrd"))
+
+
+@pytest.mark.parametrize("command", ["ecv", "aha"])
+def test_non_finite_map_voxels_count_as_no_value(command, inputs, capsys):
+    """Other tools write NaN (or infinity) where a fit failed: in a map it means no value, as our own 0 does."""
+    option = MAIN_INPUT[command]
+    results = []
+    for name, fill in (("zero", 0.0), ("nan", np.nan), ("inf", np.inf)):
+        array = read_volume(inputs.native).array.copy()
+        array[array == 0] = fill
+        out = inputs.out / name
+        options = {**good_options(command, inputs), option: inputs.volume(array, f"map_{name}.nii.gz")}
+        options["--out-dir" if command == "aha" else "--out"] = out if command == "aha" else out / "ecv.nrrd"
+        assert main(argv(command, options)) == 0, capsys.readouterr().err
+        summary = json.loads(capsys.readouterr().out)["summary"]
+        results.append(summary["segments"] if command == "aha" else summary)
+    assert results[0] == results[1] == results[2]
 
 
 @pytest.mark.parametrize("case", list(CASES))

@@ -181,3 +181,12 @@ def test_child_environment_makes_this_library_importable(tmp_path):
     assert results["without"].state is State.FAILED and "ModuleNotFoundError" in results["without"].message
     assert results["with"].state is State.SUCCEEDED
     assert Path(results["with"].summary["library"]).parent == process.LIBRARY_ROOT / "CMRSynthesisLib"
+
+
+def test_remarks_give_notes_then_what_was_left_out():
+    from CMRSynthesisLib.process import remarks
+
+    assert remarks({}) == ""
+    summary = {"notes": ["the slices are unevenly spaced"], "skipped": ["2 phase image(s): a, b", "1 non-DICOM file"]}
+    assert remarks(summary) == ("the slices are unevenly spaced. Left out: 2 phase image(s): a, b; 1 non-DICOM "
+                                "file.")

@@ -117,7 +117,7 @@ def aha_segments(myocardium: Volume, *, blood_pool: np.ndarray | Volume | None =
 
     slices = [z for z in range(mask.shape[0]) if mask[z].any()]
     if not slices:
-        raise InputError("the myocardium mask is empty: no slice contains myocardium")
+        raise InputError(f"{myocardium.named('the myocardium mask')} is empty: no slice contains myocardium")
     slices.sort(key=lambda z: float(frame[:3, 2] @ long_axis) * z)  # base first
     if len(slices) < 3 and not allow_missing:
         raise InputError(f"the myocardium mask covers {len(slices)} slice(s); the AHA model needs at least 3 "
@@ -182,18 +182,20 @@ def segment_statistics(segmentation: AhaSegmentation, values: Volume, *,
     if values.array.ndim != 3:
         raise InputError(f"the map must be 3D (z, y, x); got shape {values.array.shape}")
     labels = segmentation.labels
-    labels.require_same_geometry(values, "the map and the AHA segmentation")
+    labels.require_same_geometry(values, f"{values.named('the map')} and the AHA segmentation")
     data = values.array.astype(np.float64)
     usable = np.isfinite(data)
     if mask is not None:
         usable &= labels.mask_on_grid(mask, "the statistics mask", "the AHA segmentation", allow_empty=True)
     inside = usable & (labels.array > 0)
     if not inside.any():
-        raise InputError("the map has no value inside the segmented myocardium (the mask and the map do not overlap); "
-                         "check that the map and the myocardium mask belong to the same study and slices")
+        raise InputError(f"{values.named('the map')} has no value inside the segmented myocardium (the mask and the "
+                         "map do not overlap); check that the map and the myocardium mask belong to the same study and "
+                         "slices")
     if not data[inside].any() and data[usable].any():
-        raise InputError("the map is zero everywhere in the segmented myocardium but has values elsewhere: the mask "
-                         "and the map do not overlap; check that they belong to the same study and slices")
+        raise InputError(f"{values.named('the map')} is zero everywhere in the segmented myocardium but has values "
+                         "elsewhere: the mask and the map do not overlap; check that they belong to the same study and "
+                         "slices")
     rows = []
     for segment, name in enumerate(AHA_SEGMENTS, start=1):
         selected = data[inside & (labels.array == segment)]

@@ -21,7 +21,7 @@ def ecv_map(native: Volume, post: Volume, haematocrit: float, blood_pool: Volume
             myocardium: Volume | None = None, resample: bool = False) -> tuple[Volume, dict]:
     """ECV map in % on the native map's grid, and a summary.
 
-    native, post: T1 maps in ms (3D); voxels <= 0 count as no value (failed fits). haematocrit: a fraction in
+    native, post: T1 maps in ms (3D); voxels <= 0, NaN or infinite count as no value (failed fits). haematocrit: a fraction in
     HAEMATOCRIT_RANGE. blood_pool: mask on the native grid (LV blood). myocardium: optional mask on the native
     grid limiting where ECV is computed (default: wherever both maps have a value). resample: when the maps lie on
     different grids, interpolate the post-contrast map onto the native grid (linear) where the two overlap;
@@ -38,9 +38,9 @@ def ecv_map(native: Volume, post: Volume, haematocrit: float, blood_pool: Volume
     post_values = _post_on_native_grid(native, post, resample)
     blood = native.mask_on_grid(blood_pool, "the blood-pool mask", "the native T1 map")
     region = native.mask_on_grid(myocardium, "the myocardium mask", "the native T1 map") if myocardium is not None else None
-    native_values = native.array.astype(np.float64)
-    blood_native, blood_post = (_median_t1(values, blood, name) for values, name in (
-        (native_values, "native"), (post_values, "post-contrast")))
+    native_values = _as_t1(native.array)
+    blood_native, blood_post = (_median_t1(values, blood, volume.named(f"the {name} T1 map")) for values, name, volume
+                                in ((native_values, "native", native), (post_values, "post-contrast", post)))
     if blood_post >= blood_native:
         raise InputError(f"the post-contrast blood T1 ({blood_post:.0f} ms) is not shorter than the native one "
                          f"({blood_native:.0f} ms); are the native and post-contrast maps swapped?")
@@ -61,12 +61,16 @@ def ecv_map(native: Volume, post: Volume, haematocrit: float, blood_pool: Volume
 def _post_on_native_grid(native: Volume, post: Volume, resample: bool) -> np.ndarray:
     """The post-contrast map's values at the native map's voxels (float64); a clear error when not possible."""
     if native.same_geometry(post):
-        return post.array.astype(np.float64)
+        return _as_t1(post.array)
     if not resample:
-        raise GeometryError("the native and post-contrast T1 maps lie on different grids (slice positions, size or "
-                            "orientation differ); acquire them at the same positions, or ask for resampling "
-                            "(--resample) where they overlap")
-    moving = to_sitk(post.with_array(post.array.astype(np.float32)))
+        differences = ", ".join(name for name, same in (
+            ("size", native.spatial_shape == post.spatial_shape), ("spacing", np.allclose(native.spacing, post.spacing)),
+            ("origin", np.allclose(native.origin, post.origin)),
+            ("orientation", np.allclose(native.direction, post.direction))) if not same)
+        raise GeometryError(f"{native.named('the native T1 map')} and {post.named('the post-contrast T1 map')} lie on "
+                            f"different grids (they differ in {differences}); acquire them at the same positions, or "
+                            "ask for resampling (--resample) where they overlap")
+    moving = to_sitk(post.with_array(_as_t1(post.array).astype(np.float32)))
     values = sitk.GetArrayFromImage(sitk.Resample(moving, to_sitk(native.with_array(native.array.astype(np.float32))),
                                                   sitk.Transform(), sitk.sitkLinear, _OUTSIDE, sitk.sitkFloat32))
     if not (values != _OUTSIDE).any():
@@ -74,10 +78,16 @@ def _post_on_native_grid(native: Volume, post: Volume, resample: bool) -> np.nda
     return values.astype(np.float64)
 
 
+def _as_t1(array: np.ndarray) -> np.ndarray:
+    """A T1 map as float64 ms with NaN / infinite voxels (another tool's failed fits) set to 0: no value."""
+    values = np.asarray(array, dtype=np.float64)
+    return np.where(np.isfinite(values), values, 0.0)
+
+
 def _median_t1(values: np.ndarray, region: np.ndarray, name: str) -> float:
     """Median of the positive values in `region` (ms)."""
     inside = values[region & (values > 0)]
     if inside.size == 0:
-        raise InputError(f"the {name} T1 map has no value inside the blood-pool mask (failed fits, or the maps do "
+        raise InputError(f"{name} has no value inside the blood-pool mask (failed fits, or the maps do "
                          "not overlap there)")
     return float(np.median(inside))

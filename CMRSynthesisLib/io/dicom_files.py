@@ -57,7 +57,7 @@ def is_dicom_file(path: str | Path) -> bool:
             head = stream.read(_PREAMBLE + 4)
     except OSError:
         return False
-    if head[_PREAMBLE:] == b"DICM":
+    if head[_PREAMBLE:] == b"DICM" or _damaged_marker(path, head):
         return True
     if len(head) < 8:
         return False
@@ -68,6 +68,20 @@ def is_dicom_file(path: str | Path) -> bool:
         return True
     length = struct.unpack("<I", head[4:8])[0]  # implicit VR: a short value length
     return length < 1024
+
+
+def _damaged_marker(path: str | Path, head: bytes) -> bool:
+    """A Part 10 file whose "DICM" marker is damaged: a file meta element (group 0002, explicit VR) follows the
+    preamble all the same. Such a file is DICOM and must be read or refused, never skipped as non-DICOM."""
+    if len(head) < _PREAMBLE + 4:
+        return False
+    try:
+        with open(path, "rb") as stream:
+            stream.seek(_PREAMBLE + 4)
+            element = stream.read(6)
+    except OSError:
+        return False
+    return len(element) == 6 and struct.unpack("<H", element[:2])[0] == 0x0002 and element[4:6] in _VALID_VRS
 
 
 @contextlib.contextmanager
@@ -101,6 +115,11 @@ def read_dataset(path: Path) -> pydicom.Dataset:
     A raw data set gets the transfer syntax its encoding shows, so its pixels decode. InputError for a file pydicom
     cannot parse or one that ends before its data do (truncated).
     """
+    with open(path, "rb") as stream:
+        head = stream.read(_PREAMBLE + 4)
+    if head[_PREAMBLE:] != b"DICM" and _damaged_marker(path, head):
+        raise InputError(f"{path}: a damaged DICOM file: file meta information follows the 128-byte preamble, but the "
+                         f"'DICM' marker reads {head[_PREAMBLE:]!r}")
     with library_messages() as messages:
         try:
             dataset = pydicom.dcmread(path, force=True)
@@ -123,8 +142,9 @@ def _convert_every_element(dataset: pydicom.Dataset, path: Path) -> None:
     does not parse) is an InputError naming the file and the tag here, not a stray exception later."""
     tag = None
     try:
-        for element in dataset.iterall():
-            tag = element.tag
+        for part in (dataset.file_meta, dataset):
+            for element in part.iterall():
+                tag = element.tag
     except Exception as err:  # pydicom raises many exception types on corrupt elements
         where = f"after element {tag}" if tag is not None else "in its first element"
         raise InputError(f"{path}: a DICOM element {where} cannot be read ({err})") from err
@@ -133,7 +153,13 @@ def _convert_every_element(dataset: pydicom.Dataset, path: Path) -> None:
 def check_pixel_data(dataset: pydicom.Dataset, path: Path) -> None:
     """InputError "pixel data truncated" (expected and found bytes) when uncompressed pixel data are shorter than
     Rows x Columns x frames x samples x BitsAllocated call for."""
-    if "PixelData" not in dataset or UID(dataset.file_meta.TransferSyntaxUID).is_compressed:
+    if "PixelData" not in dataset:
+        return
+    syntax = UID(str(dataset.file_meta.TransferSyntaxUID))
+    if not syntax.is_transfer_syntax:
+        raise InputError(f"{path}: TransferSyntaxUID (0002,0010) {syntax} is not a known transfer syntax, so the pixel "
+                         "data cannot be decoded (damaged file meta)")
+    if syntax.is_compressed:
         return
     expected = _native_pixel_bytes(dataset)
     found = len(dataset.PixelData)
@@ -163,18 +189,19 @@ def skip_reason(dataset: pydicom.Dataset) -> str | None:
     """Why a DICOM object is not a grey-level image to read, or None when it is one.
 
     By SOP class (a media storage directory; a non-image class such as a report, presentation state or key object
-    selection, without pixel data) and by content (colour pixels). An object of an image SOP class without pixel
-    data is not skipped: reading it raises the error that names the missing element.
+    selection, without pixel data) and by content (colour pixels). An object of an image SOP class, or of no SOP
+    class, without pixel data is not skipped: reading it raises the error that names the missing element.
     """
     sop_class = UID(str(dataset.get("SOPClassUID") or dataset.file_meta.get("MediaStorageSOPClassUID") or ""))
-    name = sop_class.name if sop_class else "no SOP class"
     if sop_class == MEDIA_STORAGE_DIRECTORY or "DirectoryRecordSequence" in dataset:
         return "media directory (DICOMDIR)"
-    if "PixelData" not in dataset and "Image" not in name:
-        return f"{name}: not an image"
+    if "PixelData" not in dataset and "Image" not in sop_class.name:
+        if not sop_class:  # neither an object of a known kind nor an image: a damaged or cut-short file
+            return None
+        return f"{sop_class.name}: not an image"
     photometric = str(dataset.get("PhotometricInterpretation") or "").upper()
     if int(dataset.get("SamplesPerPixel") or 1) != 1 or photometric.startswith(_COLOUR):
-        return f"{name}: colour image ({photometric or 'SamplesPerPixel ' + str(dataset.get('SamplesPerPixel'))})"
+        return f"{sop_class.name or 'no SOP class'}: colour image ({photometric or 'SamplesPerPixel ' + str(dataset.get('SamplesPerPixel'))})"
     return None
 
 

@@ -197,7 +197,7 @@ def _times_per_slice(given: list[float] | list[list[float]], count: int, slices:
     if len(rows) != slices or any(len(row) != count for row in rows):
         shape = [len(row) for row in rows] if given and isinstance(given[0], list) else len(given)
         raise InputError(f"{where}: {count} images per slice over {slices} slice(s), but the inversion times given "
-                         f"have {shape} values; give one time per image (in acquisition order)")
+                         f"have {shape} values; give one time per image (in acquisition order) with --ti")
     return np.asarray(rows, dtype=float).T
 
 
@@ -215,6 +215,10 @@ def _skip_reason(frame: Frame) -> str | None:
 
 def _pick_series(frames: list[Frame], where: object) -> tuple[list[Frame], list[str]]:
     """The frames of the one T1-mapping source series among `frames`, and what was left out (and why)."""
+    lacking = [frame for frame in frames if not frame.header.get("series_instance_uid")]
+    if lacking and len(lacking) < len(frames):
+        raise InputError(f"{frame_names(lacking)}: {tag_name('SeriesInstanceUID')} is missing while the other images "
+                         "have one, so the series they belong to is unknown; restore it or leave these files out")
     groups: dict[tuple[str, str], list[Frame]] = defaultdict(list)
     for frame in frames:
         groups[(frame.header.get("series_instance_uid") or "", _skip_reason(frame) or "")].append(frame)
