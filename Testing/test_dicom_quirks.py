@@ -464,3 +464,46 @@ def test_molli_file_with_a_nan_voxel_is_refused_naming_the_file(tmp_path, suffix
     with pytest.raises(InputError, match=re.escape(f"{path}) has 1 NaN or infinite voxel(s), the first at index "
                                                    "(2, 1, 3, 4)")):
         read_t1_series(path, [100, 200, 300, 400])
+
+
+# --- a damaged file in a folder is refused, never skipped (families the reader fuzz found) --------------------------
+
+def _damage_marker(data: bytes) -> bytes:
+    return data[:128] + b"DXCM" + data[132:]
+
+
+def _garble_sop_class(data: bytes) -> bytes:
+    start = data.index(b"1.2.840.10008.5.1.4.1.1.4", 200)  # the data set's SOP Class UID, after the file meta
+    return data[:start] + b"1.2.840.100z8.5.1.4.1.1.4" + data[start + 25:]
+
+
+def _cut_after_sop_class(data: bytes) -> bytes:
+    return data[: data.index(b"1.2.840.10008.5.1.4.1.1.4", 200) + 23]
+
+
+def _bad_transfer_syntax(data: bytes) -> bytes:
+    return data.replace(b"1.2.840.10008.1.2.4.70", b"1.2.840.10008.1.2.4.7x", 1)
+
+
+@pytest.mark.parametrize(("damage", "said"), [
+    (_damage_marker, "a damaged DICOM file: file meta information follows the 128-byte preamble"),
+    (_garble_sop_class, "contradicts the file meta's MediaStorageSOPClassUID"),
+    (_cut_after_sop_class, "contradicts the file meta's MediaStorageSOPClassUID"),
+    (_bad_transfer_syntax, r"TransferSyntaxUID \(0002,0010\) 1.2.840.10008.1.2.4.7x is not a known transfer syntax"),
+])
+def test_a_damaged_file_in_an_lge_folder_is_refused_by_name(tmp_path, capfd, damage, said):
+    folder = tmp_path / "lge"
+    folder.mkdir()
+    for file in LGE.glob("*.dcm"):
+        shutil.copy(file, folder / file.name)
+    (folder / "IM_0002.dcm").write_bytes(damage((LGE / "IM_0002.dcm").read_bytes()))
+    with pytest.raises(InputError, match=rf"IM_0002\.dcm: .*{said}"):
+        read_volume(folder)
+    assert capfd.readouterr().err == ""
+
+
+def test_a_source_image_without_series_uid_is_refused_not_left_out(tmp_path):
+    datasets = _datasets(NATIVE_SLICE)
+    del datasets[4].SeriesInstanceUID
+    with pytest.raises(InputError, match=r"IM_0005\.dcm: SeriesInstanceUID \(0020,000E\) is missing"):
+        read_t1_series(_save(datasets, tmp_path / "no_uid"))

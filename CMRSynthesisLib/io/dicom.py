@@ -100,8 +100,9 @@ def read_image_frames(paths_or_dir: str | Path | Iterable[str | Path], *, recurs
                       ) -> tuple[list[Frame], list[str]]:
     """The image frames of the DICOM files at `paths_or_dir` (sub-folders too with `recursive`), exact duplicates
     dropped, and one line per group of files or images left out (see read_dicom_series)."""
-    scan = find_images(paths_or_dir, recursive=recursive)
-    frames = [frame for path, dataset in scan.images for frame in read_frames(path, dataset)]
+    with library_messages():  # pydicom's remarks on odd values never reach the console; errors say what matters
+        scan = find_images(paths_or_dir, recursive=recursive)
+        frames = [frame for path, dataset in scan.images for frame in read_frames(path, dataset)]
     frames, duplicates = drop_duplicates(frames)
     return frames, scan.skipped + duplicates
 

@@ -185,18 +185,24 @@ def _native_pixel_bytes(dataset: pydicom.Dataset) -> int | None:
     return (rows * columns * _frames(dataset) * samples * bits + 7) // 8
 
 
-def skip_reason(dataset: pydicom.Dataset) -> str | None:
+def skip_reason(dataset: pydicom.Dataset, path: Path) -> str | None:
     """Why a DICOM object is not a grey-level image to read, or None when it is one.
 
     By SOP class (a media storage directory; a non-image class such as a report, presentation state or key object
     selection, without pixel data) and by content (colour pixels). An object of an image SOP class, or of no SOP
-    class, without pixel data is not skipped: reading it raises the error that names the missing element.
+    class, or a garbled one, without pixel data is not skipped: reading it raises the error that names the missing
+    element. InputError when the data set's SOP class contradicts its file meta (a damaged file).
     """
-    sop_class = UID(str(dataset.get("SOPClassUID") or dataset.file_meta.get("MediaStorageSOPClassUID") or ""))
+    stated = str(dataset.get("SOPClassUID") or "").strip()
+    in_meta = str(dataset.file_meta.get("MediaStorageSOPClassUID") or "").strip()
+    if stated and in_meta and stated != in_meta:
+        raise InputError(f"{path}: a damaged DICOM file: its SOPClassUID (0008,0016) {stated!r} contradicts the file "
+                         f"meta's MediaStorageSOPClassUID (0002,0002) {in_meta!r}")
+    sop_class = UID(stated or in_meta)
     if sop_class == MEDIA_STORAGE_DIRECTORY or "DirectoryRecordSequence" in dataset:
         return "media directory (DICOMDIR)"
     if "PixelData" not in dataset and "Image" not in sop_class.name:
-        if not sop_class:  # neither an object of a known kind nor an image: a damaged or cut-short file
+        if not sop_class or not sop_class.is_valid:  # no object of any kind, or a garbled UID: a damaged file
             return None
         return f"{sop_class.name}: not an image"
     photometric = str(dataset.get("PhotometricInterpretation") or "").upper()
@@ -240,7 +246,7 @@ def find_images(paths_or_dir: str | Path | Iterable[str | Path], *, recursive: b
             not_dicom.append(path)
             continue
         dataset = read_dataset(path)
-        reason = skip_reason(dataset)
+        reason = skip_reason(dataset, path)
         if reason is None:
             check_pixel_data(dataset, path)
             images.append((path, dataset))
