@@ -176,7 +176,7 @@ def test_aha_command_bad_input(aha_files, tmp_path, capsys):
     elsewhere = write_volume(shifted, tmp_path / "elsewhere.nrrd")
     argv = _aha({**aha_files, "map": elsewhere}, tmp_path / "out", "--rv", str(aha_files["rv"]))
     assert main(argv) == 1
-    assert "the map and the AHA segmentation differ in origin" in capsys.readouterr().err
+    assert f"the map ({elsewhere}) and the AHA segmentation differ in origin" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
     assert main(_aha(aha_files, tmp_path / "out", "--insertion-points", "1,2,3")) == 1
     assert "exactly two insertion points" in capsys.readouterr().err
