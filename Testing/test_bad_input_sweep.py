@@ -20,8 +20,9 @@ import numpy as np
 import pydicom
 import pytest
 import SimpleITK as sitk
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
+from dicom_objects import new_dicom
+from pydicom.dataset import Dataset
+from pydicom.uid import MRImageStorage, generate_uid
 
 from CMRSynthesisLib.cli import main
 from CMRSynthesisLib.io import file_sha256, read_volume, write_volume
@@ -87,13 +88,7 @@ def _molli_images(t1: np.ndarray) -> np.ndarray:
 
 def _dicom_image(pixels: np.ndarray, z: int, inversion_time: float, instance: int, series_uid: str) -> Dataset:
     """One MR image of the small grid: slice z, 16-bit pixels, InversionTime and InstanceNumber."""
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID = MRImageStorage, generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    dataset = Dataset()
-    dataset.file_meta = meta
-    dataset.SOPClassUID, dataset.SOPInstanceUID = MRImageStorage, meta.MediaStorageSOPInstanceUID
-    dataset.Modality, dataset.SeriesDescription, dataset.SeriesInstanceUID = "MR", "MOLLI", series_uid
+    dataset = new_dicom(MRImageStorage, Modality="MR", SeriesDescription="MOLLI", SeriesInstanceUID=series_uid)
     dataset.ImageType = ["ORIGINAL", "PRIMARY", "M"]
     dataset.InstanceNumber, dataset.InversionTime = instance, inversion_time
     dataset.ImagePositionPatient = [0.0, 0.0, z * SPACING[2]]

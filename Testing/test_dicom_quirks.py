@@ -13,11 +13,11 @@ from pathlib import Path
 import numpy as np
 import pydicom
 import pytest
+from dicom_objects import new_dicom
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import (
     BasicTextSRStorage,
     EnhancedMRImageStorage,
-    ExplicitVRLittleEndian,
     GrayscaleSoftcopyPresentationStateStorage,
     KeyObjectSelectionDocumentStorage,
     SecondaryCaptureImageStorage,
@@ -93,13 +93,7 @@ def _enhanced_shmolli(order: list[int], *, frame_times: bool) -> pydicom.Dataset
     order), TIs in the per-frame MR modifier groups, optionally the frame acquisition date-times."""
     sources = _datasets(SHMOLLI_FILES)
     first = sources[0]
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = EnhancedMRImageStorage
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID, ds.SOPInstanceUID = EnhancedMRImageStorage, meta.MediaStorageSOPInstanceUID
+    ds = new_dicom(EnhancedMRImageStorage)
     for keyword in ("Modality", "SeriesDescription", "SeriesInstanceUID", "StudyInstanceUID", "Rows", "Columns",
                     "SamplesPerPixel", "PhotometricInterpretation", "BitsAllocated", "BitsStored", "HighBit",
                     "PixelRepresentation"):
@@ -319,16 +313,7 @@ def test_psir_lge_magnitude_is_read_and_the_real_images_listed(tmp_path):
 # --- 6. other objects in a series folder --------------------------------------------------------------------------
 
 def _object(sop_class: str, **elements) -> pydicom.Dataset:
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID = sop_class, generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID, ds.SOPInstanceUID = sop_class, meta.MediaStorageSOPInstanceUID
-    ds.Modality = elements.pop("Modality", "OT")
-    for keyword, value in elements.items():
-        setattr(ds, keyword, value)
-    return ds
+    return new_dicom(sop_class, **{"Modality": "OT", **elements})
 
 
 def _clutter(folder: Path, series_uid: str) -> None:

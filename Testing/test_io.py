@@ -7,8 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import SimpleITK as sitk
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import EnhancedMRImageStorage, ExplicitVRLittleEndian, MRImageStorage, generate_uid
+from dicom_objects import new_dicom
+from pydicom.dataset import Dataset
+from pydicom.uid import EnhancedMRImageStorage, MRImageStorage, generate_uid
 from scipy.spatial.transform import Rotation
 
 from CMRSynthesisLib.errors import InputError, OutputError
@@ -34,14 +35,7 @@ FILE_ORDER = [2, 0, 1]  # slice written to file 0, 1, 2; InstanceNumbers follow 
 
 def _dataset(sop_class: str, pixels: np.ndarray, series_uid: str) -> Dataset:
     """An MR dataset with file meta, identifiers and 16-bit unsigned pixel data; geometry is left to the caller."""
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = sop_class
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID, ds.SOPInstanceUID = sop_class, meta.MediaStorageSOPInstanceUID
-    ds.Modality, ds.SeriesDescription, ds.SeriesInstanceUID = "MR", "test series", series_uid
+    ds = new_dicom(sop_class, Modality="MR", SeriesDescription="test series", SeriesInstanceUID=series_uid)
     ds.Rows, ds.Columns = pixels.shape[-2:]
     ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
     ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
