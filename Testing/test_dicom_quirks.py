@@ -492,3 +492,30 @@ def test_a_source_image_without_series_uid_is_refused_not_left_out(tmp_path):
     del datasets[4].SeriesInstanceUID
     with pytest.raises(InputError, match=r"IM_0005\.dcm: SeriesInstanceUID \(0020,000E\) is missing"):
         read_t1_series(_save(datasets, tmp_path / "no_uid"))
+
+
+def test_t1map_summary_says_how_uneven_slices_and_skipped_objects_were_handled(tmp_path, capsys):
+    import json
+
+    from CMRSynthesisLib.cli import main
+
+    datasets = _datasets(NATIVE_ALL)
+    positions = {round(float(ds.SliceLocation)): np.asarray(ds.ImagePositionPatient, float) for ds in datasets}
+    for dataset in datasets:
+        if round(float(dataset.SliceLocation)) == -9:
+            dataset.ImagePositionPatient = [round(value, 4) for value in positions[-9] + 0.2 * (positions[7] - positions[-9])]
+    folder = _save(datasets, tmp_path / "uneven")
+    _clutter(folder, str(datasets[0].SeriesInstanceUID))
+    mask = read_t1_series(folder).reference()
+    box = np.zeros(mask.spatial_shape, np.uint8)
+    box[:, 128:132, 128:132] = 1
+    mask_path = write_volume(mask.with_array(box), tmp_path / "box.nrrd")
+    assert main(["t1map", "--molli", str(folder), "--mask", str(mask_path), "--out", str(tmp_path / "t1.nrrd"),
+                 "--progress", "none"]) == 0
+    summary = json.loads(capsys.readouterr().out)["summary"]
+    assert summary["inversion_time_source"] == "Philips private (2005,1572)"
+    assert summary["acquisition_order_source"] == "InstanceNumber (0020,0013)"
+    assert np.allclose(np.diff(summary["slice_positions_mm"]), [12.8, 16.0], atol=0.01) or np.allclose(
+        np.diff(summary["slice_positions_mm"]), [16.0, 12.8], atol=0.01)
+    assert any("unevenly spaced" in note for note in summary["notes"])
+    assert any("Basic Text SR" in line for line in summary["skipped"])
