@@ -83,7 +83,8 @@ def run_demo(args: argparse.Namespace, progress: Reporter) -> dict[str, Any]:
         images = lge.array[chosen]
         enhanced, _ = method.enhance_slices(images, roi[chosen], steps=args.steps, samples=args.samples,
                                             seed=args.seed, sampler=args.sampler, ddim_steps=args.ddim_steps,
-                                            progress=report, slice_indices=chosen)  # as `cmrsynth enhance` would
+                                            progress=report,
+                                            slice_keys=[lge.slice_keys()[z] for z in chosen])  # as `enhance` would
         volume = lge.array.copy()
         volume[chosen] = enhanced
         folder = out / f"subject_{subject:04d}"

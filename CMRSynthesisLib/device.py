@@ -26,12 +26,12 @@ def check_seed(seed: int) -> None:
         raise InputError(f"the random seed must be a non-negative integer; got {seed!r}")
 
 
-def slice_generator(seed: int, slice_index: int, device: torch.device) -> torch.Generator:
-    """The torch random generator of one slice on `device`: seeded from numpy's SeedSequence([seed, slice_index]),
-    so a slice's random draws depend on the seed and its index in the input volume only, never on the other slices
-    processed with it. slice_index: 0-based position of the slice in the input stack."""
+def slice_generator(seed: int, slice_key: int, device: torch.device) -> torch.Generator:
+    """The torch random generator of one slice on `device`: seeded from numpy's SeedSequence([seed, slice_key]), so
+    a slice's random draws depend on the seed and its key only, never on the other slices processed with it.
+    slice_key: any integer naming the slice; the methods use `Volume.slice_keys` (its position along the slice
+    normal in 0.01 mm), so a slice read alone from its own file draws what it draws inside its stack."""
     check_seed(seed)
-    if slice_index < 0:
-        raise InputError(f"a slice index must be >= 0; got {slice_index}")
-    state = np.random.SeedSequence([int(seed), int(slice_index)]).generate_state(1, dtype=np.uint64)[0]
+    key = int(slice_key)
+    state = np.random.SeedSequence([int(seed), 2 * abs(key) + (key < 0)]).generate_state(1, dtype=np.uint64)[0]
     return torch.Generator(device=device).manual_seed(int(state))

@@ -58,6 +58,13 @@ class Volume:
             raise GeometryError(f"array of spatial shape {array.shape[-3:]} does not fit a grid of {self.spatial_shape}")
         return Volume(array, self.spacing, self.origin, self.direction, {**self.metadata, **metadata})
 
+    def slice_keys(self) -> list[int]:
+        """Each slice's position along the slice normal, in 0.01 mm (rounded): a key that names a slice by where it
+        lies, the same whether the slice is read alone or inside its stack (used to seed per-slice random draws)."""
+        normal = np.reshape(self.direction, (3, 3))[:, 2]
+        first = float(np.asarray(self.origin) @ normal)
+        return [round(100.0 * (first + z * self.spacing[2])) for z in range(self.spatial_shape[0])]
+
     def index_to_physical(self) -> np.ndarray:
         """4x4 matrix mapping (x, y, z, 1) voxel indices to LPS millimetres."""
         matrix = np.eye(4)

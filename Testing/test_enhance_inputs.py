@@ -203,13 +203,13 @@ def test_a_missing_label_or_a_label_without_a_roi_is_refused(study, label_map, t
 # --- 18: same seed, same result, per slice ---------------------------------------------------------------------
 
 
-def test_slice_generators_depend_on_the_seed_and_the_slice_index_only():
-    def draw(seed, index):
-        return torch.randn(5, generator=slice_generator(seed, index, torch.device("cpu")))
+def test_slice_generators_depend_on_the_seed_and_the_slice_key_only():
+    def draw(seed, key):
+        return torch.randn(5, generator=slice_generator(seed, key, torch.device("cpu")))
 
     assert torch.equal(draw(3, 7), draw(3, 7))
     assert not torch.equal(draw(3, 7), draw(3, 8)) and not torch.equal(draw(3, 7), draw(4, 7))
-    assert not torch.equal(draw(0, 1), draw(1, 0))
+    assert not torch.equal(draw(0, 1), draw(1, 0)) and not torch.equal(draw(0, 5), draw(0, -5))
     with pytest.raises(InputError, match="non-negative"):
         slice_generator(-1, 0, torch.device("cpu"))
 
@@ -224,8 +224,16 @@ def test_a_slice_comes_out_the_same_alone_in_a_stack_and_in_any_order(study, met
     alone = method.run({"lge": lge, "roi": lge.with_array(only_middle)}, **settings)["enhanced"].array
     assert np.array_equal(alone[1], stack[1])
     assert np.array_equal(alone[[0, 2]], lge.array[[0, 2]])
+    # the middle slice as a volume of its own (as read from its own file): same position, same result
+    origin = np.asarray(lge.origin) + lge.spacing[2] * np.reshape(lge.direction, (3, 3))[:, 2]
+    single = Volume(lge.array[1:2], lge.spacing, origin, lge.direction)
+    assert single.slice_keys() == [lge.slice_keys()[1]]
+    one = method.run({"lge": single, "roi": single.with_array(roi[1:2])}, **settings)["enhanced"].array
+    assert np.array_equal(one[0], stack[1])
+    keys = lge.slice_keys()
     for order in ([1], [2, 1, 0], [1, 0]):
-        enhanced, _ = method.enhance_slices(lge.array[order], roi[order], slice_indices=order, **settings)
+        enhanced, _ = method.enhance_slices(lge.array[order], roi[order], slice_keys=[keys[z] for z in order],
+                                            **settings)
         assert np.array_equal(enhanced, stack[order]), order
-    shifted, _ = method.enhance_slices(lge.array[[1]], roi[[1]], slice_indices=[0], **settings)
-    assert not np.array_equal(shifted[0], stack[1])  # the index in the input volume is part of the seed
+    shifted, _ = method.enhance_slices(lge.array[[1]], roi[[1]], slice_keys=[keys[0]], **settings)
+    assert not np.array_equal(shifted[0], stack[1])  # the slice's position is part of the seed

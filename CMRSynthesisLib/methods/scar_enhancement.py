@@ -202,7 +202,7 @@ class ScarEnhancement:
         in [0, 1] thresholded at 0.5, or a label map whose heart ROI label is `roi_label`).
 
         steps: partial-diffusion start t0; samples: k; sampler "ddpm" (every step) or "ddim" (`ddim_steps` steps);
-        seed: non-negative, each slice draws from its own generator (seed, slice index). Returns "enhanced" (input
+        seed: non-negative, each slice draws from its own generator (seed, slice position). Returns "enhanced" (input
         dtype, input grid; metadata "synthesis" holds the settings and "notes" on how the ROI was read), "roi"
         (uint8) and "spread" (per-voxel SD over k, input units). InputError for unusable inputs (see `_roi`).
         """
@@ -213,7 +213,9 @@ class ScarEnhancement:
         lge = _checked_lge(inputs.get("lge"))
         roi, notes = self._roi(lge, inputs.get("roi"), roi_label, progress)
         slices = [index for index in range(lge.spatial_shape[0]) if roi[index].any()]
-        enhanced, spread = self.enhance_slices(lge.array[slices], roi[slices], slice_indices=slices, steps=steps,
+        keys = lge.slice_keys()
+        enhanced, spread = self.enhance_slices(lge.array[slices], roi[slices], slice_keys=[keys[z] for z in slices],
+                                               steps=steps,
                                                samples=samples, seed=seed, sampler=sampler, ddim_steps=ddim_steps,
                                                progress=progress)
         output = lge.array.copy()
@@ -276,27 +278,28 @@ class ScarEnhancement:
                              "heart")
         return mask, [note] if note else []
 
-    def enhance_slices(self, images: np.ndarray, rois: np.ndarray, *, slice_indices: Sequence[int] | None = None,
+    def enhance_slices(self, images: np.ndarray, rois: np.ndarray, *, slice_keys: Sequence[int] | None = None,
                        steps: int = 250, samples: int = 5, seed: int = 0, sampler: str = "ddpm",
                        ddim_steps: int = DEFAULT_DDIM_STEPS, progress: Progress | None = None
                        ) -> tuple[np.ndarray, np.ndarray]:
         """Enhance 2D slices (N, y, x) inside boolean ROIs (N, y, x); every ROI must be non-empty.
 
-        slice_indices: each slice's 0-based index in its input volume (default 0..N-1). Slice i is sampled on its own
-        (its k samples as one batch) with the generator `slice_generator(seed, slice_indices[i])`, so its result
-        depends on the seed, its index and its own pixels only: enhanced alone or in any stack, it comes out the same.
+        slice_keys: each slice's key (`Volume.slice_keys`: its position along the normal; default 0..N-1). Slice i is
+        sampled on its own (its k samples as one batch) with the generator `slice_generator(seed, slice_keys[i])`, so
+        its result depends on the seed, its key and its own pixels only: enhanced alone or in any stack, it comes out
+        the same.
 
         Returns the enhanced slices in the images' dtype, equal to the input outside the ROIs, and the per-voxel SD
         of the k samples (float32, input units, zero outside). The model's change is what is mapped back to the
         input grid, so a crop resized for the model does not blur the unchanged image.
         """
-        indices = list(range(len(images))) if slice_indices is None else [int(index) for index in slice_indices]
-        if len(indices) != len(images):
-            raise InputError(f"got {len(indices)} slice indices for {len(images)} slices")
+        keys = list(range(len(images))) if slice_keys is None else [int(key) for key in slice_keys]
+        if len(keys) != len(images):
+            raise InputError(f"got {len(keys)} slice keys for {len(images)} slices")
         size, margin = int(self.config["crop_size"]), int(self.config["roi_margin_px"])
         enhanced = images.copy()
         spread = np.zeros(images.shape, dtype=np.float32)
-        for number, (image, roi, index) in enumerate(zip(images, rois, indices)):
+        for number, (image, roi, key) in enumerate(zip(images, rois, keys)):
             crop, scale = slice_frame(image, roi, size, margin)
             x = scale.forward(crop.extract(image))
             m = (crop.extract(roi, order=0) > 0.5).astype(np.float32)
@@ -309,7 +312,7 @@ class ScarEnhancement:
                                            torch.from_numpy(x[None, None]).to(self.device),
                                            torch.from_numpy(m[None, None]).to(self.device), t0=steps,
                                            samples=samples, sampler=sampler, ddim_steps=ddim_steps,
-                                           generator=[slice_generator(seed, index, self.device)],
+                                           generator=[slice_generator(seed, key, self.device)],
                                            progress=slice_progress)
             mean, sd = result.mean[0, 0].cpu().numpy(), result.std[0, 0].cpu().numpy()
             region, change = crop.restore(scale.inverse(mean) - scale.inverse(x))
