@@ -162,17 +162,55 @@ def test_single_frame_order_from_each_source_in_precedence(tmp_path, remove, exp
 
 
 def test_unknown_order_is_said_and_shmolli_is_not_guessed(tmp_path):
-    datasets = _datasets(SHMOLLI_FILES)
+    datasets = _datasets(NATIVE_SLICE)  # MOLLI: its times alone do not tell the acquisition order
+    names = [f"{name}.dcm" for name in "qwertyuiop"]
     for dataset in datasets:
-        for keyword in ("InstanceNumber", "AcquisitionTime", "AcquisitionDate"):
-            delattr(dataset, keyword)
-    series = read_t1_series(_save(datasets, tmp_path / "unordered"))
+        del dataset.InstanceNumber
+    series = read_t1_series(_save(datasets, tmp_path / "unordered", names))
     assert series.order_source is None
     assert any("acquisition order of the images is unknown" in note for note in series.notes)
-    maps = t1_maps(series, series.reference().with_array(_tube_mask(series)))
-    assert maps["t1"].metadata["t1_scheme_per_slice"] == ["molli"]
+    mask = series.reference().with_array(np.pad(np.ones((1, 4, 4), np.uint8), ((0, 0), (126, 126), (126, 126))))
+    assert t1_maps(series, mask)["t1"].metadata["t1_scheme_per_slice"] == ["molli"]
     with pytest.raises(InputError, match="ShMOLLI needs the acquisition order"):
         t1_maps(series, scheme="shmolli")
+
+
+@pytest.mark.parametrize("renumber", ["none", "by inversion time"])
+def test_shmolli_is_recognised_from_its_inversion_times_when_the_order_is_missing_or_wrong(tmp_path, renumber):
+    datasets = _datasets(SHMOLLI_FILES)
+    by_time = sorted(range(7), key=lambda index: float(datasets[index].InversionTime))
+    for index, dataset in enumerate(datasets):
+        for keyword in ("AcquisitionTime", "AcquisitionDate", "ContentTime", "ContentDate"):
+            if keyword in dataset:
+                delattr(dataset, keyword)
+        if renumber == "none":
+            del dataset.InstanceNumber
+        else:  # an anonymiser or PACS renumbered the images in TI order
+            dataset.InstanceNumber = by_time.index(index) + 1
+    series = read_t1_series(_save(datasets, tmp_path / "shmolli", [f"{n}.dcm" for n in "qcxamzb"]))
+    assert series.acquisition_rank[:, 0].tolist() == [0, 5, 6, 1, 2, 3, 4]
+    assert any("ShMOLLI pattern" in note for note in series.notes)
+    maps = _assert_tubes_match_scanner(series)
+    assert maps["t1"].metadata["t1_scheme_per_slice"] == ["shmolli"]
+
+
+def test_shmolli_multiframe_in_inversion_time_order_is_fitted_as_shmolli(tmp_path):
+    folder = _save([_enhanced_shmolli([0, 5, 6, 1, 2, 3, 4], frame_times=False)], tmp_path / "sorted_frames")
+    series = read_t1_series(folder)
+    assert series.order_source == "frame order in the multi-frame file"
+    assert any("orders the images of slice(s) 1 as no ShMOLLI acquisition does" in note for note in series.notes)
+    assert _assert_tubes_match_scanner(series)["t1"].metadata["t1_scheme_per_slice"] == ["shmolli"]
+
+
+def test_the_shmolli_pattern_is_recognised_from_the_times_alone():
+    from CMRSynthesisLib.io.t1_series import shmolli_pattern
+
+    assert shmolli_pattern(np.array([100, 180, 260, 1100, 2100, 3100, 4100])).tolist() == [0, 5, 6, 1, 2, 3, 4]
+    assert shmolli_pattern(np.array([120, 190, 275, 990, 1930, 2950, 3900])) is not None  # a varying RR
+    for molli in ([100, 180, 1100, 1180, 2100, 2180, 3100, 4100],  # 5(3)3
+                  [100, 180, 260, 1100, 1180, 1260, 2100, 2180, 2260, 3100, 4100],  # 3(3)3(3)5
+                  [100, 1100, 2100, 3100, 4100, 5100, 6100]):  # one inversion, 7 samples
+        assert shmolli_pattern(np.array(molli)) is None
 
 
 # --- 2. implausible inversion-time values -------------------------------------------------------------------------

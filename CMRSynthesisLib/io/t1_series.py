@@ -12,8 +12,10 @@ ms of jitter in a trigger delay is no inversion time); else the times the user g
 Acquisition order of each slice's images (ShMOLLI is recognised from it), from the first source whose values are
 present and distinct within every slice: (1) the acquisition clock, FrameAcquisitionDateTime (enhanced MR frame
 content) / AcquisitionDateTime / AcquisitionDate + AcquisitionTime; (2) AcquisitionTime alone; (3) InstanceNumber;
-(4) the frame order inside one multi-frame file. With none, the order is unknown: the series says so and ShMOLLI
-cannot be recognised. A 4D NIfTI / NRRD file (time, z, y, x) is read with the times the user gives, in the file's
+(4) the frame order inside one multi-frame file. Where a slice's inversion times show the ShMOLLI pattern (see
+`shmolli_pattern`) and that order is missing or is no ShMOLLI acquisition (an InstanceNumber renumbered by TI, say),
+ShMOLLI's acquisition order is used, with a note. Otherwise, with no source the order is unknown: the series says so
+and the images are fitted as MOLLI. A 4D NIfTI / NRRD file (time, z, y, x) is read with the times the user gives, in the file's
 order, which is taken as the acquisition order.
 """
 
@@ -28,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from ..analysis.t1fit import MIN_INVERSION_TIMES
+from ..analysis.t1fit import MIN_INVERSION_TIMES, SHMOLLI, detect_scheme
 from ..errors import InputError
 from ..volume import Volume
 from .dicom import (
@@ -150,12 +152,56 @@ def read_t1_series(path: str | Path | Sequence[str | Path],
     times = np.asarray(images.metadata["inversion_times_ms"], dtype=float)
     # groups are in acquisition order and in the volume's slice order; the volume's images are in TI order
     rank = np.stack([np.argsort([frame.inversion_time for frame in group], kind="stable") for group in groups], 1)
-    notes = list(images.metadata.get("notes") or [])
+    rank, order_source, notes = shmolli_order(times, rank, order_source)
     if order_source is None:
         notes.append("the acquisition order of the images is unknown (no acquisition time, instance number or "
                      "multi-frame order tells it); ShMOLLI cannot be recognised, the images are fitted as MOLLI")
     images = dataclasses.replace(images, array=images.array.astype(np.float32, copy=False))
-    return T1Series(images, times, rank, source, order_source, skipped + more, notes)
+    return T1Series(images, times, rank, source, order_source, skipped + more,
+                    list(images.metadata.get("notes") or []) + notes)
+
+
+def shmolli_pattern(times_ms: np.ndarray) -> np.ndarray | None:
+    """The ShMOLLI acquisition rank of 7 inversion times sorted ascending, recognised from the times alone, or None.
+
+    ShMOLLI (Piechnik et al., JCMR 2010) samples 5 images one RR apart after a first inversion (TI0 + k RR), then one
+    image after each of two more inversions, a little later in the recovery (TI0 + ~80 ms, TI0 + ~160 ms): sorted,
+    the first two gaps are short and the last four about an RR. Returns rank[i] = acquisition position of the i-th
+    shortest TI ([0, 5, 6, 1, 2, 3, 4]) when the two short gaps are both under half the shortest long gap. No MOLLI
+    scheme has 7 samples with that pattern.
+    """
+    times = np.asarray(times_ms, dtype=float)
+    if times.size != 7:
+        return None
+    gaps = np.diff(times)
+    if not (gaps[:2].max() < 0.5 * gaps[2:].min() and gaps.min() > 0):
+        return None
+    return np.array([0, 5, 6, 1, 2, 3, 4])
+
+
+def shmolli_order(times: np.ndarray, rank: np.ndarray, order_source: str | None
+                  ) -> tuple[np.ndarray, str | None, list[str]]:
+    """Where a slice's inversion times (n, z; ascending per slice) show the ShMOLLI pattern but the order its images
+    came with is not a ShMOLLI acquisition (unknown, or e.g. an InstanceNumber renumbered by inversion time), the
+    ShMOLLI acquisition rank replaces it, with a note. Returns the rank (n, z), its source and the notes."""
+    rank, notes, replaced = rank.copy(), [], []
+    for z in range(times.shape[1]):
+        pattern = shmolli_pattern(times[:, z])
+        given = times[np.argsort(rank[:, z]), z]
+        if pattern is not None and (order_source is None or detect_scheme(given)[0] != SHMOLLI):
+            rank[:, z] = pattern
+            replaced.append(z)
+    if not replaced:
+        return rank, order_source, notes
+    slices = ", ".join(str(z + 1) for z in replaced)
+    if order_source is None:
+        notes.append(f"the acquisition order was inferred from the inversion times of slice(s) {slices}: they show the "
+                     "ShMOLLI pattern (5 samples one RR apart, 2 shortly after the first)")
+        return rank, "inferred from the inversion times (ShMOLLI pattern)", notes
+    notes.append(f"{order_source} orders the images of slice(s) {slices} as no ShMOLLI acquisition does (e.g. by "
+                 "inversion time), but their inversion times show the ShMOLLI pattern: fitted in ShMOLLI's "
+                 "acquisition order")
+    return rank, order_source, notes
 
 
 def _acquisition_order(frames: list[Frame]) -> tuple[list[list[Frame]], str | None]:
@@ -187,8 +233,10 @@ def _from_4d_file(path: Path, given: list[float] | list[list[float]] | None) -> 
         raise InputError(f"{path}: only {count} inversion time(s); a T1 fit needs at least {MIN_INVERSION_TIMES}")
     order = np.argsort(times, axis=0, kind="stable")
     images = np.take_along_axis(volume.array.astype(np.float32), order[:, :, None, None], axis=0)
-    return T1Series(volume.with_array(images), np.take_along_axis(times, order, axis=0), order, "given by the user",
-                    order_source="the file's time axis (taken as the acquisition order)")
+    sorted_times = np.take_along_axis(times, order, axis=0)
+    rank, order_source, notes = shmolli_order(sorted_times, order, "the file's time axis (taken as the acquisition "
+                                              "order)")
+    return T1Series(volume.with_array(images), sorted_times, rank, "given by the user", order_source, notes=notes)
 
 
 def _times_per_slice(given: list[float] | list[list[float]], count: int, slices: int, where: str) -> np.ndarray:
