@@ -557,3 +557,19 @@ def test_t1map_summary_says_how_uneven_slices_and_skipped_objects_were_handled(t
         np.diff(summary["slice_positions_mm"]), [16.0, 12.8], atol=0.01)
     assert any("unevenly spaced" in note for note in summary["notes"])
     assert any("Basic Text SR" in line for line in summary["skipped"])
+
+
+def test_philips_private_time_survives_implicit_vr_re_encoding(tmp_path, native_reference):
+    """A PACS that stores the series as Implicit VR Little Endian drops the private element's VR (it reads as UN)."""
+    folder = tmp_path / "implicit"
+    folder.mkdir()
+    for file in NATIVE_ALL:
+        dataset = pydicom.dcmread(file)
+        dataset.PixelData = dataset.pixel_array.tobytes()  # decompressed, as implicit VR requires
+        dataset.file_meta.TransferSyntaxUID = pydicom.uid.ImplicitVRLittleEndian
+        dataset.save_as(folder / file.name)
+    block = pydicom.dcmread(folder / "IM_0001.dcm").private_block(0x2005, "Philips MR Imaging DD 006")
+    assert block[0x72].VR == "UN"
+    series = read_t1_series(folder)
+    assert series.time_source == "Philips private (2005,1572)"
+    np.testing.assert_allclose(_native_slice_t1(folder), native_reference, rtol=1e-5)

@@ -167,11 +167,16 @@ def _decode(dataset: pydicom.Dataset, path: Path, count: int) -> np.ndarray:
 
 
 def _philips_inversion_time(dataset: pydicom.Dataset) -> Any:
-    """The Philips private per-image inversion time element's value, None when the file lacks it."""
+    """The Philips private per-image inversion time element's value, None when the file lacks it. In an implicit-VR
+    file (as PACS re-encode them) the element has lost its VR and comes as raw bytes: they are the element's FL
+    (little-endian float32) values."""
     try:
-        return dataset.private_block(0x2005, PHILIPS_TI_CREATOR)[PHILIPS_TI_ELEMENT].value
+        value = dataset.private_block(0x2005, PHILIPS_TI_CREATOR)[PHILIPS_TI_ELEMENT].value
     except (KeyError, TypeError, ValueError, IndexError):
         return None
+    if isinstance(value, bytes):
+        return np.frombuffer(value, dtype="<f4").tolist() if value and len(value) % 4 == 0 else None
+    return value
 
 
 def _numbers(value: Any) -> np.ndarray | None:
