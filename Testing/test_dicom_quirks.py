@@ -573,3 +573,17 @@ def test_philips_private_time_survives_implicit_vr_re_encoding(tmp_path, native_
     series = read_t1_series(folder)
     assert series.time_source == "Philips private (2005,1572)"
     np.testing.assert_allclose(_native_slice_t1(folder), native_reference, rtol=1e-5)
+
+
+def test_an_lge_series_in_nested_sub_folders_is_found_beside_a_screen_capture(tmp_path):
+    folder = tmp_path / "export"
+    (folder / "study" / "series").mkdir(parents=True)
+    for file in LGE.glob("*.dcm"):
+        shutil.copy(file, folder / "study" / "series" / file.name)
+    capture = _object(SecondaryCaptureImageStorage, Modality="MR", ConversionType="WSD", Rows=8, Columns=8,
+                      SamplesPerPixel=1, PhotometricInterpretation="MONOCHROME2", BitsAllocated=8, BitsStored=8,
+                      HighBit=7, PixelRepresentation=0, PixelData=bytes(64))  # no geometry, as screenshots have
+    capture.save_as(folder / "screenshot.dcm")
+    volume = read_volume(folder)
+    np.testing.assert_array_equal(volume.array, read_volume(LGE).array)
+    assert any("secondary capture" in line and "screenshot.dcm" in line for line in volume.metadata["skipped"])

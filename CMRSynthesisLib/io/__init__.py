@@ -17,7 +17,7 @@ __all__ = ["atomic_write_bytes", "check_output_paths", "file_sha256", "read_dico
 def read_volume(path: str | Path) -> Volume:
     """Read an image from disk into a Volume.
 
-    A folder is read as one DICOM series; a DICOM file (recognised by content, whatever its name) as that single
+    A folder (sub-folders included) is read as one DICOM series; a DICOM file (recognised by content, whatever its name) as that single
     (single- or multi-frame) DICOM file; *.nii, *.nii.gz, *.nrrd, *.nhdr, *.mha (see itk_files.read_itk_file).
     Anything else, or an unreadable file, raises InputError naming the file and the reason.
     """

@@ -76,7 +76,7 @@ class Frame:
 def read_dicom_series(paths_or_dir: str | Path | Iterable[str | Path]) -> Volume:
     """Read one DICOM series into a Volume.
 
-    paths_or_dir: a folder (its files, not recursive), one file, or a list of files. In a folder, files are
+    paths_or_dir: a folder (its files, sub-folders included), one file, or a list of files. In a folder, files are
     recognised by content: non-DICOM files, non-image objects (reports, presentation states, ...), colour images
     and screen captures are skipped; exact duplicates are dropped; phase / real / imaginary images beside
     magnitude images are left out; all listed in metadata "skipped". Images are ordered by position along the slice
@@ -89,7 +89,7 @@ def read_dicom_series(paths_or_dir: str | Path | Iterable[str | Path]) -> Volume
     None when no image has it.
     Raises InputError naming the file and the reason.
     """
-    frames, skipped = read_image_frames(paths_or_dir)
+    frames, skipped = read_image_frames(paths_or_dir, recursive=True)
     frames, components = keep_magnitude(frames)
     volume = assemble_frames(frames)
     volume.metadata["skipped"] = skipped + components
