@@ -587,3 +587,19 @@ def test_an_lge_series_in_nested_sub_folders_is_found_beside_a_screen_capture(tm
     volume = read_volume(folder)
     np.testing.assert_array_equal(volume.array, read_volume(LGE).array)
     assert any("secondary capture" in line and "screenshot.dcm" in line for line in volume.metadata["skipped"])
+
+
+def test_a_volume_sequence_nrrd_as_slicer_writes_it_is_a_t1_series(tmp_path):
+    """Slicer saves a volume sequence as one NRRD whose first axis is a list (kinds: list domain domain domain)."""
+    import SimpleITK as sitk
+
+    images = np.random.default_rng(2).uniform(10, 100, (4, 2, 6, 5)).astype(np.float32)  # (t, z, y, x)
+    image = sitk.GetImageFromArray(np.moveaxis(images, 0, -1), isVector=True)
+    image.SetSpacing((1.5, 1.5, 8.0))
+    path = tmp_path / "molli.seq.nrrd"
+    sitk.WriteImage(image, str(path))
+    series = read_t1_series(path, [100, 200, 300, 400])
+    np.testing.assert_array_equal(series.images.array, images)
+    assert series.images.spacing == (1.5, 1.5, 8.0)
+    with pytest.raises(InputError, match="has 4 values per voxel"):
+        read_volume(path)  # as an image to enhance, several values per voxel stay refused

@@ -49,8 +49,11 @@ def error_reason(err: Exception) -> str:
     return lines[-1] if lines else type(err).__name__
 
 
-def read_itk_file(path: str | Path) -> Volume:
+def read_itk_file(path: str | Path, *, components_as_time: bool = False) -> Volume:
     """Read a scalar 2D, 3D or 4D image file (READ_SUFFIXES) into a Volume (a 2D image becomes one slice).
+
+    components_as_time: a 2D / 3D file with several values per voxel (as Slicer writes a volume sequence to NRRD,
+    "kinds: list domain domain domain") becomes a 4D (t, z, y, x) Volume, one time point per value.
 
     The array holds the file's values: its dtype (NIfTI scaled by scl_slope / scl_inter: float32, or float64 for
     float64 data), NaN and infinite voxels kept. Raises InputError naming the file for an unreadable file, a NIfTI-2
@@ -69,18 +72,20 @@ def read_itk_file(path: str | Path) -> Volume:
     if reader.GetPixelID() in _COMPLEX_PIXELS:
         raise InputError(f"{path}: holds complex voxels ({sitk.GetPixelIDValueAsString(reader.GetPixelID())}); "
                          "give a magnitude (or real) image")
-    if reader.GetNumberOfComponents() != 1:
-        raise InputError(f"{path}: has {reader.GetNumberOfComponents()} values per voxel; "
-                         "expected a scalar (grey-level) image")
-    dimension = reader.GetDimension()
+    dimension, components = reader.GetDimension(), reader.GetNumberOfComponents()
+    as_time = components > 1 and components_as_time and dimension in (2, 3) and not itk_suffix(path).startswith(".nii")
+    if components != 1 and not as_time:
+        raise InputError(f"{path}: has {components} values per voxel; expected a scalar (grey-level) image")
     if dimension not in (2, 3, 4):
         raise InputError(f"{path}: is a {dimension}D image; expected 2D, 3D or 4D")
     shape = tuple(reversed(reader.GetSize()))
     array = _read_nifti_voxels(path, shape) if itk_suffix(path) in (".nii", ".nii.gz") else _read_itk_voxels(reader)
+    if as_time:  # (..., values) -> (values, ...)
+        array = np.moveaxis(array, -1, 0)
     spacing, origin = reader.GetSpacing(), reader.GetOrigin()
     direction = np.eye(3)
     if dimension == 2:  # one slice: unit spacing and origin 0 along z, as SimpleITK's JoinSeries gives
-        array, spacing, origin = array[None], (*spacing, 1.0), (*origin, 0.0)
+        array, spacing, origin = np.expand_dims(array, -3), (*spacing, 1.0), (*origin, 0.0)
         direction[:2, :2] = np.reshape(reader.GetDirection(), (2, 2))
     else:
         direction = np.reshape(reader.GetDirection(), (dimension, dimension))[:3, :3]

@@ -220,7 +220,7 @@ def _acquisition_order(frames: list[Frame]) -> tuple[list[list[Frame]], str | No
 
 def _from_4d_file(path: Path, given: list[float] | list[list[float]] | None) -> T1Series:
     """A (t, z, y, x) file; the user's times are in the file's order along t."""
-    volume = read_itk_file(path)
+    volume = read_itk_file(path, components_as_time=True)  # a Slicer sequence NRRD holds the times as components
     if volume.array.ndim != 4:
         raise InputError(f"{path}: is a 3D image; a T1-mapping input file must be 4D (inversion time, z, y, x)")
     volume.require_finite("the T1-mapping images")
