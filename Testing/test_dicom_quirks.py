@@ -603,3 +603,11 @@ def test_a_volume_sequence_nrrd_as_slicer_writes_it_is_a_t1_series(tmp_path):
     assert series.images.spacing == (1.5, 1.5, 8.0)
     with pytest.raises(InputError, match="has 4 values per voxel"):
         read_volume(path)  # as an image to enhance, several values per voxel stay refused
+
+
+def test_one_series_uid_per_file_is_named_as_the_likely_cause(tmp_path):
+    datasets = _datasets(SHMOLLI_FILES)
+    for dataset in datasets:
+        dataset.SeriesInstanceUID = generate_uid()
+    with pytest.raises(InputError, match="several one-image-per-slice series share one description.*own SeriesInstanceUID"):
+        read_t1_series(_save(datasets, tmp_path / "uids"))

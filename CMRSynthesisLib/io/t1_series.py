@@ -270,19 +270,23 @@ def _pick_series(frames: list[Frame], where: object) -> tuple[list[Frame], list[
     groups: dict[tuple[str, str], list[Frame]] = defaultdict(list)
     for frame in frames:
         groups[(frame.header.get("series_instance_uid") or "", _skip_reason(frame) or "")].append(frame)
-    skipped, candidates = [], []
+    skipped, candidates, single_image_descriptions = [], [], []
     for (_, reason), members in groups.items():
         description = members[0].header.get("series_description") or "no description"
         if not reason and len(members) == len(group_by_position(members)):
             reason = "one image per slice position"
+            single_image_descriptions.append(description)
         if reason:
             skipped.append(f"{len(members)} image(s) of series '{description}' ({reason}): {frame_names(members)}")
         else:
             candidates.append(members)
     if not candidates:
         found = "; ".join(skipped) or "nothing"
+        shared = len(single_image_descriptions) > len(set(single_image_descriptions))
+        hint = ("; several one-image-per-slice series share one description, as when an anonymiser gives every "
+                f"file its own {tag_name('SeriesInstanceUID')}: restore one UID for the series") if shared else ""
         raise InputError(f"{where}: no T1-mapping series (MOLLI / ShMOLLI / Look-Locker source images: several "
-                         f"images per slice position) was found; found {found}")
+                         f"images per slice position) was found; found {found}{hint}")
     if len(candidates) > 1:
         names = "; ".join(f"'{members[0].header.get('series_description') or 'no description'}' "
                           f"({len(members)} images: {frame_names(members, 1)})" for members in candidates)
@@ -301,7 +305,8 @@ def _with_inversion_times(groups: list[list[Frame]], given: list[float] | list[l
         lacking = [frame for frame in frames if frame.inversion_time is None]
         raise InputError(f"{len(lacking)} of {len(frames)} images have no plausible inversion time "
                          f"({tag_name('InversionTimes')}, {tag_name('InversionTime')} or Philips (2005,1572)): "
-                         f"{frame_names(lacking)}")
+                         f"{frame_names(lacking)}; if they are not source images of this series (maps, other "
+                         "images), leave them out of the folder")
     if all(has_time):
         sources = defaultdict(int)
         for frame in frames:
