@@ -73,23 +73,32 @@ class Volume:
         return matrix
 
     def same_geometry(self, other: Volume, tolerance: float = 1e-4) -> bool:
-        """True when both volumes lie on the same spatial voxel grid."""
-        return (
-            self.spatial_shape == other.spatial_shape
-            and np.allclose(self.spacing, other.spacing, atol=tolerance)
-            and np.allclose(self.origin, other.origin, atol=tolerance)
-            and np.allclose(self.direction, other.direction, atol=tolerance)
-        )
+        """True when both volumes lie on the same spatial voxel grid (see `grid_differences`)."""
+        return not self.grid_differences(other, tolerance)
+
+    def grid_differences(self, other: Volume, tolerance: float = 1e-4) -> list[str]:
+        """What differs between the two spatial voxel grids: "shape", "spacing", "origin", "direction" (in that
+        order; empty when they are the same). A single-slice grid has no slice spacing to compare: tools write
+        anything there (ITK 1 mm, DICOM the slice thickness), so only the in-plane spacing counts."""
+        if self.spatial_shape != other.spatial_shape:
+            return ["shape"]
+        compared = 2 if self.spatial_shape[0] == 1 else 3
+        checks = (("spacing", self.spacing[:compared], other.spacing[:compared]), ("origin", self.origin, other.origin),
+                  ("direction", self.direction, other.direction))
+        return [name for name, mine, theirs in checks if not np.allclose(mine, theirs, atol=tolerance)]
 
     def require_same_geometry(self, other: Volume, what: str = "the two volumes") -> None:
-        """Raise GeometryError naming the first difference unless `other` is on this volume's grid."""
-        if self.spatial_shape != other.spatial_shape:
+        """Raise GeometryError naming the first difference unless `other` is on this volume's grid. what: the two
+        volumes, this one first ("the LGE volume and the ROI mask"); the values are given in that order."""
+        differences = self.grid_differences(other)
+        if not differences:
+            return
+        name = differences[0]
+        if name == "shape":
             raise GeometryError(f"{what} differ in shape: {self.spatial_shape} vs {other.spatial_shape} (z, y, x)")
-        for name in ("spacing", "origin", "direction"):
-            mine, theirs = getattr(self, name), getattr(other, name)
-            if not np.allclose(mine, theirs, atol=1e-4):
-                raise GeometryError(f"{what} differ in {name}: {tuple(round(v, 4) for v in mine)} vs "
-                                    f"{tuple(round(v, 4) for v in theirs)}")
+        mine, theirs = getattr(self, name), getattr(other, name)
+        raise GeometryError(f"{what} differ in {name}: {tuple(round(v, 4) for v in mine)} vs "
+                            f"{tuple(round(v, 4) for v in theirs)}")
 
     def overlaps(self, other: Volume) -> bool:
         """Whether `other`'s voxel grid reaches into this one (bounding box of its corners, in this grid's voxels)."""
@@ -113,7 +122,7 @@ class Volume:
             if not self.same_geometry(mask) and not self.overlaps(mask):
                 raise GeometryError(f"{name} does not overlap {grid_name} (it lies outside its voxels); draw or "
                                     f"resample it on {grid_name}")
-            self.require_same_geometry(mask, f"{name} and {grid_name}")
+            self.require_same_geometry(mask, f"{grid_name} and {name}")
             mask = mask.array
         mask = np.asarray(mask)
         if mask.shape != self.spatial_shape:

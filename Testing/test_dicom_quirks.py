@@ -611,3 +611,38 @@ def test_one_series_uid_per_file_is_named_as_the_likely_cause(tmp_path):
         dataset.SeriesInstanceUID = generate_uid()
     with pytest.raises(InputError, match="several one-image-per-slice series share one description.*own SeriesInstanceUID"):
         read_t1_series(_save(datasets, tmp_path / "uids"))
+
+
+def test_an_acquisition_clock_is_never_overridden_by_the_shmolli_pattern(tmp_path):
+    datasets = _datasets(SHMOLLI_FILES)
+    for dataset in datasets:  # a clock saying the images came in TI order (one inversion)
+        seconds = 15 * 3600 + 23 * 60 + float(dataset.InversionTime) / 1000
+        dataset.AcquisitionTime = f"{int(seconds // 3600):02d}{int(seconds % 3600 // 60):02d}{seconds % 60:09.6f}"
+    series = read_t1_series(_save(datasets, tmp_path / "clock"))
+    assert series.order_source == "acquisition date and time"
+    assert series.acquisition_rank[:, 0].tolist() == list(range(7))
+    assert not any("ShMOLLI pattern" in note for note in series.notes)
+
+
+def test_an_image_without_orientation_beside_placed_images_is_skipped(tmp_path):
+    folder = tmp_path / "export"
+    (folder / "series").mkdir(parents=True)
+    for file in LGE.glob("*.dcm"):
+        shutil.copy(file, folder / "series" / file.name)
+    screenshot = _object(pydicom.uid.MRImageStorage, Modality="MR", ImageType=["DERIVED", "SECONDARY"], Rows=8,
+                         Columns=8, SamplesPerPixel=1, PhotometricInterpretation="MONOCHROME2", BitsAllocated=8,
+                         BitsStored=8, HighBit=7, PixelRepresentation=0, PixelData=bytes(64))
+    screenshot.save_as(folder / "screenshot.dcm")
+    volume = read_volume(folder)
+    np.testing.assert_array_equal(volume.array, read_volume(LGE).array)
+    assert any("without ImageOrientationPatient" in line and "screenshot.dcm" in line
+               for line in volume.metadata["skipped"])
+    with pytest.raises(InputError, match=r"screenshot\.dcm: ImageOrientationPatient \(0020,0037\) is missing"):
+        read_volume(folder / "screenshot.dcm")  # alone, it cannot be placed: said as such
+
+
+def test_a_series_member_that_lost_its_orientation_is_refused_not_skipped(tmp_path):
+    datasets = _datasets(sorted(LGE.glob("*.dcm")))
+    del datasets[1].ImageOrientationPatient
+    with pytest.raises(InputError, match=r"IM_0002\.dcm: ImageOrientationPatient \(0020,0037\) is missing"):
+        read_volume(_save(datasets, tmp_path / "lge"))

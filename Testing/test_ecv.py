@@ -81,5 +81,5 @@ def test_swapped_maps_and_empty_or_misplaced_masks_are_named():
     with pytest.raises(InputError, match="blood-pool mask selects no voxel"):
         ecv_map(native, post, HAEMATOCRIT, blood.with_array(np.zeros_like(blood.array)))
     shifted = Volume(blood.array, blood.spacing, (0, 0, 4.0), blood.direction)
-    with pytest.raises(GeometryError, match="blood-pool mask and the native T1 map differ in origin"):
+    with pytest.raises(GeometryError, match="the native T1 map and the blood-pool mask differ in origin"):
         ecv_map(native, post, HAEMATOCRIT, shifted)

@@ -286,3 +286,15 @@ def test_failed_write_leaves_no_partial_file(tmp_path, monkeypatch):
         write_volume(volume.with_array(volume.array * 3), target)
     assert [path.name for path in tmp_path.iterdir()] == ["result.nii.gz"]
     assert file_sha256(target) == digest
+
+
+def test_single_slice_grids_compare_in_plane_spacing_only():
+    image = Volume(np.zeros((1, 4, 5)), spacing=(0.9, 0.9, 8.0))
+    itk_written = Volume(np.zeros((1, 4, 5)), spacing=(0.9, 0.9, 1.0))  # ITK's slice spacing for one slice
+    assert image.same_geometry(itk_written)
+    assert image.grid_differences(Volume(np.zeros((1, 4, 5)), spacing=(0.8, 0.9, 8.0))) == ["spacing"]
+    stack = Volume(np.zeros((2, 4, 5)), spacing=(0.9, 0.9, 8.0))
+    assert stack.grid_differences(stack.with_array(np.zeros((2, 4, 5)))) == []
+    assert stack.grid_differences(Volume(np.zeros((2, 4, 5)), spacing=(0.9, 0.9, 1.0))) == ["spacing"]
+    with pytest.raises(InputError, match=r"the images and the mask differ in spacing: \(0.9, 0.9, 8.0\) vs "):
+        stack.mask_on_grid(Volume(np.ones((2, 4, 5)), spacing=(0.9, 0.9, 1.0)), "the mask", "the images")

@@ -216,6 +216,20 @@ def is_secondary_capture(dataset: pydicom.Dataset) -> bool:
     return str(dataset.get("SOPClassUID") or "").startswith(SECONDARY_CAPTURE)
 
 
+def has_orientation(dataset: pydicom.Dataset) -> bool:
+    """Whether an image says how it lies in the patient: ImageOrientationPatient at the top level or in the plane
+    orientation functional group (shared or of the first frame). Screenshots and other derived images often lack it:
+    beside placed images, such an image is left out when it is SECONDARY or of another series; a member of a placed
+    series that lacks it (a damaged file) is not, and reading it names the missing element."""
+    if "ImageOrientationPatient" in dataset:
+        return True
+    for groups in (dataset.get("SharedFunctionalGroupsSequence"), dataset.get("PerFrameFunctionalGroupsSequence")):
+        plane = groups[0].get("PlaneOrientationSequence") if groups else None
+        if plane and "ImageOrientationPatient" in plane[0]:
+            return True
+    return False
+
+
 def find_images(paths_or_dir: str | Path | Iterable[str | Path], *, recursive: bool = False) -> Scan:
     """The grey-level DICOM images among the files of a folder (sub-folders too with `recursive`) or a list of
     files, read with their pixels; everything else listed in `Scan.skipped`.
@@ -254,10 +268,20 @@ def find_images(paths_or_dir: str | Path | Iterable[str | Path], *, recursive: b
             raise InputError(f"{path}: not an image to read ({reason})")
         else:
             others.setdefault(reason, []).append(path)
-    captures = [item for item in images if is_secondary_capture(item[1])]
-    if captures and len(captures) < len(images):  # screen captures beside acquired images
-        images = [item for item in images if not is_secondary_capture(item[1])]
-        others["secondary capture (screen capture) beside acquired images"] = [path for path, _ in captures]
+    placed_series = {str(dataset.get("SeriesInstanceUID")) for _, dataset in images if has_orientation(dataset)}
+
+    def unplaced_extra(dataset: pydicom.Dataset) -> bool:  # a screenshot, not a series member that lost its tag
+        secondary = "SECONDARY" in [str(value).upper() for value in dataset.get("ImageType") or ()]
+        other_series = str(dataset.get("SeriesInstanceUID")) not in placed_series
+        return "PixelData" in dataset and not has_orientation(dataset) and (secondary or other_series)
+
+    for reason, test in (("secondary capture (screen capture) beside acquired images", is_secondary_capture),
+                         ("image without ImageOrientationPatient (a screenshot: cannot be placed) beside placed images",
+                          unplaced_extra)):
+        left_out = [item for item in images if test(item[1])]
+        if left_out and len(left_out) < len(images):
+            images = [item for item in images if not test(item[1])]
+            others[reason] = [path for path, _ in left_out]
     skipped = [f"{len(paths)} {reason} object(s): {_names(paths)}" for reason, paths in others.items()]
     if not_dicom:
         kinds = Counter(path.suffix.lower() or "no extension" for path in not_dicom)

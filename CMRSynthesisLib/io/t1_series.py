@@ -14,7 +14,7 @@ present and distinct within every slice: (1) the acquisition clock, FrameAcquisi
 content) / AcquisitionDateTime / AcquisitionDate + AcquisitionTime; (2) AcquisitionTime alone; (3) InstanceNumber;
 (4) the frame order inside one multi-frame file. Where a slice's inversion times show the ShMOLLI pattern (see
 `shmolli_pattern`) and that order is missing or is no ShMOLLI acquisition (an InstanceNumber renumbered by TI, say),
-ShMOLLI's acquisition order is used, with a note. Otherwise, with no source the order is unknown: the series says so
+ShMOLLI's acquisition order is used, with a note; an order from the acquisition clock always stands. Otherwise, with no source the order is unknown: the series says so
 and the images are fitted as MOLLI. A 4D NIfTI / NRRD file (time, z, y, x) is read with the times the user gives, in the file's
 order, which is taken as the acquisition order.
 """
@@ -49,9 +49,10 @@ TI_AGREEMENT_MS = 0.5  # user-given times must match the files' within this
 LOOK_LOCKER_MIN_SPAN_MS = 300.0  # TriggerTimes of one slice spanning less are a trigger delay, not inversion times
 _MAP_WORDS = ("MAP", "FITPARAMS")  # in ImageType values or the series description: a scanner-computed map
 # Sources of the acquisition order, in precedence (see the module docstring): name, value of a frame.
+CLOCK_SOURCES = ("acquisition date and time", tag_name("AcquisitionTime"))  # the scanner's clock
 ORDER_SOURCES: tuple[tuple[str, Any], ...] = (
-    ("acquisition date and time", lambda frame: frame.acquisition_datetime),
-    (tag_name("AcquisitionTime"), lambda frame: frame.acquisition_time_of_day),
+    (CLOCK_SOURCES[0], lambda frame: frame.acquisition_datetime),
+    (CLOCK_SOURCES[1], lambda frame: frame.acquisition_time_of_day),
     (tag_name("InstanceNumber"), lambda frame: frame.instance_number),
     ("frame order in the multi-frame file", lambda frame: None if frame.frame_number is None
      else (frame.file, frame.frame_number)),
@@ -183,8 +184,11 @@ def shmolli_order(times: np.ndarray, rank: np.ndarray, order_source: str | None
                   ) -> tuple[np.ndarray, str | None, list[str]]:
     """Where a slice's inversion times (n, z; ascending per slice) show the ShMOLLI pattern but the order its images
     came with is not a ShMOLLI acquisition (unknown, or e.g. an InstanceNumber renumbered by inversion time), the
-    ShMOLLI acquisition rank replaces it, with a note. Returns the rank (n, z), its source and the notes."""
+    ShMOLLI acquisition rank replaces it, with a note. An order from the acquisition clock (CLOCK_SOURCES) is never
+    replaced. Returns the rank (n, z), its source and the notes."""
     rank, notes, replaced = rank.copy(), [], []
+    if order_source in CLOCK_SOURCES:  # the scanner's clock says when each image was acquired: it stands
+        return rank, order_source, notes
     for z in range(times.shape[1]):
         pattern = shmolli_pattern(times[:, z])
         given = times[np.argsort(rank[:, z]), z]
