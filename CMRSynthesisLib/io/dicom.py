@@ -125,14 +125,11 @@ def _lookup(dataset: pydicom.Dataset, index: int, keyword: str, sequence: str | 
     return None if value in (None, "") else value
 
 
-def read_frames(path: Path, dataset: pydicom.Dataset | None = None) -> list[Frame]:
-    """All images of one DICOM file (one per frame), with pixels decoded; `dataset` when it was read already.
+def read_frames(path: Path, dataset: pydicom.Dataset) -> list[Frame]:
+    """All images of one DICOM file (one per frame, pixels decoded) from its data set, as `find_images` read it.
 
     InputError naming the file when an element the images need is missing or the pixel data cannot be fully
     decoded (any decoder complaint counts: never a partly decoded image)."""
-    if dataset is None:
-        scan = find_images([path])
-        dataset = scan.images[0][1]
     for keyword in ("Rows", "Columns", "PixelData"):
         if keyword not in dataset:
             raise InputError(f"{path}: {tag_name(keyword)} is missing (not an image, or the file is truncated)")
