@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -210,7 +210,8 @@ def shmolli_order(times: np.ndarray, rank: np.ndarray, order_source: str | None
 
 def _acquisition_order(frames: list[Frame]) -> tuple[list[list[Frame]], str | None]:
     """Each slice position's frames in acquisition order, from the first of ORDER_SOURCES whose values are present
-    and distinct within every position, and that source's name; positions in TI order and None when none is."""
+    and distinct within every position, and that source's name; when none is: None, and each position in TI order
+    (in file order where the files hold no TI, for times the user gives)."""
     groups = group_by_position(frames)
     for name, value in ORDER_SOURCES:
         keys = [[value(frame) for frame in group] for group in groups]
@@ -312,9 +313,7 @@ def _with_inversion_times(groups: list[list[Frame]], given: list[float] | list[l
                          f"{frame_names(lacking)}; if they are not source images of this series (maps, other "
                          "images), leave them out of the folder")
     if all(has_time):
-        sources = defaultdict(int)
-        for frame in frames:
-            sources[frame.inversion_source] += 1
+        sources = Counter(frame.inversion_source for frame in frames)
         source = next(iter(sources)) if len(sources) == 1 else ", ".join(
             f"{name} ({count} images)" for name, count in sources.items())
     elif _look_locker(groups):
