@@ -143,27 +143,26 @@ def roi_mask(roi: Volume, label: int | None = None) -> tuple[np.ndarray, str | N
     `label` (listing the labels found), a `label` the map does not hold (listing those it holds), and a probability
     map with no voxel above 0.5.
     """
-    what = "the ROI mask"
-    roi.require_finite(what)
+    roi.require_finite("the ROI mask")
+    what = roi.named("the ROI mask")
     values = roi.array
-    source = roi.describe_source()
     present = np.unique(values[values != 0])
     if present.size == 0:
-        raise InputError(f"{what} ({source}) is empty (no non-zero voxel); draw the heart ROI")
+        raise InputError(f"{what} is empty (no non-zero voxel); draw the heart ROI")
     if label is not None:
         if not np.any(present == label):
-            raise InputError(f"{what} ({source}) holds no voxel of label {label:g}; labels present: "
+            raise InputError(f"{what} holds no voxel of label {label:g}; labels present: "
                              f"{_list_values(present)}")
-        return values == label, f"{what} ({source}) is a label map: label {label:g} used"
+        return values == label, f"{what} is a label map: label {label:g} used"
     if present.size == 1:
         return values != 0, None
     if values.dtype.kind == "f" and present.min() > 0 and present.max() <= 1:
         selected = values > PROBABILITY_THRESHOLD
         if not selected.any():
-            raise InputError(f"{what} ({source}) is a probability map (values in 0-1) with no voxel above "
+            raise InputError(f"{what} is a probability map (values in 0-1) with no voxel above "
                              f"{PROBABILITY_THRESHOLD}; give a binary mask")
-        return selected, f"{what} ({source}) is a probability map: voxels above {PROBABILITY_THRESHOLD} used"
-    raise InputError(f"{what} ({source}) is not a binary mask: it holds {present.size} different non-zero values "
+        return selected, f"{what} is a probability map: voxels above {PROBABILITY_THRESHOLD} used"
+    raise InputError(f"{what} is not a binary mask: it holds {present.size} different non-zero values "
                      f"({_list_values(present)}); choose the heart ROI's label with --roi-label (roi_label in "
                      "Python), or give a binary mask")
 

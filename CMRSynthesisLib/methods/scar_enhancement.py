@@ -262,17 +262,16 @@ class ScarEnhancement:
             notes = [f"heart segmenter: left out {_slice_list(dropped)}"] if dropped else []
             return mask, notes
         if roi.array.ndim != 3:
-            raise InputError(f"the ROI mask ({roi.describe_source()}) must be a 3D volume (slices, rows, cols); got "
+            raise InputError(f"{roi.named('the ROI mask')} must be a 3D volume (slices, rows, cols); got "
                              f"shape {roi.array.shape}")
-        lge.require_same_geometry(roi, f"the LGE volume ({lge.describe_source()}) and the ROI mask "
-                                       f"({roi.describe_source()})")
+        lge.require_same_geometry(roi, f"{lge.named('the LGE volume')} and {roi.named('the ROI mask')}")
         mask, note = roi_mask(roi, roi_label)
         contrasts = {z: structure_contrast(lge.array[z], crop_around(mask[z], size, margin), spacing_yx)
                      for z in range(len(mask)) if mask[z].any()}
         flat = {z: contrast for z, contrast in contrasts.items() if contrast < MIN_STRUCTURE_CONTRAST}
         if flat:
             listed = ", ".join(f"{z + 1} ({contrast:.2f})" for z, contrast in flat.items())
-            raise InputError(f"the LGE volume ({lge.describe_source()}) shows no image structure in the ROI crop of "
+            raise InputError(f"{lge.named('the LGE volume')} shows no image structure in the ROI crop of "
                              f"slice(s) {listed}: its structure contrast is below {MIN_STRUCTURE_CONTRAST} (a heart on "
                              "LGE measures 0.45 or more); check that the slice holds an image and the ROI lies on the "
                              "heart")
@@ -356,14 +355,14 @@ def _checked_lge(lge: Volume | None) -> Volume:
     if lge is None:
         raise InputError("scar enhancement needs an LGE volume (input 'lge')")
     if lge.array.ndim != 3:
-        raise InputError(f"the LGE volume ({lge.describe_source()}) must be a 3D stack (slices, rows, cols); got "
+        raise InputError(f"{lge.named('the LGE volume')} must be a 3D stack (slices, rows, cols); got "
                          f"shape {lge.array.shape}")
     if lge.array.dtype == bool or not np.issubdtype(lge.array.dtype, np.number):
-        raise InputError(f"the LGE volume ({lge.describe_source()}) must hold intensities; got voxels of type "
+        raise InputError(f"{lge.named('the LGE volume')} must hold intensities; got voxels of type "
                          f"{lge.array.dtype}")
     lge.require_finite("the LGE volume")
     low, high = lge.array.min(), lge.array.max()
     if low == high:
-        raise InputError(f"the LGE volume ({lge.describe_source()}) has the same value ({low:g}) in every voxel: there "
+        raise InputError(f"{lge.named('the LGE volume')} has the same value ({low:g}) in every voxel: there "
                          "is no image to enhance")
     return lge
