@@ -356,3 +356,196 @@ def _register_segmentation_converters() -> None:
     if not factory.GetConverterRules():
         factory.RegisterConverterRule(slicer.vtkBinaryLabelmapToClosedSurfaceConversionRule())
         factory.RegisterConverterRule(slicer.vtkClosedSurfaceToBinaryLabelmapConversionRule())
+
+
+def cine_from_sequence_node(sequence_node, *, frame_interval_ms: float | None = None) -> Volume:
+    """A copy of a volume sequence as a cine: (t, z, y, x) Volume (see volume_from_sequence) with metadata
+    "trigger_times_ms" from the index values when the index unit is a time unit (ms, s, ...).
+
+    For a sequence indexed by anything else (a frame number, no unit), `frame_interval_ms` spaces the frames from 0,
+    with a note in metadata "notes"; without it, InputError naming the sequence and its index. InputError too when the
+    index values do not increase (see io.cine.check_cine) or the items cannot form one 4D volume.
+    """
+    from .io.cine import check_cine, times_to_ms
+
+    series = volume_from_sequence(sequence_node)
+    name, index, unit = series.metadata["name"], series.metadata["index_name"], series.metadata["index_unit"]
+    times = times_to_ms(series.metadata["index_values"], unit, f"sequence '{name}'")
+    notes, source = [], f"the index values of sequence '{name}' ({unit})"
+    if times is None:
+        if frame_interval_ms is None:
+            raise InputError(f"sequence '{name}' is indexed by '{index}' in '{unit or 'no unit'}', not by time (ms or "
+                             "s), so the frames' trigger times are unknown; give frame_interval_ms (ms between frames)")
+        times = [frame * float(frame_interval_ms) for frame in range(series.array.shape[0])]
+        source = "the frame interval given"
+        notes.append(f"sequence '{name}' is indexed by '{index}' in '{unit or 'no unit'}', not by time: the frames were "
+                     f"spaced {frame_interval_ms:g} ms apart (the frame interval given)")
+    cine = series.with_array(series.array, trigger_times_ms=times, time_source=source, notes=notes)
+    check_cine(cine, f"sequence '{name}'", min_frames=1)
+    return cine
+
+
+def add_cine_sequence_node(scene, cine: Volume, name: str, reference_node=None):
+    """A new sequence node holding a copy of a cine, one scalar volume per frame on the cine's geometry, indexed by
+    "time" in "ms" (the trigger times), with a sequence browser node and its proxy volume node so the cine plays.
+
+    The names are made unique in the scene. With a reference node, the proxy gets the reference's parent transform
+    and subject-hierarchy folder. Returns the vtkMRMLSequenceNode; InputError for an unusable cine (check_cine).
+    """
+    from .io.cine import check_cine
+
+    check_cine(cine, f"the cine '{name}'", min_frames=1)
+    sequence = scene.AddNewNodeByClass("vtkMRMLSequenceNode", scene.GenerateUniqueName(name))
+    sequence.SetIndexName("time")
+    sequence.SetIndexUnit("ms")
+    sequence.SetIndexType(sequence.NumericIndex)
+    ijk_to_ras = slicer.util.vtkMatrixFromArray(LPS_TO_RAS @ cine.index_to_physical())
+    for frame, time in zip(cine.array, cine.metadata["trigger_times_ms"]):
+        item = slicer.vtkMRMLScalarVolumeNode()
+        slicer.util.updateVolumeFromArray(item, _vtk_compatible(frame, name))
+        item.SetIJKToRASMatrix(ijk_to_ras)
+        sequence.SetDataNodeAtValue(item, f"{float(time):.10g}")
+    if not scene.IsNodeClassRegistered("vtkMRMLSequenceBrowserNode"):  # slicer-core: no Sequences module
+        scene.RegisterNodeClass(slicer.vtkMRMLSequenceBrowserNode())
+    browser = scene.AddNewNodeByClass("vtkMRMLSequenceBrowserNode", scene.GenerateUniqueName(f"{name} browser"))
+    browser.SetAndObserveMasterSequenceNodeID(sequence.GetID())
+    steps = np.diff(cine.metadata["trigger_times_ms"])
+    if steps.size:  # play in real time
+        browser.SetPlaybackRateFps(float(1000.0 / np.median(steps)))
+    _update_sequence_proxies(scene, browser)
+    proxy = browser.GetProxyNode(sequence)
+    proxy.SetName(sequence.GetName())
+    proxy.CreateDefaultDisplayNodes()
+    if reference_node is not None:
+        proxy.SetAndObserveTransformNodeID(reference_node.GetTransformNodeID())
+        _place_beside(proxy, reference_node)
+    return sequence
+
+
+def _update_sequence_proxies(scene, browser) -> None:
+    """Create or update the browser's proxy nodes with the Sequences module's logic (a temporary one on slicer-core)."""
+    modules = getattr(slicer, "modules", None)
+    if modules is not None and hasattr(modules, "sequences"):
+        modules.sequences.logic().UpdateProxyNodesFromSequences(browser)
+        return
+    logic = slicer.vtkSlicerSequencesLogic()
+    logic.SetMRMLScene(scene)
+    try:
+        logic.UpdateProxyNodesFromSequences(browser)
+    finally:
+        logic.SetMRMLScene(None)
+
+
+# --- plots (panel)
+
+
+def add_plot_chart(scene, table_node, x_column: str, y_columns: Sequence[str], name: str, *, x_title: str = "",
+                   y_title: str = "", emphasised: Iterable[str] = ()):
+    """A plot chart node with one line series per column of `y_columns` in `table_node`, against `x_column`.
+
+    Each series is named after its column (the legend shows it); the `emphasised` ones are drawn 3 pixels wide in
+    tab10's colours, the others 1 pixel wide in tab20's. The chart's name is made unique in the scene and is its
+    title. Raises InputError naming the columns the table lacks.
+    """
+    from matplotlib import colormaps
+
+    table = table_node.GetTable()
+    missing = [column for column in (x_column, *y_columns) if table.GetColumnByName(column) is None]
+    if missing:
+        raise InputError(f"table '{table_node.GetName()}' has no column {missing}")
+    chart = scene.AddNewNodeByClass("vtkMRMLPlotChartNode", scene.GenerateUniqueName(name))
+    chart.SetTitle(chart.GetName())
+    chart.SetXAxisTitle(x_title)
+    chart.SetYAxisTitle(y_title)
+    emphasised = set(emphasised)
+    strong, light = iter(colormaps["tab10"].colors), iter(_segment_palette(len(y_columns)))
+    for column in y_columns:
+        series = scene.AddNewNodeByClass("vtkMRMLPlotSeriesNode", column)
+        series.SetAndObserveTableNodeID(table_node.GetID())
+        series.SetXColumnName(x_column)
+        series.SetYColumnName(column)
+        series.SetPlotType(series.PlotTypeScatter)  # points in table order, joined by lines
+        series.SetMarkerStyle(series.MarkerStyleNone)
+        series.SetLineStyle(series.LineStyleSolid)
+        series.SetLineWidth(3 if column in emphasised else 1)
+        series.SetColor(*(next(strong) if column in emphasised else next(light)))
+        chart.AddAndObservePlotSeriesNodeID(series.GetID())
+    return chart
+
+
+def sequence_browser(scene, sequence_node, *, create: bool = True):
+    """The first sequence browser node of the scene that plays `sequence_node` (as master or synchronised), its proxy
+    nodes brought up to date. Without one: a new browser with `sequence_node` as master when `create`, else None."""
+    for browser in _nodes_of_class(scene, "vtkMRMLSequenceBrowserNode"):
+        if browser.IsSynchronizedSequenceNode(sequence_node.GetID(), True):
+            _update_sequence_proxies(scene, browser)
+            return browser
+    if not create:
+        return None
+    if not scene.IsNodeClassRegistered("vtkMRMLSequenceBrowserNode"):  # slicer-core: no Sequences module
+        scene.RegisterNodeClass(slicer.vtkMRMLSequenceBrowserNode())
+    browser = scene.AddNewNodeByClass("vtkMRMLSequenceBrowserNode",
+                                      scene.GenerateUniqueName(f"{sequence_node.GetName()} browser"))
+    browser.SetAndObserveMasterSequenceNodeID(sequence_node.GetID())
+    _update_sequence_proxies(scene, browser)
+    return browser
+
+
+def add_synchronized_sequence(scene, series: Volume, name: str, sequence_node, *,
+                              label_names: Sequence[str] | None = None) -> tuple:
+    """A new sequence node holding the frames of `series` (t, z, y, x), played in step with `sequence_node`.
+
+    Frame t becomes the item at `sequence_node`'s t-th index value (same index name, unit and type) and the new
+    sequence joins `sequence_node`'s browser (see sequence_browser), so both show the same frame. `series` must have
+    one frame per item of `sequence_node` (InputError) on its items' voxel grid (GeometryError). The new proxy node
+    gets the parent transform and subject-hierarchy folder of `sequence_node`'s proxy. With `label_names`, the items
+    are labelmaps whose value i is named label_names[i - 1] in the proxy's colour table. Names are made unique in
+    the scene. Returns (sequence node, proxy node).
+    """
+    count = sequence_node.GetNumberOfDataNodes()
+    if series.array.ndim != 4 or series.array.shape[0] != count:
+        raise InputError(f"'{name}' has shape {series.array.shape}: it needs one frame (t, z, y, x) for each of the "
+                         f"{count} items of sequence '{sequence_node.GetName()}'")
+    volume_from_node(sequence_node.GetNthDataNode(0)).require_same_geometry(
+        series, f"the items of sequence '{sequence_node.GetName()}' and '{name}'")
+    sequence = scene.AddNewNodeByClass("vtkMRMLSequenceNode", scene.GenerateUniqueName(name))
+    sequence.SetIndexName(sequence_node.GetIndexName())
+    sequence.SetIndexUnit(sequence_node.GetIndexUnit())
+    sequence.SetIndexType(sequence_node.GetIndexType())
+    ijk_to_ras = slicer.util.vtkMatrixFromArray(LPS_TO_RAS @ series.index_to_physical())
+    for index, frame in enumerate(series.array):
+        item = slicer.vtkMRMLLabelMapVolumeNode() if label_names is not None else slicer.vtkMRMLScalarVolumeNode()
+        slicer.util.updateVolumeFromArray(item, _vtk_compatible(frame, name))
+        item.SetIJKToRASMatrix(ijk_to_ras)
+        sequence.SetDataNodeAtValue(item, sequence_node.GetNthIndexValue(index))
+    browser = sequence_browser(scene, sequence_node)
+    browser.AddSynchronizedSequenceNode(sequence)
+    _update_sequence_proxies(scene, browser)
+    proxy, reference = browser.GetProxyNode(sequence), browser.GetProxyNode(sequence_node)
+    proxy.SetName(sequence.GetName())
+    proxy.CreateDefaultDisplayNodes()
+    if label_names is not None:
+        proxy.GetDisplayNode().SetAndObserveColorNodeID(_label_colours(scene, label_names, f"{name} colours").GetID())
+    proxy.SetAndObserveTransformNodeID(reference.GetTransformNodeID())
+    _place_beside(proxy, reference)
+    return sequence, proxy
+
+
+def hide_nan_voxels(node) -> None:
+    """Draw the voxels of a scalar volume node that hold NaN (no value, e.g. strain outside the myocardium) fully
+    transparent in slice views: its display's threshold keeps every finite value, and NaN fails every comparison."""
+    limit = float(np.finfo(np.float32).max)
+    display = node.GetDisplayNode()
+    display.SetApplyThreshold(True)
+    display.SetThreshold(-limit, limit)
+
+
+def _label_colours(scene, names: Sequence[str], name: str):
+    """A colour table node: 0 transparent background, value i named names[i - 1] in a distinguishable colour."""
+    colours = scene.AddNewNodeByClass("vtkMRMLColorTableNode", scene.GenerateUniqueName(name))
+    colours.SetTypeToUser()
+    colours.SetNumberOfColors(len(names) + 1)
+    colours.SetColor(0, "background", 0.0, 0.0, 0.0, 0.0)
+    for value, (label, rgb) in enumerate(zip(names, _segment_palette(len(names))), start=1):
+        colours.SetColor(value, label, *rgb, 1.0)
+    return colours

@@ -53,7 +53,8 @@ def test_splits_are_disjoint_cover_all_ids_and_follow_split_of():
         assert all(phantom.split_of(i) == split for i in chosen)
     assert not set(ids["train"]) & set(ids["validation"]) and not set(ids["train"]) & set(ids["test"])
     assert not set(ids["validation"]) & set(ids["test"])
-    assert {phantom.split_of(i) for i in range(10)} == set(phantom.SPLITS)
+    assert {phantom.split_of(i) for i in range(10)} == set(phantom.SPLITS) - {"ood"}
+    assert not set(ids["ood"]) & (set(ids["train"]) | set(ids["validation"]) | set(ids["test"]))
     assert [phantom.split_of(i) for i in range(10)].count("train") == 7
     with pytest.raises(InputError, match="split"):
         phantom.subject_ids("training", 3)
@@ -65,8 +66,9 @@ def test_geometry_is_a_short_axis_stack_shared_by_every_output(studies):
     for study in studies.values():
         lge, labels = study["lge"], study["labels"]
         nz, ny, nx = lge.array.shape
-        assert 8 <= nz <= 12 and (ny, nx) == (128, 128)
-        assert 1.2 <= lge.spacing[0] == lge.spacing[1] <= 1.8 and 8.0 <= lge.spacing[2] <= 10.0
+        assert 7 <= nz <= 14 and 96 <= min(ny, nx) and max(ny, nx) <= 256 and ny % 8 == nx % 8 == 0
+        assert 1.1 <= lge.spacing[0] == lge.spacing[1] <= 2.0 and 6.0 <= lge.spacing[2] <= 12.0
+        assert 160.0 <= nx * lge.spacing[0] <= 280.0 and 140.0 <= ny * lge.spacing[1] <= 280.0  # field of view, mm
         direction = np.asarray(lge.direction).reshape(3, 3)
         np.testing.assert_allclose(direction.T @ direction, np.eye(3), atol=1e-9)
         assert np.linalg.det(direction) == pytest.approx(1.0)

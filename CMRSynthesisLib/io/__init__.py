@@ -6,12 +6,14 @@ from pathlib import Path
 
 from ..errors import InputError
 from ..volume import Volume
+from .cine import check_cine, read_cine, read_cine_frames, write_cine
 from .dicom import is_dicom_file, read_dicom_series
 from .itk_files import READ_SUFFIXES, itk_suffix, read_itk_file
 from .writing import atomic_write_bytes, check_output_paths, file_sha256, same_file, write_volume, write_volumes
 
 __all__ = ["atomic_write_bytes", "check_output_paths", "file_sha256", "read_dicom_series", "read_volume",
            "same_file", "write_volume", "write_volumes"]
+__all__ += ["check_cine", "read_cine", "read_cine_frames", "write_cine"]
 
 
 def read_volume(path: str | Path) -> Volume:

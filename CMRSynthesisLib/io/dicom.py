@@ -71,6 +71,13 @@ class Frame:
     acquisition_datetime: float | None = None  # s since 1970 (frame / acquisition date and time)
     acquisition_time_of_day: float | None = None  # s since midnight (AcquisitionTime alone)
     time_notes: tuple[str, ...] = ()  # inversion-time elements that held implausible values and were passed over
+    # Where the image belongs and how the scanner timed it (cine); None where absent or not numeric.
+    study_instance_uid: str | None = None
+    series_number: int | None = None
+    acquisition_number: int | None = None
+    cardiac_images: int | None = None  # CardiacNumberOfImages (0018,1090): the phases each slice should hold
+    nominal_interval: float | None = None  # ms: RRIntervalTimeNominal (0020,9251), else NominalInterval (0018,1062)
+    content_time_of_day: float | None = None  # s since midnight (ContentTime)
 
 
 def read_dicom_series(paths_or_dir: str | Path | Iterable[str | Path]) -> Volume:
@@ -303,7 +310,36 @@ def _frame(dataset: pydicom.Dataset, path: Path, index: int, count: int, pixels:
         component=_component(dataset, index), sop_instance_uid=str(dataset.get("SOPInstanceUID") or "") or None,
         frame_number=index + 1 if count > 1 else None, acquisition_datetime=moment,
         acquisition_time_of_day=time_of_day, time_notes=notes,
+        study_instance_uid=str(dataset.get("StudyInstanceUID") or "") or None,
+        series_number=_optional_integer(dataset.get("SeriesNumber")),
+        acquisition_number=_optional_integer(dataset.get("AcquisitionNumber")),
+        cardiac_images=_optional_integer(dataset.get("CardiacNumberOfImages")),
+        nominal_interval=_positive(_lookup(dataset, index, "RRIntervalTimeNominal", "CardiacSynchronizationSequence"))
+        or _positive(dataset.get("NominalInterval")),
+        content_time_of_day=_time_of_day(dataset.get("ContentTime")),
     )
+
+
+def _optional_integer(value: Any) -> int | None:
+    """An integer element's value; None when absent, empty or not a finite number (never an error: these elements
+    only help to tell acquisitions apart)."""
+    values = _numbers(value)
+    return int(values[0]) if values is not None and values.size and np.isfinite(values[0]) else None
+
+
+def _positive(value: Any) -> float | None:
+    """A positive finite number from an element's value; None otherwise."""
+    values = _numbers(value)
+    return float(values[0]) if values is not None and values.size and np.isfinite(values[0]) and values[0] > 0 else None
+
+
+def _time_of_day(value: Any) -> float | None:
+    """Seconds since midnight of a TM value; None when absent or unreadable."""
+    try:
+        time = TM(str(value).strip()) if value else None
+    except (ValueError, TypeError):
+        return None
+    return None if time is None else time.hour * 3600 + time.minute * 60 + time.second + time.microsecond / 1e6
 
 
 def drop_duplicates(frames: list[Frame]) -> tuple[list[Frame], list[str]]:
