@@ -1,4 +1,5 @@
-"""CMR Synthesis: diffusion-model synthesis and enhancement, T1 mapping, ECV and AHA segments of cardiac MR in 3D Slicer.
+"""CMR Synthesis: diffusion-model synthesis and enhancement, T1 mapping, ECV, AHA segments, cine segmentation and
+myocardial strain of cardiac MR in 3D Slicer.
 
 The panel binds its widgets to a parameter node. The Logic writes the input nodes to a temporary folder, runs the
 same `cmrsynth` command line that CLI users run (with Slicer's Python, out of process, so the GUI stays live and
@@ -76,7 +77,8 @@ class CMRSynthesis(ScriptedLoadableModule):
         self.parent.dependencies = []  # PyTorch (through PyTorchUtils) is checked on Apply, so the module always loads
         self.parent.contributors = ["CMRSynthesis team"]
         self.parent.helpText = f"""
-Diffusion-model synthesis and enhancement of cardiac MR, T1 mapping, ECV and AHA 16-segment reports.
+Diffusion-model synthesis and enhancement of cardiac MR, T1 mapping, ECV, AHA 16-segment reports, cine segmentation
+and myocardial strain.
 <br><b>Scar enhancement (LGE)</b>: localized diffusion brightens scar against healthy myocardium inside a heart
 region of interest and leaves every voxel outside it as it was; the mean of several samples is returned. The shipped
 demo model is trained on synthetic phantoms only: point to your own checkpoint for real studies.
@@ -89,6 +91,15 @@ mask.
 (found from an RV mask, or two placed points), and adds a segmentation, a table of per-segment values and the
 bullseye picture. Copies of the table (CSV, JSON) and of the bullseye (PNG) are saved in a new folder under
 Slicer's default scene folder, in {KEPT_FOLDER}/; the status line names it.
+<br><b>Cine strain</b>: tracks the LV myocardium of a cine (a loaded sequence, one item per frame) from end-diastole
+through the heartbeat and shows the circumferential strain map over the cine as it plays, the global and per-segment
+strain curves as a plot, the peak strains per AHA segment as a table and the strain bullseye (Green-Lagrange strain
+in %, negative for shortening). The myocardium (and an RV mask or the two RV insertion points, for the segments) are
+given at the ED frame; without a myocardium mask the cine segmenter finds it. strain.json and the figures are kept
+beside the AHA files.
+<br><b>Cine segmentation</b>: LV blood pool, LV myocardium and RV blood pool of every frame of a cine, as a labels
+sequence that plays with it, or of the ED and ES frames only, as one segmentation each.
+<br>Frames are numbered from 1, as the sequence browser counts them.
 <br>Inputs are never modified; results are new nodes over the input.
 <br>Needs Slicer 5.10 or later (Python 3.11 or newer) and the PyTorch extension; the other Python packages are
 offered for installation on the first Apply.
@@ -109,6 +120,8 @@ class Task(enum.Enum):
     T1_MAP = "T1 map (MOLLI / ShMOLLI)"
     ECV = "ECV"
     AHA = "AHA 16 segments"
+    CINE_STRAIN = "Cine strain"
+    CINE_SEGMENTATION = "Cine segmentation"
 
     def label(self) -> str:
         return self.value
@@ -147,6 +160,12 @@ INPUT_ROLES = {
         "the map to report per segment"),
 }
 OUTPUT_LABELS = {Task.SCAR_ENHANCEMENT: "Enhanced volume:", Task.T1_MAP: "T1 map:", Task.ECV: "ECV map:"}
+CINE_TASKS = {Task.CINE_STRAIN, Task.CINE_SEGMENTATION}  # their input is the cine sequence, not the input volume
+CINE_LABEL_NAMES = ("LV blood", "LV myocardium", "RV blood")  # label values 1, 2, 3 of `cmrsynth segment`
+CINE_LABELS_FILE = "labels.nii.gz"  # `cmrsynth segment --out`, in the temporary folder
+STRAIN_DISPLAY = "peak_circumferential_strain"  # display.py quantity: vik, -30 to 30 %
+TWO_ANCHORS = "Anchor the segments with either an RV mask or insertion points, not both."
+GLOBAL_STRAIN_CURVES = ("global circumferential (%)", "global radial (%)")  # columns of the strain curves table
 LABELMAP_RESULTS = ("roi",)  # scar enhancement results that are masks
 T1_RESULT_NAMES = {"t1": "T1", "a": "T1 A", "b": "T1 B", "t1_star": "T1*", "r2": "T1 R2", "failed": "T1 failed fits"}
 OVERLAY_OPACITY = 0.5
@@ -156,8 +175,10 @@ KEPT_FOLDER = "CMRSynthesis"  # under Slicer's default scene folder: copies of t
 @parameterNodeWrapper
 class CMRSynthesisParameterNode:
     """The panel's state, saved with the scene. inputVolume is the task's input (LGE, native T1 map, map to report)
-    or, for T1 maps, the volume to show the map over. T1 maps read molliFolder or molliSequence (one of them).
-    checkpointPath / segmenterPath empty: the shipped models. ddimSteps is used with the ddim sampler only."""
+    or, for T1 maps, the volume to show the map over. T1 maps read molliFolder or molliSequence (one of them); the
+    cine tasks read cineSequence (frameInterval in ms, 0: the times from its index). edFrame / esFrame count from 1 as
+    the sequence browser does; 0 is "auto". checkpointPath / segmenterPath empty: the shipped models. ddimSteps is
+    used with the ddim sampler only."""
 
     task: Task
     inputVolume: vtkMRMLScalarVolumeNode
@@ -176,6 +197,11 @@ class CMRSynthesisParameterNode:
     insertionPoints: vtkMRMLMarkupsFiducialNode
     quantity: Quantity
     allowMissing: bool = False
+    cineSequence: vtkMRMLSequenceNode
+    frameInterval: Annotated[float, WithinRange(0.0, 2000.0)] = 0.0
+    edFrame: Annotated[int, WithinRange(0, 9999)] = 0
+    esFrame: Annotated[int, WithinRange(0, 9999)] = 0
+    edEsOnly: bool = False
     checkpointPath: str = ""
     device: Annotated[str, Choice(["auto", "cpu", "cuda"])] = "auto"
     segmenterPath: str = ""
@@ -229,25 +255,7 @@ class CMRSynthesisWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         placeWidget.buttonsVisible = False  # hides the place button too: it alone is shown again
         placeWidget.placeButton().show()
         placeWidget.placeMultipleMarkups = slicer.qSlicerMarkupsPlaceWidget.ForcePlaceMultipleMarkups
-        ui = self.ui
-        self._taskWidgets = [  # widgets that only some tasks show
-            ((ui.roiLabel, ui.roiSelector, ui.samplerLabel, ui.samplerComboBox, ui.stepsLabel, ui.stepsSpinBox,
-              ui.ddimStepsLabel, ui.ddimStepsSpinBox, ui.samplesLabel, ui.samplesSpinBox, ui.seedLabel, ui.seedSpinBox,
-              ui.deviceLabel, ui.deviceComboBox, ui.checkpointLabel, ui.checkpointPathLineEdit,
-              ui.checkpointBrowseButton, ui.segmenterLabel, ui.segmenterPathLineEdit, ui.segmenterBrowseButton),
-             {Task.SCAR_ENHANCEMENT}),
-            ((ui.molliFolderLabel, ui.molliFolderLineEdit, ui.molliFolderBrowseButton, ui.molliSequenceLabel,
-              ui.molliSequenceSelector, ui.inversionTimesLabel, ui.inversionTimesLineEdit, ui.fitMaskLabel,
-              ui.fitMaskSelector, ui.t1SchemeLabel, ui.t1SchemeComboBox), {Task.T1_MAP}),
-            ((ui.postVolumeLabel, ui.postVolumeSelector, ui.haematocritLabel, ui.haematocritSpinBox,
-              ui.resamplePostCheckBox), {Task.ECV}),
-            ((ui.bloodLabel, ui.bloodSelector, ui.myocardiumLabel, ui.myocardiumSelector), {Task.ECV, Task.AHA}),
-            ((ui.rvLabel, ui.rvSelector, ui.insertionPointsLabel, ui.insertionPointsSelector,
-              ui.insertionPointsPlaceWidget, ui.quantityLabel, ui.quantityComboBox, ui.allowMissingCheckBox),
-             {Task.AHA}),
-            ((ui.advancedCollapsibleButton,), {Task.SCAR_ENHANCEMENT, Task.T1_MAP}),
-            ((ui.outputsCollapsibleButton,), set(OUTPUT_LABELS)),
-        ]
+        self._taskWidgets = taskWidgets(self.ui)
         if _pythonTooOld():
             self.ui.statusLabel.text = f"CMR Synthesis needs {_pythonTooOld()}."
         self.initializeParameterNode()
@@ -295,7 +303,8 @@ class CMRSynthesisWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         for widgets, tasks in self._taskWidgets:
             for widget in widgets:
                 widget.visible = task in tasks
-        self.ui.inputVolumeLabel.text, self.ui.inputVolumeSelector.toolTip, _ = INPUT_ROLES[task]
+        if task in INPUT_ROLES:
+            self.ui.inputVolumeLabel.text, self.ui.inputVolumeSelector.toolTip, _ = INPUT_ROLES[task]
         if task in OUTPUT_LABELS:
             self.ui.outputVolumeLabel.text = OUTPUT_LABELS[task]
         self.ui.ddimStepsSpinBox.enabled = bool(parameters and parameters.sampler == "ddim")
@@ -360,7 +369,11 @@ class CMRSynthesisWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.ui.statusLabel.text = f"Done: {names}." + (f" {outcome.message}" if outcome.message else "")
             slicer.util.resetSliceViews()
             if outcome.task is Task.AHA:
-                self.showTableAndPicture(outcome.nodes["table"], outcome.nodes["bullseye"])
+                self.showResultViews(outcome.nodes["table"], outcome.nodes["bullseye"])
+            if outcome.task is Task.CINE_STRAIN:
+                self.showResultViews(outcome.nodes["peaks"], outcome.nodes.get("bullseye"), outcome.nodes["chart"])
+            if outcome.task in CINE_TASKS:
+                self.showSequenceToolbar(outcome.nodes)
         elif outcome.state is State.CANCELLED:
             self.ui.statusLabel.text = "Cancelled."
         else:
@@ -369,13 +382,21 @@ class CMRSynthesisWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                                      detailedText="\n".join(outcome.log))
 
     @staticmethod
-    def showTableAndPicture(table, picture) -> None:
-        """Switch to the layout with a table view: the table there, the picture alone in the yellow view (axial)."""
+    def showResultViews(table, picture=None, chart=None) -> None:
+        """Switch to a layout with a table view (and a plot view for a chart): the table and the chart there, the
+        picture, if any, alone in the yellow view (axial)."""
         layoutManager = slicer.app.layoutManager()
-        layoutManager.setLayout(slicer.vtkMRMLLayoutNode.SlicerLayoutFourUpTableView)
+        layoutManager.setLayout(slicer.vtkMRMLLayoutNode.SlicerLayoutFourUpTableView if chart is None
+                                else slicer.vtkMRMLLayoutNode.SlicerLayoutFourUpPlotTableView)
         applicationLogic = slicer.app.applicationLogic()
-        applicationLogic.GetSelectionNode().SetActiveTableID(table.GetID())
+        selection = applicationLogic.GetSelectionNode()
+        selection.SetActiveTableID(table.GetID())
         applicationLogic.PropagateTableSelection()
+        if chart is not None:
+            selection.SetActivePlotChartID(chart.GetID())
+            applicationLogic.PropagatePlotChartSelection()
+        if picture is None:
+            return
         sliceWidget = layoutManager.sliceWidget("Yellow")
         sliceWidget.mrmlSliceNode().SetOrientation("Axial")
         composite = sliceWidget.mrmlSliceCompositeNode()
@@ -384,17 +405,54 @@ class CMRSynthesisWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         composite.SetLabelVolumeID(None)
         sliceWidget.sliceLogic().FitSliceToAll()
 
+    @staticmethod
+    def showSequenceToolbar(nodes: dict) -> None:
+        """Show the sequence browser toolbar on the browser that plays the result sequence among `nodes`, if any."""
+        sequence = next((node for node in nodes.values() if node.IsA("vtkMRMLSequenceNode")), None)
+        browser = None if sequence is None else mrml.sequence_browser(slicer.mrmlScene, sequence, create=False)
+        if browser is not None:
+            slicer.modules.sequences.setToolBarActiveBrowserNode(browser)
+            slicer.modules.sequences.setToolBarVisible(True)
+
+
+def taskWidgets(ui) -> list:
+    """[(widgets, tasks that show them)] for the widgets of `ui` that only some tasks show."""
+    return [
+        ((ui.inputVolumeLabel, ui.inputVolumeSelector), set(INPUT_ROLES)),
+        ((ui.cineSequenceLabel, ui.cineSequenceSelector, ui.frameIntervalLabel, ui.frameIntervalSpinBox), CINE_TASKS),
+        ((ui.roiLabel, ui.roiSelector, ui.samplerLabel, ui.samplerComboBox, ui.stepsLabel, ui.stepsSpinBox,
+          ui.ddimStepsLabel, ui.ddimStepsSpinBox, ui.samplesLabel, ui.samplesSpinBox, ui.seedLabel, ui.seedSpinBox,
+          ui.deviceLabel, ui.deviceComboBox, ui.checkpointLabel, ui.checkpointPathLineEdit,
+          ui.checkpointBrowseButton, ui.segmenterLabel, ui.segmenterPathLineEdit, ui.segmenterBrowseButton),
+         {Task.SCAR_ENHANCEMENT}),
+        ((ui.molliFolderLabel, ui.molliFolderLineEdit, ui.molliFolderBrowseButton, ui.molliSequenceLabel,
+          ui.molliSequenceSelector, ui.inversionTimesLabel, ui.inversionTimesLineEdit, ui.fitMaskLabel,
+          ui.fitMaskSelector, ui.t1SchemeLabel, ui.t1SchemeComboBox), {Task.T1_MAP}),
+        ((ui.postVolumeLabel, ui.postVolumeSelector, ui.haematocritLabel, ui.haematocritSpinBox,
+          ui.resamplePostCheckBox), {Task.ECV}),
+        ((ui.bloodLabel, ui.bloodSelector, ui.myocardiumLabel, ui.myocardiumSelector),
+         {Task.ECV, Task.AHA, Task.CINE_STRAIN}),
+        ((ui.rvLabel, ui.rvSelector, ui.insertionPointsLabel, ui.insertionPointsSelector,
+          ui.insertionPointsPlaceWidget), {Task.AHA, Task.CINE_STRAIN}),
+        ((ui.quantityLabel, ui.quantityComboBox, ui.allowMissingCheckBox), {Task.AHA}),
+        ((ui.edFrameLabel, ui.edFrameSpinBox, ui.esFrameLabel, ui.esFrameSpinBox), {Task.CINE_STRAIN}),
+        ((ui.edEsOnlyCheckBox,), {Task.CINE_SEGMENTATION}),
+        ((ui.advancedCollapsibleButton,), {Task.SCAR_ENHANCEMENT, Task.T1_MAP}),
+        ((ui.outputsCollapsibleButton,), set(OUTPUT_LABELS)),
+    ]
+
 
 @dataclasses.dataclass
 class _Run:
     """A task in progress: its command, temporary folder and where its results go. referenceNode: the volume the
-    results lie over (none for a T1 map shown alone); sourceName: what the result nodes are named after."""
+    results lie over (none for a T1 map shown alone), or the cine sequence they play with; sourceName: what the result
+    nodes are named after."""
 
     task: Task
     cli: CliProcess
     workdir: Path
     parameters: CMRSynthesisParameterNode
-    referenceNode: Optional[vtkMRMLScalarVolumeNode]
+    referenceNode: Union[vtkMRMLScalarVolumeNode, vtkMRMLSequenceNode, None]  # noqa: UP007 (read on Python 3.9)
     sourceName: str
     onFinished: Optional[Callable[[Outcome], None]]
 
@@ -479,6 +537,8 @@ class CMRSynthesisLogic(ScriptedLoadableModuleLogic):
                 return ("With a DICOM folder, the fit mask is taken on the grid of the 'Show over' volume: choose the "
                         "loaded source series there.")
             return ""
+        if task in CINE_TASKS:
+            return _missingCineInput(parameters)
         if parameters.inputVolume is None:
             return f"Choose {INPUT_ROLES[task][2]}."
         if task is Task.ECV:
@@ -492,7 +552,7 @@ class CMRSynthesisLogic(ScriptedLoadableModuleLogic):
             if parameters.rvNode is None and parameters.insertionPoints is None:
                 return "Anchor the segments: choose an RV mask or the RV insertion points."
             if parameters.rvNode is not None and parameters.insertionPoints is not None:
-                return "Anchor the segments with either an RV mask or insertion points, not both."
+                return TWO_ANCHORS
         return ""
 
     def process(self, parameters: CMRSynthesisParameterNode, *,
@@ -519,8 +579,8 @@ class CMRSynthesisLogic(ScriptedLoadableModuleLogic):
         except BaseException:
             shutil.rmtree(workdir, ignore_errors=True)
             raise
-        self._run = _Run(parameters.task, cli, workdir, parameters, parameters.inputVolume, _sourceName(parameters),
-                         onFinished)
+        reference = parameters.cineSequence if parameters.task in CINE_TASKS else parameters.inputVolume
+        self._run = _Run(parameters.task, cli, workdir, parameters, reference, _sourceName(parameters), onFinished)
         if not wait:
             self._timer.start()
             return None
@@ -542,7 +602,8 @@ class CMRSynthesisLogic(ScriptedLoadableModuleLogic):
     def _commandOptions(self, parameters: CMRSynthesisParameterNode, workdir: Path) -> tuple:
         """(subcommand, options) of the command line for the chosen task, its inputs written into `workdir`."""
         writers = {Task.SCAR_ENHANCEMENT: self._scarEnhancementOptions, Task.T1_MAP: self._t1MapOptions,
-                   Task.ECV: self._ecvOptions, Task.AHA: self._ahaOptions}
+                   Task.ECV: self._ecvOptions, Task.AHA: self._ahaOptions, Task.CINE_STRAIN: self._strainOptions,
+                   Task.CINE_SEGMENTATION: self._cineSegmentationOptions}
         return writers[parameters.task](parameters, workdir)
 
     def _scarEnhancementOptions(self, parameters: CMRSynthesisParameterNode, workdir: Path) -> tuple:
@@ -600,21 +661,46 @@ class CMRSynthesisLogic(ScriptedLoadableModuleLogic):
 
     def _ahaOptions(self, parameters: CMRSynthesisParameterNode, workdir: Path) -> tuple:
         """The masks on the map's grid; placed insertion points in RAS in the map's own frame."""
-        values, points = parameters.inputVolume, parameters.insertionPoints
+        values = parameters.inputVolume
         options = {
             "myocardium": _writeMask(parameters.myocardiumNode, values, workdir / "myocardium.nrrd"),
             "map": mrml.write_node_to_file(values, workdir / "map.nrrd"),
             "blood": _writeMask(parameters.bloodNode, values, workdir / "blood.nrrd"),
             "rv": _writeMask(parameters.rvNode, values, workdir / "rv.nrrd"),
-            "insertion_points": None if points is None else ";".join(
-                ",".join(f"{coordinate:.3f}" for coordinate in point)
-                for point in mrml.control_points_ras(points, values, count=2)),
-            "points_space": None if points is None else "ras",
+            **_insertionPointOptions(parameters.insertionPoints, values),
             "quantity": parameters.quantity.value,
             "allow_missing": parameters.allowMissing,
             "out_dir": workdir / "aha",
         }
         return "aha", options
+
+    def _strainOptions(self, parameters: CMRSynthesisParameterNode, workdir: Path) -> tuple:
+        """The cine as a 4D file with its trigger times; the masks (at ED) on the cine's grid; placed insertion points
+        in RAS in the frame of the cine's proxy volume. The panel counts frames from 1, the command from 0."""
+        sequence = parameters.cineSequence
+        grid = sequence.GetNthDataNode(0)
+        browser = mrml.sequence_browser(slicer.mrmlScene, sequence, create=False)
+        shown = browser.GetProxyNode(sequence) if browser is not None else grid
+        options = {
+            "cine": _writeCine(parameters, workdir / "cine.nii"),
+            "myocardium": _writeMask(parameters.myocardiumNode, grid, workdir / "myocardium.nrrd"),
+            "blood": _writeMask(parameters.bloodNode, grid, workdir / "blood.nrrd"),
+            "rv": _writeMask(parameters.rvNode, grid, workdir / "rv.nrrd"),
+            **_insertionPointOptions(parameters.insertionPoints, shown),
+            "ed": parameters.edFrame - 1 if parameters.edFrame else None,
+            "es": parameters.esFrame - 1 if parameters.esFrame else None,
+            "out_dir": workdir / "strain",
+        }
+        return "strain", options
+
+    def _cineSegmentationOptions(self, parameters: CMRSynthesisParameterNode, workdir: Path) -> tuple:
+        """The cine as a 4D file with its trigger times; every frame, or ED and ES as the command finds them."""
+        options = {
+            "cine": _writeCine(parameters, workdir / "cine.nii"),
+            "out": workdir / CINE_LABELS_FILE,
+            "frames": "ed,es" if parameters.edEsOnly else None,
+        }
+        return "segment", options
 
     def _poll(self) -> None:
         if self._run is not None and self._run.cli.poll() is not State.RUNNING:
@@ -641,9 +727,10 @@ class CMRSynthesisLogic(ScriptedLoadableModuleLogic):
         """Add the task's result nodes to the scene and show them; they go into `outcome`."""
         reference = run.referenceNode
         if reference is not None and reference.GetScene() is None:
-            raise InputError(f"The input volume '{reference.GetName()}' was removed while the task ran.")
+            raise InputError(f"The input '{reference.GetName()}' was removed while the task ran.")
         importers = {Task.SCAR_ENHANCEMENT: self._importEnhanced, Task.T1_MAP: self._importT1Maps,
-                     Task.ECV: self._importEcv, Task.AHA: self._importAha}
+                     Task.ECV: self._importEcv, Task.AHA: self._importAha, Task.CINE_STRAIN: self._importStrain,
+                     Task.CINE_SEGMENTATION: self._importCineLabels}
         importers[run.task](run, result, outcome)
 
     def _importEnhanced(self, run: _Run, result: Result, outcome: Outcome) -> None:
@@ -711,15 +798,164 @@ class CMRSynthesisLogic(ScriptedLoadableModuleLogic):
         }
         mrml.show_overlay(scene, values, None)
         outcome.folder, outcome.message = _keepFiles([result.outputs[key] for key in ("csv", "json", "bullseye")],
-                                                     f"{name} AHA {table['quantity']}")
+                                                     f"{name} AHA {table['quantity']}",
+                                                     "Table (CSV, JSON) and bullseye (PNG)")
+
+    def _importStrain(self, run: _Run, result: Result, outcome: Outcome) -> None:
+        """The circumferential strain map (in %) as a sequence that plays with the cine, over it, in its colour map
+        and with no colour where it has no value; the global and per-segment curves as a table and a plot; the peak
+        strains per segment as a table; the bullseye picture (with segments only). strain.json and the PNGs are
+        copied to a kept folder."""
+        from CMRSynthesisLib.io import read_volume
+
+        scene, cine, name = slicer.mrmlScene, run.referenceNode, run.sourceName
+        summary = json.loads(Path(result.outputs["json"]).read_text(encoding="utf-8"))
+        fractions = read_volume(result.outputs["circumferential"])
+        sequence, shown = mrml.add_synchronized_sequence(scene, fractions.with_array(100.0 * fractions.array),
+                                                         f"{name} circumferential strain (%)", cine)
+        mrml.show_quantity(scene, shown, STRAIN_DISPLAY)
+        mrml.hide_nan_voxels(shown)
+        browser = mrml.sequence_browser(scene, cine)
+        mrml.show_overlay(scene, browser.GetProxyNode(cine), shown, OVERLAY_OPACITY)
+        rows = _strainCurveRows(summary)
+        curves = mrml.add_table_node(scene, rows, f"{name} strain curves")
+        x = "time (ms)" if "time (ms)" in rows[0] else "frame"
+        strains = [column for column in rows[0] if column.endswith("(%)")]
+        outcome.nodes = {
+            "circumferential": sequence,
+            "curves": curves,
+            "chart": mrml.add_plot_chart(scene, curves, x, strains, f"{name} strain", x_title=x,
+                                         y_title="Green-Lagrange strain (%)", emphasised=GLOBAL_STRAIN_CURVES),
+            "peaks": mrml.add_table_node(scene, _strainPeakRows(summary), f"{name} peak strain"),
+        }
+        if "bullseye" in result.outputs:
+            outcome.nodes["bullseye"] = mrml.add_image_node(scene, mrml.rgb_from_png(result.outputs["bullseye"]),
+                                                            f"{name} strain bullseye")
+        peaks = (f"Global peak circumferential strain {100.0 * summary['global_peak_circumferential_strain']:.1f} %, "
+                 f"radial {100.0 * summary['global_peak_radial_strain']:.1f} % (ED frame {summary['ed_frame'] + 1}, "
+                 f"ES frame {summary['es_frame'] + 1}).")
+        kept = [result.outputs[key] for key in ("json", "curves", "bullseye") if key in result.outputs]
+        outcome.folder, where = _keepFiles(kept, f"{name} strain", "strain.json and the figures (PNG)")
+        outcome.message = f"{peaks} {where}"
+
+    def _importCineLabels(self, run: _Run, result: Result, outcome: Outcome) -> None:
+        """Labels of every frame: a labels sequence that plays with the cine, in the label layer. Labels of some
+        frames: one segmentation over the cine per frame, named after the frame (from 1) and, when the summary says
+        so, its phase (ED, ES). Either way the segments are CINE_LABEL_NAMES. The frames are the summary's "frames"
+        (from 0), by default all of the cine's."""
+        from CMRSynthesisLib.io import read_volume
+
+        scene, cine, name = slicer.mrmlScene, run.referenceNode, run.sourceName
+        labels = read_volume(result.outputs["labels"])
+        mrml.volume_from_node(cine.GetNthDataNode(0)).require_same_geometry(
+            labels, f"the cine '{name}' and its labels")
+        frames = labels.array if labels.array.ndim == 4 else labels.array[None]
+        count = cine.GetNumberOfDataNodes()
+        reported = result.summary.get("frames")
+        numbers = list(range(count)) if reported is None else [int(frame) for frame in reported]
+        if len(numbers) != len(frames):
+            raise CMRSynthesisError(f"the command wrote labels of {len(frames)} frame(s) for frames {numbers} of the "
+                                    f"cine '{name}'")
+        browser = mrml.sequence_browser(scene, cine)
+        shown = browser.GetProxyNode(cine)
+        if numbers == list(range(count)) and count > 1:
+            sequence, labelsShown = mrml.add_synchronized_sequence(scene, labels, f"{name} labels", cine,
+                                                                   label_names=CINE_LABEL_NAMES)
+            mrml.show_overlay(scene, shown, None, label_node=labelsShown)
+            outcome.nodes = {"labels": sequence}
+            return
+        phases = {result.summary.get(f"{phase.lower()}_frame"): f" ({phase})" for phase in ("ED", "ES")}
+        outcome.nodes = {
+            f"frame {number + 1}": mrml.add_segments_node(
+                scene, labels.with_array(frame), CINE_LABEL_NAMES,
+                f"{name} segments, frame {number + 1}{phases.get(number, '')}", reference_node=shown)
+            for number, frame in zip(numbers, frames)}
+        mrml.show_overlay(scene, shown, None)
 
 
 def _sourceName(parameters: CMRSynthesisParameterNode) -> str:
-    """What the results are named after: the T1 map's sequence or DICOM folder, else the input volume."""
+    """What the results are named after: the T1 map's sequence or DICOM folder, the cine, else the input volume."""
     if parameters.task is Task.T1_MAP:
         sequence = parameters.molliSequence
         return sequence.GetName() if sequence is not None else Path(parameters.molliFolder.strip()).name
+    if parameters.task in CINE_TASKS:
+        return parameters.cineSequence.GetName()
     return parameters.inputVolume.GetName()
+
+
+def _missingCineInput(parameters: CMRSynthesisParameterNode) -> str:
+    """What a cine task still needs (see CMRSynthesisLogic.missingInput)."""
+    sequence = parameters.cineSequence
+    if sequence is None:
+        return "Choose the cine: a loaded sequence of volumes over one heartbeat."
+    if parameters.task is not Task.CINE_STRAIN:
+        return ""
+    frames = sequence.GetNumberOfDataNodes()
+    if frames < 2:
+        return f"The cine '{sequence.GetName()}' has {frames} frame(s): strain needs the motion between frames."
+    if parameters.rvNode is not None and parameters.insertionPoints is not None:
+        return TWO_ANCHORS
+    for phase, frame in (("ED", parameters.edFrame), ("ES", parameters.esFrame)):
+        if frame > frames:
+            return f"The {phase} frame {frame} is past the cine's last frame ({frames})."
+    return ""
+
+
+def _writeCine(parameters: CMRSynthesisParameterNode, path: Path) -> Path:
+    """The cine sequence written as a 4D file with its trigger times (from the index, else the frame interval)."""
+    from CMRSynthesisLib.io import write_cine
+
+    return write_cine(mrml.cine_from_sequence_node(parameters.cineSequence,
+                                                   frame_interval_ms=parameters.frameInterval or None), path)
+
+
+def _insertionPointOptions(points, reference) -> dict:
+    """The --insertion-points and --points-space options of two placed points (RAS, in `reference`'s frame)."""
+    if points is None:
+        return {"insertion_points": None, "points_space": None}
+    text = ";".join(",".join(f"{coordinate:.3f}" for coordinate in point)
+                    for point in mrml.control_points_ras(points, reference, count=2))
+    return {"insertion_points": text, "points_space": "ras"}
+
+
+def _strainCurveRows(summary: dict) -> list:
+    """One row per frame of strain.json's curves: the frame (from 1), its trigger time when known, and the global
+    circumferential and radial and each segment's circumferential strain in %."""
+    curves = summary["curves"]
+    times = curves.get("trigger_time_ms")
+    segments = [segment for segment in summary.get("segments") or [] if not segment["missing"]]
+    rows = []
+    for index, frame in enumerate(curves["frame"]):
+        row = {"frame": frame + 1, **({"time (ms)": times[index]} if times is not None else {})}
+        for column, key in zip(GLOBAL_STRAIN_CURVES, ("global_circumferential", "global_radial")):
+            row[column] = 100.0 * curves[key][index]
+        for segment in segments:
+            row[f"{segment['segment']} {segment['name']} (%)"] = 100.0 * segment["circumferential_curve"][index]
+        rows.append(row)
+    return rows
+
+
+def _strainPeakRows(summary: dict) -> list:
+    """The global row, then one per AHA segment of strain.json: core voxels, peak circumferential and radial strain
+    (%) and the frames (from 1) of the peaks; a segment without myocardium has empty values."""
+    def percent(value: Optional[float]) -> Optional[float]:
+        return None if value is None else 100.0 * value
+
+    def number(frame: Optional[int]) -> Optional[int]:
+        return None if frame is None else frame + 1
+
+    rows = [{"region": "global", "voxels": summary["core_voxels"],
+             "peak circumferential (%)": percent(summary["global_peak_circumferential_strain"]),
+             "peak circumferential frame": number(summary["global_peak_circumferential_frame"]),
+             "peak radial (%)": percent(summary["global_peak_radial_strain"]),
+             "peak radial frame": number(summary["global_peak_radial_frame"])}]
+    for segment in summary.get("segments") or []:
+        rows.append({"region": f"{segment['segment']} {segment['name']}", "voxels": segment["n"],
+                     "peak circumferential (%)": percent(segment["peak_circumferential"]),
+                     "peak circumferential frame": number(segment["peak_circumferential_frame"]),
+                     "peak radial (%)": percent(segment["peak_radial"]),
+                     "peak radial frame": number(segment["peak_radial_frame"])})
+    return rows
 
 
 def _indexInversionTimes(sequence: Optional[vtkMRMLSequenceNode]) -> str:
@@ -737,18 +973,23 @@ def _writeMask(node, referenceNode: vtkMRMLScalarVolumeNode, path: Path) -> Opti
     return None if node is None else write_volume(mrml.volume_from_roi(node, referenceNode), path)
 
 
-def _keepFiles(paths: list, title: str) -> tuple:
+def _keepFiles(paths: list, title: str, what: str) -> tuple:
     """Copy result files into a new folder "<title> <date time>" under Slicer's default scene folder / KEPT_FOLDER
-    (the temporary folder goes after import). Returns (folder, a sentence saying where), or (None, why not)."""
+    (the temporary folder goes after import); " (2)", " (3)", ... is added when a run of the same second has that
+    folder. Returns (folder, a sentence saying where `what` was saved), or (None, why not)."""
     name = re.sub(r'[\\/:*?"<>|]+', "_", f"{title} {time.strftime('%Y-%m-%d %H%M%S')}")
     folder = Path(slicer.app.defaultScenePath) / KEPT_FOLDER / name
+    number = 1
+    while folder.exists():
+        number += 1
+        folder = folder.with_name(f"{name} ({number})")
     try:
-        folder.mkdir(parents=True, exist_ok=True)
+        folder.mkdir(parents=True)
         for path in paths:
             shutil.copy2(path, folder / Path(path).name)
     except OSError as error:
-        return None, f"The table and bullseye files could not be saved: {error}"
-    return folder, f"Table (CSV, JSON) and bullseye (PNG) saved in {folder}."
+        return None, f"{what} could not be saved: {error}"
+    return folder, f"{what} saved in {folder}."
 
 
 def _requirementLines() -> list:
@@ -795,8 +1036,8 @@ def _pythonExecutable() -> str:
 
 class CMRSynthesisTest(ScriptedLoadableModuleTest):
     """Slicer self-test: the scene checks the pytest suite runs on slicer-core, one small real enhancement, a T1 map
-    of phantom MOLLI images written as DICOM, and an AHA report of a phantom. It uses only what the installed
-    extension has (the library and its phantom): Testing/Data is not packaged."""
+    of phantom MOLLI images written as DICOM, an AHA report of a phantom and the strain of a phantom cine. It uses
+    only what the installed extension has (the library and its phantom): Testing/Data is not packaged."""
 
     def setUp(self) -> None:
         missing = CMRSynthesisLogic().missingDependencies()
@@ -813,6 +1054,8 @@ class CMRSynthesisTest(ScriptedLoadableModuleTest):
         self.test_t1_map_of_a_phantom_molli()
         self.setUp()
         self.test_aha_segments_of_a_phantom()
+        self.setUp()
+        self.test_cine_strain_of_a_phantom()
 
     def test_scene_checks(self) -> None:
         from CMRSynthesisLib import mrml_checks
@@ -926,6 +1169,39 @@ class CMRSynthesisTest(ScriptedLoadableModuleTest):
         np.testing.assert_array_equal(slicer.util.arrayFromVolume(mapNode), before)
         self.delayDisplay("AHA test passed")
 
+    def test_cine_strain_of_a_phantom(self) -> None:
+        """Two mid-ventricular slices of a phantom cine with its ED myocardium and RV masks: the circumferential
+        strain plays with the cine in its browser, the curves come back as a table and a plot, the peaks as a
+        17-row table (global and AHA segments) with the bullseye; the global peak circumferential strain is
+        shortening (negative), the radial one thickening (positive); strain.json and the figures are kept."""
+        from CMRSynthesisLib import phantom
+
+        inputs = phantomCineStrainInputs(phantom.subject_ids("test", 1)[0])
+        scene = slicer.mrmlScene
+        cine = mrml.add_cine_sequence_node(scene, inputs["cine"], "Phantom cine")
+        logic = CMRSynthesisLogic()
+        parameters = logic.getParameterNode()
+        parameters.task, parameters.cineSequence = Task.CINE_STRAIN, cine
+        parameters.myocardiumNode = mrml.add_volume_node(scene, inputs["myocardium"], "Myocardium ED", labelmap=True)
+        parameters.rvNode = mrml.add_volume_node(scene, inputs["rv"], "RV ED", labelmap=True)
+        outcome = logic.process(parameters, onProgress=lambda fraction, message: self.delayDisplay(message, 1),
+                                wait=True)
+        strain = outcome.nodes["circumferential"]
+        self.assertEqual(strain.GetNumberOfDataNodes(), cine.GetNumberOfDataNodes())
+        self.assertTrue(mrml.sequence_browser(scene, cine, create=False).IsSynchronizedSequenceNode(strain.GetID()))
+        self.assertEqual(outcome.nodes["curves"].GetNumberOfRows(), cine.GetNumberOfDataNodes())
+        self.assertGreaterEqual(outcome.nodes["chart"].GetNumberOfPlotSeriesNodes(), 2)
+        peaks = outcome.nodes["peaks"]
+        self.assertEqual(peaks.GetNumberOfRows(), 17)
+        self.assertLess(float(peaks.GetCellText(0, peaks.GetColumnIndex("peak circumferential (%)"))), 0.0)
+        self.assertGreater(float(peaks.GetCellText(0, peaks.GetColumnIndex("peak radial (%)"))), 0.0)
+        self.assertEqual(outcome.nodes["bullseye"].GetImageData().GetNumberOfScalarComponents(), 3)
+        self.assertIsNotNone(outcome.folder, outcome.message)
+        kept = sorted(path.name for path in outcome.folder.iterdir())
+        shutil.rmtree(outcome.folder)
+        self.assertEqual(kept, ["strain.json", "strain_bullseye.png", "strain_curves.png"])
+        self.delayDisplay("Cine strain test passed")
+
 
 def writePhantomMolliDicom(folder: Path, subjectId: int, slices: int = 3) -> dict:
     """Write native MOLLI 5(3)3 source images of phantom subject `subjectId` into `folder` as one DICOM series: the
@@ -979,3 +1255,31 @@ def writePhantomMolliDicom(folder: Path, subjectId: int, slices: int = 3) -> dic
             dataset.save_as(path)
     t1 = {"blood": subject.tissues["lv_blood"].t1_native_ms, "myocardium": subject.tissues["lv_myocardium"].t1_native_ms}
     return {"masks": {name: masks[name][first:first + slices] for name in t1}, "t1_ms": t1}
+
+
+def phantomCineStrainInputs(subjectId: int, slices: int = 2) -> dict:
+    """The cine of phantom subject `subjectId` cut to its `slices` middle LV slices (every frame; frame 0 is ED),
+    with the ED LV myocardium (scar included) and RV blood pool on that grid.
+
+    Returns {"cine": Volume (t, z, y, x) with trigger_times_ms, "myocardium", "rv": uint8 Volumes (z, y, x)}. Needs
+    only numpy and the library (the self-test's data; a headless test runs it too).
+    """
+    import numpy as np
+
+    from CMRSynthesisLib import phantom
+    from CMRSynthesisLib.volume import Volume
+
+    cine, labels = phantom.render_cine(phantom.make_subject(subjectId))
+    ed = labels.array[0]
+    myocardium = np.isin(ed, [phantom.LABELS["lv_myocardium"], phantom.LABELS["scar"]])
+    withMyocardium = np.flatnonzero(myocardium.any(axis=(1, 2)))
+    first = int(withMyocardium[len(withMyocardium) // 2]) - slices // 2
+    kept = slice(first, first + slices)
+    origin = tuple((cine.index_to_physical() @ np.array([0.0, 0.0, first, 1.0]))[:3])
+
+    def cut(array: np.ndarray, metadata: dict) -> Volume:
+        return Volume(array, cine.spacing, origin, cine.direction, metadata)
+
+    return {"cine": cut(cine.array[:, kept], {"trigger_times_ms": cine.metadata["trigger_times_ms"]}),
+            "myocardium": cut(myocardium[kept].astype(np.uint8), {}),
+            "rv": cut((ed[kept] == phantom.LABELS["rv_blood"]).astype(np.uint8), {})}

@@ -39,9 +39,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cmrsynth", description="Cardiac MR synthesis and enhancement.")
     commands = parser.add_subparsers(dest="command", required=True)
 
-    phantom = commands.add_parser("phantom", help="write synthetic LGE studies with their masks")
+    phantom = commands.add_parser("phantom", help="write synthetic subjects: cine, MOLLI, T1 map, LGE, T2w, labels, "
+                                  "true motion, each folder described by subject.json")
     phantom.add_argument("--out", type=Path, required=True, help="output folder (one sub-folder per subject)")
-    phantom.add_argument("--split", choices=("train", "validation", "test"), default="test")
+    phantom.add_argument("--split", choices=("train", "validation", "test", "ood"), default="test",
+                         help="ood: the out-of-distribution test family (wider acquisition ranges)")
     phantom.add_argument("--subjects", type=int, default=2, help="how many subjects of the split")
 
     enhance = commands.add_parser("enhance", help="localized scar enhancement of an LGE stack")
@@ -56,7 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = commands.add_parser("demo", help="enhance held-out phantom subjects; figure, metrics JSON and table")
     demo.add_argument("--out", type=Path, default=Path("demo_output"))
-    demo.add_argument("--subjects", type=int, default=8, help="held-out test subjects with scar")
+    demo.add_argument("--split", default="test,ood", choices=("test", "ood", "test,ood"),
+                      help="families to evaluate: the held-out test split, the out-of-distribution family, or both")
+    demo.add_argument("--subjects", type=int, default=6, help="held-out subjects with scar per family")
     demo.add_argument("--slices", type=int, default=2, help="scarred slices per subject (largest scar first)")
     _add_sampling(demo)
 
@@ -110,6 +114,51 @@ def build_parser() -> argparse.ArgumentParser:
     aha.add_argument("--out-dir", type=Path, required=True,
                      help="folder for aha_segments.nrrd, aha_<quantity>.csv / .json and the bullseye PNG")
     aha.add_argument("--progress", choices=MODES, default="bar", help="json: the result as one JSON line (for programs)")
+
+    strain = commands.add_parser(
+        "strain", help="radial and circumferential myocardial strain of a cine: maps, curves, peaks, bullseye",
+        description="Track the myocardium from ED to every frame (TV-L1 optical flow) and write Green-Lagrange "
+        "radial and circumferential strain (fractions, negative = shortening) as 4D maps on the ED grid, peak maps, "
+        "strain.json (global and AHA-segment curves and peaks), a curves PNG and, with an RV mask or insertion "
+        "points, a bullseye of peak circumferential strain.")
+    strain.add_argument("--cine", type=Path, required=True,
+                        help="cine: 4D NIfTI / NRRD (time last on disk) or a DICOM cine folder")
+    strain.add_argument("--frame-interval-ms", type=float, help="time between frames when the cine holds no times")
+    strain.add_argument("--myocardium", type=Path,
+                        help="LV myocardium mask at ED on the cine's grid (default: the cine segmenter's)")
+    strain.add_argument("--blood", type=Path, help="LV blood-pool mask at ED (slice centres)")
+    anchor = strain.add_mutually_exclusive_group()
+    anchor.add_argument("--rv", type=Path, help="RV mask at ED: anchors the AHA segments where it meets the LV")
+    anchor.add_argument("--insertion-points", help="the two RV insertion points in mm (see --points-space), "
+                        "written with '=': --insertion-points='-12.5,40,3;-30,22.1,5'")
+    strain.add_argument("--points-space", choices=("ras", "lps"), default="ras",
+                        help="coordinates of --insertion-points: ras as Slicer shows them, or lps as DICOM / ITK")
+    strain.add_argument("--base", choices=("auto", "first", "last"), default="auto",
+                        help="which end of the stack is the base (AHA levels)")
+    strain.add_argument("--ed", type=int, help="ED frame index, from 0 (default: from the segmenter's LV volume "
+                        "curve; with --myocardium, frame 0)")
+    strain.add_argument("--es", type=int, help="ES frame index (default: from the LV volume curve; with "
+                        "--myocardium, the frame of peak global circumferential shortening)")
+    strain.add_argument("--device", default="auto", help="for the cine segmenter: auto, cpu or cuda")
+    strain.add_argument("--segmenter", type=Path, help="cine segmenter checkpoint folder (default: shipped)")
+    strain.add_argument("--out-dir", type=Path, required=True, help="folder for the maps, strain.json and PNGs")
+    strain.add_argument("--progress", choices=MODES, default="bar", help="bar, json (one line per update) or none")
+
+    segment = commands.add_parser(
+        "segment", help="LV blood pool, LV myocardium and RV blood pool of a cine (or a 3D stack / single image)",
+        description="Label every short-axis slice of the chosen frames with the cine segmenter: 1 LV blood pool, "
+        "2 LV myocardium, 3 RV blood pool, on the input's grid. A cine gives a 4D label file (the chosen frames, in "
+        "time order, with a JSON sidecar of their trigger times); a 3D NIfTI / NRRD stack gives a 3D label file.")
+    segment.add_argument("--cine", type=Path, required=True, help="cine: 4D NIfTI / NRRD (time last on disk) or a "
+                         "DICOM cine folder or file; or a 3D NIfTI / NRRD stack, segmented as one frame")
+    segment.add_argument("--out", type=Path, required=True,
+                         help="label file to write (.nii.gz, .nii or .nrrd; a 3D input also .mha)")
+    segment.add_argument("--frames", help="frames to segment, from 0: 'ed,es' (from the LV blood-pool volume curve: "
+                         "largest and smallest), frame numbers '0,5,12', or both (default: every frame)")
+    segment.add_argument("--frame-interval-ms", type=float, help="time between frames when the cine holds no times")
+    segment.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
+    segment.add_argument("--checkpoint", type=Path, help="cine segmenter checkpoint folder (default: shipped)")
+    segment.add_argument("--progress", choices=MODES, default="bar", help="bar, json (one line per update) or none")
     return parser
 
 
@@ -216,6 +265,172 @@ def run_aha(args: argparse.Namespace, progress: Reporter) -> dict[str, Any]:
     return {"outputs": {key: str(path.resolve()) for key, path in outputs.items()}, "summary": summary}
 
 
+def run_strain(args: argparse.Namespace, progress: Reporter) -> dict[str, Any]:
+    from .analysis.cardiac_phases import blood_pool_volumes_ml, ed_es_frames
+    from .analysis.strain import check_strain_inputs, myocardial_strain, write_strain_figures
+    from .io import atomic_write_bytes, check_output_paths, read_volume, write_volumes
+    from .io.cine import read_cine, sidecar_path
+
+    inputs = [path for path in (args.cine, args.myocardium, args.blood, args.rv) if path is not None]
+    anchored = args.rv is not None or args.insertion_points is not None or args.myocardium is None
+    images = {name: args.out_dir / f"strain_{name}.nii.gz" for name in ("radial", "circumferential", "radial_peak",
+                                                                       "circumferential_peak")}
+    files = {"json": args.out_dir / "strain.json", "curves": args.out_dir / "strain_curves.png",
+             **{f"{name}_times": sidecar_path(images[name]) for name in ("radial", "circumferential")}}
+    if anchored:
+        images["segments"] = args.out_dir / "aha_segments.nrrd"
+        files["bullseye"] = args.out_dir / "strain_bullseye.png"
+    check_output_paths(list(images.values()), protected=inputs)
+    check_output_paths(list(files.values()), protected=inputs, images=False)
+    progress(0.0, "reading the cine")
+    cine = read_cine(args.cine, frame_interval_ms=args.frame_interval_ms)
+    check_strain_inputs(cine, 0 if args.ed is None else args.ed, args.es)
+    blood = read_volume(args.blood) if args.blood else None
+    rv = read_volume(args.rv) if args.rv else None
+    es, extra = args.es, {}
+    if args.myocardium is not None:
+        myocardium = read_volume(args.myocardium)
+        ed = 0 if args.ed is None else args.ed
+        sources = {"ed": "user" if args.ed is not None else "frame 0 (cine assumed to start at the R wave)",
+                   "es": "user" if args.es is not None else None}
+        extra["notes"] = [] if args.ed is not None else ["ED = frame 0: the cine is assumed to start at the R wave"]
+        start = 0.05
+    else:
+        labels = _segment_cine(cine, args, _stage(progress, 0.0, 0.3))
+        curve = blood_pool_volumes_ml(labels.array, cine.spacing)
+        ed_curve, es_curve = ed_es_frames(curve)
+        ed = ed_curve if args.ed is None else args.ed
+        sources = {"ed": "LV blood-pool volume curve (largest)" if args.ed is None else "user",
+                   "es": "LV blood-pool volume curve (smallest)" if args.es is None else "user"}
+        es = es_curve if args.es is None else args.es
+        extra["lv_blood_volume_ml"] = curve.tolist()
+        myocardium = labels.with_array((labels.array[ed] == 2).astype(np.uint8))
+        blood = blood if blood is not None else labels.with_array((labels.array[ed] == 1).astype(np.uint8))
+        if rv is None and args.insertion_points is None:
+            rv = labels.with_array((labels.array[ed] == 3).astype(np.uint8))
+        start = 0.3
+    result = myocardial_strain(
+        cine, myocardium, ed_frame=ed, es_frame=es, blood_pool_ed=blood, rv_ed=rv,
+        insertion_points=_points_lps(args.insertion_points, args.points_space) if args.insertion_points else None,
+        base=args.base, progress=_stage(progress, start, 0.95))
+    progress(0.95, "writing the maps, strain.json and figures")
+    volumes = [(result.radial, images["radial"]), (result.circumferential, images["circumferential"]),
+               (result.peak_radial, images["radial_peak"]), (result.peak_circumferential, images["circumferential_peak"])]
+    if anchored:
+        volumes.append((result.segmentation.labels, images["segments"]))
+    write_volumes(volumes, protected=inputs)  # not write_cine: the maps hold NaN outside the myocardium
+    times = (json.dumps({"trigger_times_ms": result.trigger_times_ms}, indent=1) + "\n").encode("utf-8")
+    for name in ("radial", "circumferential"):  # the sidecar read_cine takes the frame times from
+        atomic_write_bytes(files[f"{name}_times"], times)
+    details = result.summary()
+    summary = {"ed_frame": result.ed_frame, "es_frame": result.es_frame,
+               "ed_es_source": {"ed": sources["ed"], "es": sources["es"] or result.es_source}, **details,
+               **extra, "notes": extra.get("notes", []) + details["notes"]}
+    atomic_write_bytes(files["json"], (json.dumps(summary, indent=2) + "\n").encode("utf-8"))
+    write_strain_figures(result, files["curves"], files.get("bullseye"), protected=inputs)
+    progress(1.0, "strain written")
+    outputs = {**images, **files}
+    return {"outputs": {key: str(path.resolve()) for key, path in outputs.items()}, "summary": summary}
+
+
+def run_segment(args: argparse.Namespace, progress: Reporter) -> dict[str, Any]:
+    from .analysis.cardiac_phases import blood_pool_volumes_ml, ed_es_frames
+    from .errors import InputError, OutputError
+    from .io import check_output_paths, write_volume
+    from .io.cine import CINE_SUFFIXES, sidecar_path, write_cine
+    from .io.itk_files import itk_suffix
+    from .methods.cine_segmentation import CineSegmenter, checked_frames
+
+    wanted = _frame_choice(args.frames)
+    progress(0.0, "reading the cine")
+    cine = _read_cine_or_stack(args.cine, args.frame_interval_ms)
+    four_d = cine.array.ndim == 4
+    count = cine.array.shape[0] if four_d else 1
+    numbers = [item for item in wanted if isinstance(item, int)] if wanted is not None else None
+    phases = wanted is not None and len(numbers) < len(wanted)
+    if numbers:
+        checked_frames(numbers, count, four_d)
+    if phases and count < 2:
+        raise InputError(f"--frames ed,es needs a cine of several frames to find ED and ES; "
+                         f"{cine.named('the input')} has {count}: give frame numbers instead")
+    if four_d:
+        if itk_suffix(args.out, CINE_SUFFIXES) is None:
+            raise OutputError(f"{args.out}: a cine's labels are written as 4D NIfTI (.nii, .nii.gz) or NRRD (.nrrd)")
+        check_output_paths([sidecar_path(args.out)], protected=[args.cine], images=False)
+    check_output_paths([args.out], protected=[args.cine])
+    segmenter = CineSegmenter.load(args.checkpoint, args.device)
+    labels = segmenter.segment(cine, None if phases or numbers is None else sorted(numbers),
+                               progress=_stage(progress, 0.05, 0.95))
+    summary: dict[str, Any] = {"label_values": labels.metadata["label_values"], "device": str(segmenter.device)}
+    if four_d:
+        volumes = blood_pool_volumes_ml(labels.array, labels.spacing)
+        if phases:
+            ed, es = ed_es_frames(volumes)
+            summary.update(ed_frame=ed, es_frame=es, ed_es_source="LV blood-pool volume curve (largest, smallest)")
+            keep = sorted({ed if item == "ed" else es if item == "es" else item for item in wanted})
+            times = [cine.metadata["trigger_times_ms"][frame] for frame in keep]  # read_cine gives every frame's
+            labels = labels.with_array(labels.array[keep], frames=keep, trigger_times_ms=times)
+            volumes = volumes[keep]
+        summary["lv_blood_volume_ml"] = {str(frame): round(float(volume), 2)
+                                         for frame, volume in zip(labels.metadata["frames"], volumes)}
+    summary["frames"] = labels.metadata["frames"] if four_d else [0]
+    progress(0.95, "writing the labels")
+    written = (write_cine if four_d else write_volume)(labels, args.out, protected=[args.cine])
+    progress(1.0, "labels written")
+    summary["notes"] = list(cine.metadata.get("notes") or [])
+    return {"outputs": {"labels": str(Path(written).resolve())}, "summary": summary}
+
+
+def _frame_choice(text: str | None) -> list[int | str] | None:
+    """--frames 'ed,es,0,5' -> ['ed', 'es', 0, 5] (None: every frame); InputError for anything else."""
+    from .errors import InputError
+
+    if text is None:
+        return None
+    items: list[int | str] = []
+    for token in (part.strip().lower() for part in text.split(",")):
+        if token in ("ed", "es"):
+            items.append(token)
+        elif token.isdigit():
+            items.append(int(token))
+        else:
+            raise InputError(f"--frames takes 'ed', 'es' and frame numbers from 0, separated by commas; got "
+                             f"{text!r}")
+    return items
+
+
+def _read_cine_or_stack(path: Path, frame_interval_ms: float | None) -> Any:
+    """A cine (t, z, y, x) from a 4D NIfTI / NRRD file or a DICOM cine (a folder or file; the phases present, so a
+    single DICOM image is a one-frame cine), or a 3D (z, y, x) stack from a 3D NIfTI / NRRD file."""
+    from .io import read_volume
+    from .io.cine import read_cine, read_cine_frames
+    from .io.itk_files import itk_suffix
+
+    if itk_suffix(path):
+        volume = read_volume(path)
+        return read_cine(path, frame_interval_ms=frame_interval_ms) if volume.array.ndim == 4 else volume
+    return read_cine_frames(path, frame_interval_ms=frame_interval_ms)
+
+
+def _segment_cine(cine: Any, args: argparse.Namespace, progress: Any) -> Any:
+    """Labels (t, z, y, x) of every frame by the cine segmenter: 1 LV blood, 2 LV myocardium, 3 RV blood."""
+    from .errors import InputError
+
+    try:
+        from .methods.cine_segmentation import segment_cine
+    except ModuleNotFoundError as err:
+        if err.name != f"{__package__}.methods.cine_segmentation":
+            raise
+        raise InputError("no cine segmenter is installed; give --myocardium (the LV myocardium mask at ED, on the "
+                         "cine's grid) and --rv or --insertion-points for the AHA segments") from err
+    return segment_cine(cine, None, device=args.device, checkpoint=args.segmenter, progress=progress)
+
+
+def _stage(progress: Reporter, start: float, end: float) -> Any:
+    """A progress callback mapping [0, 1] onto [start, end] of `progress`."""
+    return lambda fraction, message: progress(start + (end - start) * fraction, message)
+
+
 def _points_lps(text: str, space: str) -> list[list[float]]:
     """'x,y,z;x,y,z' in RAS or LPS millimetres -> two LPS points."""
     from .errors import InputError
@@ -230,18 +445,16 @@ def _points_lps(text: str, space: str) -> list[list[float]]:
     return [(np.asarray(point) * sign).tolist() for point in points]
 
 
-def run_phantom(args: argparse.Namespace) -> dict[str, Any]:
+def run_phantom(args: argparse.Namespace, progress: Reporter) -> dict[str, Any]:
     from . import phantom
-    from .io import write_volumes
 
+    ids = phantom.subject_ids(args.split, args.subjects)
     written = {}
-    for subject_id in phantom.subject_ids(args.split, args.subjects):
-        study = phantom.lge_study(subject_id)
-        folder = args.out / f"subject_{subject_id:04d}"
-        volumes = {"lge": study["lge"], "labels": study["labels"],
-                   "heart_roi": study["lge"].with_array(study["masks"]["heart_roi"].astype(np.uint8))}
-        paths = write_volumes([(volume, folder / f"{name}.nrrd") for name, volume in volumes.items()])
-        written[subject_id] = {name: str(path) for name, path in zip(volumes, paths)}
+    for done, subject_id in enumerate(ids):
+        progress(done / max(len(ids), 1), f"subject {subject_id}")
+        folder = args.out / f"subject_{subject_id:07d}"
+        phantom.write_subject(subject_id, folder)
+        written[subject_id] = str(folder / "subject.json")
     return {"outputs": written}
 
 
@@ -249,13 +462,17 @@ def _run(args: argparse.Namespace, reporter: Reporter) -> dict[str, Any]:
     if args.command == "enhance":
         return run_enhance(args, reporter)
     if args.command == "phantom":
-        return run_phantom(args)
+        return run_phantom(args, reporter)
     if args.command == "t1map":
         return run_t1map(args, reporter)
     if args.command == "ecv":
         return run_ecv(args, reporter)
     if args.command == "aha":
         return run_aha(args, reporter)
+    if args.command == "strain":
+        return run_strain(args, reporter)
+    if args.command == "segment":
+        return run_segment(args, reporter)
     from .demo import run_demo
 
     return run_demo(args, reporter)

@@ -34,6 +34,9 @@ _DISPLAYS = {
     "t1_post": Display("t1_post", "post-contrast T1", "ms", "lipari", (0.0, 1000.0), 0),
     "ecv": Display("ecv", "ECV", "%", "batlow", (0.0, 100.0), 1),
     "t2": Display("t2", "T2", "ms", "navia", (0.0, 100.0), 0),
+    # signed: a diverging map centred on 0 (shortening blue, lengthening red)
+    "peak_circumferential_strain": Display("peak_circumferential_strain", "peak circumferential strain", "%", "vik",
+                                           (-30.0, 30.0), 1),
 }
 _ALIASES = {"t1": "t1_native"}  # a T1 map of unknown timing is shown as a native one
 

@@ -444,9 +444,11 @@ def add_plot_chart(scene, table_node, x_column: str, y_columns: Sequence[str], n
     """A plot chart node with one line series per column of `y_columns` in `table_node`, against `x_column`.
 
     Each series is named after its column (the legend shows it); the `emphasised` ones are drawn 3 pixels wide in
-    tab10's colours, the others 1 pixel wide in tab20's. The chart's name is made unique in the scene and is its
-    title. Raises InputError naming the columns the table lacks.
+    tab10's colours, the others 1 pixel wide in tab20b's (none of tab10's; repeated after 20). The chart's name is
+    made unique in the scene and is its title. Raises InputError naming the columns the table lacks.
     """
+    from itertools import cycle
+
     from matplotlib import colormaps
 
     table = table_node.GetTable()
@@ -458,7 +460,7 @@ def add_plot_chart(scene, table_node, x_column: str, y_columns: Sequence[str], n
     chart.SetXAxisTitle(x_title)
     chart.SetYAxisTitle(y_title)
     emphasised = set(emphasised)
-    strong, light = iter(colormaps["tab10"].colors), iter(_segment_palette(len(y_columns)))
+    strong, light = iter(colormaps["tab10"].colors), cycle(colormaps["tab20b"].colors)
     for column in y_columns:
         series = scene.AddNewNodeByClass("vtkMRMLPlotSeriesNode", column)
         series.SetAndObserveTableNodeID(table_node.GetID())

@@ -443,6 +443,133 @@ def check_insertion_points(scene) -> None:
     np.testing.assert_allclose([points.GetNthControlPointPosition(index) for index in range(2)], placed)
 
 
+def oblique_cine(frames: int = 3) -> Volume:
+    """A cine Volume (t, z, y, x) on the oblique test grid (in LPS), frame t holding 100 t + (0, 1, 2, ...), with
+    trigger times 0, 40, 80, ... ms."""
+    ijk_to_lps = mrml.LPS_TO_RAS @ oblique_ijk_to_ras()
+    spacing = np.linalg.norm(ijk_to_lps[:3, :3], axis=0)
+    voxels = np.arange(np.prod(SHAPE), dtype=np.float32).reshape(SHAPE)
+    array = np.stack([voxels + 100.0 * frame for frame in range(frames)])
+    return Volume(array, tuple(spacing), tuple(ijk_to_lps[:3, 3]), tuple((ijk_to_lps[:3, :3] / spacing).ravel()),
+                  {"trigger_times_ms": [40.0 * frame for frame in range(frames)]})
+
+
+def check_plot_chart(scene) -> None:
+    """A chart gets one line series per chosen column of a table, against the x column, named after the column, the
+    emphasised ones wider; a column the table lacks is refused with an InputError naming it."""
+    rows = [{"frame": frame, "global (%)": -2.0 * frame, "segment 1 (%)": -1.5 * frame, "segment 2 (%)": -frame}
+            for frame in range(1, 5)]
+    table = mrml.add_table_node(scene, rows, "Strain curves")
+    chart = mrml.add_plot_chart(scene, table, "frame", ["global (%)", "segment 1 (%)", "segment 2 (%)"], "Strain",
+                                x_title="frame", y_title="strain (%)", emphasised=["global (%)"])
+    assert (chart.GetXAxisTitle(), chart.GetYAxisTitle(), chart.GetTitle()) == ("frame", "strain (%)", "Strain")
+    series = [chart.GetNthPlotSeriesNode(index) for index in range(chart.GetNumberOfPlotSeriesNodes())]
+    assert [node.GetName() for node in series] == ["global (%)", "segment 1 (%)", "segment 2 (%)"]
+    for node in series:
+        assert node.GetTableNode() is table and node.GetXColumnName() == "frame", node.GetName()
+        assert node.GetYColumnName() == node.GetName() and node.GetMarkerStyle() == node.MarkerStyleNone
+    assert [node.GetLineWidth() for node in series] == [3, 1, 1], "the emphasised series is not the wide one"
+    assert len({tuple(node.GetColor()) for node in series}) == 3, "two series share a colour"
+    try:
+        mrml.add_plot_chart(scene, table, "time (ms)", ["global (%)"], "Strain")
+    except InputError as error:
+        assert "time (ms)" in str(error) and "Strain curves" in str(error), error
+    else:
+        raise AssertionError("a chart was made of a column the table lacks")
+
+
+def check_synchronized_sequence(scene) -> None:
+    """A 4D result joins the cine's browser as a sequence indexed like the cine: its proxy shows the frame the cine's
+    proxy shows, lies in the cine proxy's folder and under its transform, and NaN voxels (no value) are drawn
+    transparent; a result with another frame count or off the cine's grid is refused."""
+    cine = oblique_cine(3)
+    transform = scene.AddNewNodeByClass("vtkMRMLLinearTransformNode", "Registration")
+    reference = add_test_volume(scene, "Reference")
+    reference.SetAndObserveTransformNodeID(transform.GetID())
+    sequence = mrml.add_cine_sequence_node(scene, cine, "Cine", reference_node=reference)
+    strain = cine.with_array(-cine.array / 100.0)
+    strain.array[:, 0] = np.nan  # the first slice has no value
+    result, proxy = mrml.add_synchronized_sequence(scene, strain, "Cine strain", sequence)
+    assert [result.GetNthIndexValue(t) for t in range(3)] == [sequence.GetNthIndexValue(t) for t in range(3)]
+    assert (result.GetIndexName(), result.GetIndexUnit()) == (sequence.GetIndexName(), sequence.GetIndexUnit())
+    (browser,) = mrml._nodes_of_class(scene, "vtkMRMLSequenceBrowserNode")
+    assert browser.IsSynchronizedSequenceNode(result.GetID()) and browser.GetProxyNode(result) is proxy
+    cine_proxy = browser.GetProxyNode(sequence)
+    for frame in (2, 1):
+        browser.SetSelectedItemNumber(frame)
+        mrml._update_sequence_proxies(scene, browser)
+        np.testing.assert_array_equal(slicer.util.arrayFromVolume(proxy), strain.array[frame])
+        np.testing.assert_array_equal(slicer.util.arrayFromVolume(cine_proxy), cine.array[frame])
+    np.testing.assert_allclose(node_ijk_to_ras(proxy), oblique_ijk_to_ras(), atol=1e-6)
+    assert proxy.GetName() == result.GetName() == "Cine strain" and not proxy.IsA("vtkMRMLLabelMapVolumeNode")
+    assert proxy.GetTransformNodeID() == transform.GetID(), "the result is not under the cine's transform"
+    hierarchy = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(scene)
+    assert hierarchy.GetItemParent(hierarchy.GetItemByDataNode(proxy)) == hierarchy.GetItemParent(
+        hierarchy.GetItemByDataNode(cine_proxy)), "the result is not in the cine's folder"
+    for bad, expected in ((strain.with_array(strain.array[:2]), InputError),
+                          (Volume(strain.array, strain.spacing, tuple(np.add(strain.origin, 1.0)), strain.direction),
+                           GeometryError)):
+        try:
+            mrml.add_synchronized_sequence(scene, bad, "Bad", sequence)
+        except expected as error:
+            assert "Bad" in str(error), error
+        else:
+            raise AssertionError(f"a result of shape {bad.array.shape} at {bad.origin} joined the cine")
+
+
+def check_label_sequence(scene) -> None:
+    """Labels of every frame play with the cine as labelmaps, their values named in the proxy's colour table."""
+    cine = oblique_cine(2)
+    sequence = mrml.add_cine_sequence_node(scene, cine, "Cine")
+    labels = cine.with_array(np.stack([two_labels(), 3 * (two_labels() > 0)]).astype(np.uint8))
+    result, proxy = mrml.add_synchronized_sequence(scene, labels, "Cine labels", sequence,
+                                                   label_names=["LV blood", "LV myocardium", "RV blood"])
+    assert proxy.IsA("vtkMRMLLabelMapVolumeNode") and result.GetNthDataNode(1).IsA("vtkMRMLLabelMapVolumeNode")
+    colours = proxy.GetDisplayNode().GetColorNode()
+    assert [colours.GetColorName(value) for value in range(4)] == ["background", "LV blood", "LV myocardium",
+                                                                   "RV blood"]
+    np.testing.assert_array_equal(slicer.util.arrayFromVolume(proxy), labels.array[0])
+
+
+def check_sequence_browser(scene) -> None:
+    """A sequence's browser is found where it plays, as master or synchronised; one without a browser gets a new
+    one (with a proxy), unless asked only to find one."""
+    cine = mrml.add_cine_sequence_node(scene, oblique_cine(2), "Cine")
+    (browser,) = mrml._nodes_of_class(scene, "vtkMRMLSequenceBrowserNode")
+    assert mrml.sequence_browser(scene, cine) is browser
+    result, _ = mrml.add_synchronized_sequence(scene, oblique_cine(2), "Result", cine)
+    assert mrml.sequence_browser(scene, result, create=False) is browser
+    alone = add_test_sequence(scene, "MOLLI")
+    assert mrml.sequence_browser(scene, alone, create=False) is None
+    made = mrml.sequence_browser(scene, alone)
+    assert made is not browser and made.GetMasterSequenceNode() is alone and made.GetProxyNode(alone) is not None
+
+
+def check_nan_voxels_transparent(scene) -> None:
+    """hide_nan_voxels: a map's NaN voxels get alpha 0 in the slice-view display pipeline, its finite values (large
+    ones too) alpha 255; without it NaN is drawn opaque."""
+    from vtk.util import numpy_support
+
+    values = np.full(SHAPE, np.nan, dtype=np.float32)
+    values[1, 2, 1:4] = [-12.0, 0.0, 3.0e5]
+    node = add_test_volume(scene, "Strain", values)
+    node.CreateDefaultDisplayNodes()
+    mrml.show_quantity(scene, node, "peak_circumferential_strain")
+    display = node.GetDisplayNode()
+
+    def alpha() -> np.ndarray:
+        display.SetInputImageDataConnection(node.GetImageDataConnection())
+        display.UpdateImageDataPipeline()
+        producer = display.GetOutputImageDataConnection().GetProducer()
+        producer.Update()
+        rgba = numpy_support.vtk_to_numpy(producer.GetOutputDataObject(0).GetPointData().GetScalars())
+        return rgba.reshape(*SHAPE, 4)[..., 3]
+
+    assert (alpha() == 255).all(), "the test expects NaN to be drawn opaque by default"
+    mrml.hide_nan_voxels(node)
+    np.testing.assert_array_equal(alpha(), np.where(np.isnan(values), 0, 255))
+
+
 CHECKS = (
     check_volume_round_trip,
     check_lps_is_ras_with_x_y_negated,
@@ -465,4 +592,9 @@ CHECKS = (
     check_image_node,
     check_png_read_as_rgb,
     check_insertion_points,
+    check_plot_chart,
+    check_synchronized_sequence,
+    check_label_sequence,
+    check_sequence_browser,
+    check_nan_voxels_transparent,
 )

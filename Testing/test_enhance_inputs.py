@@ -172,7 +172,8 @@ def test_a_probability_map_is_thresholded_at_one_half_with_a_note(study, tmp_pat
 @pytest.fixture
 def label_map(study, tmp_path):
     """Labels 0..10 in stripes, with the heart ROI as label 3 (a multi-label segmentation file)."""
-    labels = (np.arange(128)[None, None, :] // 12 % 11 * np.ones((3, 128, 1))).astype(np.uint8)
+    slices, rows, cols = study["roi"].shape
+    labels = (np.arange(cols)[None, None, :] // 12 % 11 * np.ones((slices, rows, 1))).astype(np.uint8)
     labels[labels == 3] = 4
     labels[study["roi"]] = 3
     return write_volume(study["lge"].with_array(labels), tmp_path / "labels.nrrd"), labels

@@ -16,7 +16,10 @@ import torch
 from CMRSynthesisLib.checkpoints import save_checkpoint, write_manifest
 
 from .distributed import setup, teardown
-from .recipes.scar_enhancement import RECIPES
+from .recipes.cine_segmentation import RECIPES as CINE_RECIPES
+from .recipes.scar_enhancement import RECIPES as SCAR_RECIPES
+
+RECIPES = {**SCAR_RECIPES, **CINE_RECIPES}
 
 
 def main(argv: list[str] | None = None) -> int:
