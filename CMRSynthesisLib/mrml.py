@@ -227,13 +227,7 @@ def add_segments_node(scene, labels: Volume, names: Sequence[str], name: str, re
     segmentation = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", scene.GenerateUniqueName(name))
     with _temporary_nodes(scene):
         labelmap = add_volume_node(scene, labels, f"{name} labels", labelmap=True)
-        colours = scene.AddNewNodeByClass("vtkMRMLColorTableNode", f"{name} colours")
-        colours.SetTypeToUser()
-        colours.SetNumberOfColors(len(names) + 1)
-        colours.SetColor(0, "background", 0.0, 0.0, 0.0, 0.0)
-        palette = np.asarray(_segment_palette(len(names)))
-        for value, (segment_name, rgb) in enumerate(zip(names, palette), start=1):
-            colours.SetColor(value, segment_name, *rgb, 1.0)
+        colours = _label_colours(scene, names, f"{name} colours")
         labelmap.GetDisplayNode().SetAndObserveColorNodeID(colours.GetID())
         if not slicer.vtkSlicerSegmentationsModuleLogic.ImportLabelmapToSegmentationNode(labelmap, segmentation):
             raise InputError(f"the labels of '{name}' could not be turned into segments")
