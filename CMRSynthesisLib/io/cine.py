@@ -35,6 +35,7 @@ from .dicom import (
     POSITION_TOLERANCE,
     Frame,
     frame_names,
+    group_by_position,
     is_dicom_file,
     keep_magnitude,
     read_image_frames,
@@ -351,15 +352,7 @@ def _pick_stack(frames: list[Frame]) -> tuple[list[_Slice], list[str], list[str]
     images), then latest series and acquisition number; a key whose positions overlap those taken is left out.
     """
     normal = _normal(frames[0])
-    tolerance = POSITION_TOLERANCE * min(float(frame.pixel_spacing.min()) for frame in frames)
-    bins: list[list[Frame]] = []
-    previous = None
-    for frame in sorted(frames, key=lambda frame: float(frame.position @ normal)):
-        distance = float(frame.position @ normal)
-        if previous is None or distance - previous > tolerance:
-            bins.append([])
-        bins[-1].append(frame)
-        previous = distance
+    bins = group_by_position(frames)
     bin_of = {id(frame): index for index, members in enumerate(bins) for frame in members}
     series: dict[tuple, list[Frame]] = {}
     for frame in frames:

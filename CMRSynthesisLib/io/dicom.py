@@ -441,10 +441,10 @@ def _order_in_time(stacks: list[list[Frame]]) -> list[list[Frame]]:
 
 def group_by_position(frames: list[Frame]) -> list[list[Frame]]:
     """Frames grouped by slice position, positions in increasing order along the first frame's slice normal
-    (positions closer than POSITION_TOLERANCE pixel spacings count as one); each group in input order."""
+    (positions closer than POSITION_TOLERANCE of the finest pixel spacing count as one); each group in input order."""
     first = frames[0]
     normal = np.cross(first.orientation[:3], first.orientation[3:])
-    tolerance = POSITION_TOLERANCE * float(first.pixel_spacing.min())
+    tolerance = POSITION_TOLERANCE * min(float(frame.pixel_spacing.min()) for frame in frames)
     stacks: list[list[Frame]] = []
     previous = None
     for frame in sorted(frames, key=lambda frame: float(frame.position @ normal)):
