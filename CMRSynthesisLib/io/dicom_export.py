@@ -91,14 +91,20 @@ def _stored_values(frames: np.ndarray) -> tuple[np.ndarray, str | None, str | No
     return stored, f"{slope:.10g}"[:16], f"{intercept:.10g}"[:16]
 
 
-def _dataset(pixels: np.ndarray, images: Volume, description: str, image_type: Sequence[str], series_number: int,
-             comment: str) -> Dataset:
+def new_dataset(sop_class: str) -> Dataset:
+    """An empty data set of `sop_class` with its file meta (explicit VR little endian) and a fresh SOP instance UID."""
     meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID = MRImageStorage, generate_uid()
+    meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID = sop_class, generate_uid()
     meta.TransferSyntaxUID = ExplicitVRLittleEndian
     dataset = Dataset()
     dataset.file_meta = meta
-    dataset.SOPClassUID, dataset.SOPInstanceUID = MRImageStorage, meta.MediaStorageSOPInstanceUID
+    dataset.SOPClassUID, dataset.SOPInstanceUID = sop_class, meta.MediaStorageSOPInstanceUID
+    return dataset
+
+
+def _dataset(pixels: np.ndarray, images: Volume, description: str, image_type: Sequence[str], series_number: int,
+             comment: str) -> Dataset:
+    dataset = new_dataset(MRImageStorage)
     dataset.Modality = "MR"
     dataset.PatientName, dataset.PatientID = "SYNTHETIC^PHANTOM", "SYNTHETIC"
     dataset.SeriesDescription, dataset.SeriesNumber = description[:64], series_number

@@ -160,12 +160,8 @@ def add_papillary_muscles(image: np.ndarray, labels: np.ndarray, rng: np.random.
     rows, cols = np.nonzero((depth >= 2) & (depth <= 8))
     if rows.size == 0:
         return
-    level = float(np.median(image[myocardium]))
-    for _ in range(int(rng.integers(1, 4))):
-        pick = int(rng.integers(rows.size))
-        muscle = _ellipse(image.shape, (rows[pick], cols[pick]), tuple(rng.uniform(2.0, 5.0, 2)),
-                          rng.uniform(0, math.pi)) & blood
-        image[muscle] = level * rng.uniform(0.8, 1.2)
+    _paint_muscle(image, rows, cols, int(rng.integers(1, 4)), (2.0, 5.0), blood, float(np.median(image[myocardium])),
+                  rng)
 
 
 def add_trabeculae(image: np.ndarray, labels: np.ndarray, rng: np.random.Generator) -> None:
@@ -178,12 +174,19 @@ def add_trabeculae(image: np.ndarray, labels: np.ndarray, rng: np.random.Generat
     if blood.sum() < 100 or not myocardium.any():
         return
     rows, cols = np.nonzero(blood & (ndimage.distance_transform_edt(blood) <= 2.0))
-    level = float(np.median(image[myocardium]))
-    for _ in range(int(rng.integers(3, 11))):
+    _paint_muscle(image, rows, cols, int(rng.integers(3, 11)), (1.0, 3.0), blood, float(np.median(image[myocardium])),
+                  rng)
+
+
+def _paint_muscle(image: np.ndarray, rows: np.ndarray, cols: np.ndarray, count: int, semi_axes_px: tuple[float, float],
+                  within: np.ndarray, level: float, rng: np.random.Generator) -> None:
+    """Paint `count` ellipses, each centred on a random one of the (rows, cols) pixels with semi-axes drawn from
+    `semi_axes_px` and a random angle, clipped to `within`, at `level` times 0.8-1.2 (muscle brightness), in place."""
+    for _ in range(count):
         pick = int(rng.integers(rows.size))
-        bump = _ellipse(image.shape, (rows[pick], cols[pick]), tuple(rng.uniform(1.0, 3.0, 2)),
-                        rng.uniform(0, math.pi)) & blood
-        image[bump] = level * rng.uniform(0.8, 1.2)
+        muscle = _ellipse(image.shape, (rows[pick], cols[pick]), tuple(rng.uniform(*semi_axes_px, 2)),
+                          rng.uniform(0, math.pi)) & within
+        image[muscle] = level * rng.uniform(0.8, 1.2)
 
 
 def add_distractors(image: np.ndarray, labels: np.ndarray, rng: np.random.Generator, rim_prob: float) -> None:
