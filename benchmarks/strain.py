@@ -8,7 +8,8 @@ surroundings and Gaussian noise. Two hearts: "typical", ED cavity radius 24 mm a
 pixels), and "large", the myocardium 100 pixels across (an outsized heart: a crop of about 120 x 120 pixels).
 Times are wall seconds and this process's CPU seconds of whole `myocardial_strain` calls divided by the slices
 (median of `--repeats` calls, after an untimed warm-up; on a shared machine wall time includes waiting for a core,
-so the load average is recorded), with the TV-L1 tracking alone timed on one slice to show what dominates; memory
+so the load average is recorded), with the TV-L1 tracking alone timed on one slice to show what dominates, serial
+and threaded (`lagrangian_displacement(threads=...)`) interleaved so their ratio is measured under one load; memory
 is the peak of bytes allocated by Python and numpy during one further, traced call (tracemalloc), and the
 process's peak RSS.
 Accuracy: global peak E_cc and E_rr against the closed form over the same voxels. Target: under 2 s per slice.
@@ -34,6 +35,8 @@ import skimage
 from scipy.ndimage import gaussian_filter, map_coordinates
 
 from CMRSynthesisLib.analysis.strain import (
+    THREADED_MIN_PIXELS,
+    TRACKING_THREADS,
     TVL1_OPTIONS,
     core_myocardium,
     lagrangian_displacement,
@@ -108,7 +111,15 @@ def measure(heart: dict[str, float], slices: int, repeats: int, seed: int) -> di
     rows, cols = np.nonzero(myocardium[0])
     pad = int(np.ceil(15.0 / SPACING_MM))  # strain.MARGIN_MM
     crop = cine.array[:, 0, rows.min() - pad:rows.max() + pad + 1, cols.min() - pad:cols.max() + pad + 1]
-    _, tracking_seconds, tracking_cpu = timed(lambda: lagrangian_displacement(normalise_intensity(crop), 0))
+    frames = normalise_intensity(crop)
+    threads = {"serial": 1, "threaded": TRACKING_THREADS}
+    tracking: dict[str, list[tuple[float, float]]] = {name: [] for name in threads}
+    for _ in range(repeats):  # serial and threaded interleaved, so both see the same machine load
+        for name, count in threads.items():
+            tracking[name].append(timed(lambda: lagrangian_displacement(frames, 0, threads=count))[1:])
+    tracking_seconds, tracking_cpu = map(float, np.median(tracking["serial" if crop[0].size < THREADED_MIN_PIXELS
+                                                                   else "threaded"], axis=0))
+    wall = {name: float(np.median([seconds for seconds, _ in runs])) for name, runs in tracking.items()}
     return {
         "heart": heart, "myocardium_across_px": int(cols.max() - cols.min() + 1), "crop_px": list(crop.shape[1:]),
         "seconds_per_slice": {"median": float(np.median(per_slice)), "all": [round(v, 4) for v in per_slice]},
@@ -116,6 +127,9 @@ def measure(heart: dict[str, float], slices: int, repeats: int, seed: int) -> di
                                   "all": [round(v, 4) for v in cpu_per_slice]},
         "tracking_seconds_per_slice": tracking_seconds, "tracking_cpu_seconds_per_slice": tracking_cpu,
         "tracking_share_of_cpu": tracking_cpu / float(np.median(cpu_per_slice)),
+        "tracking_wall_seconds": {**wall, "threads": TRACKING_THREADS,
+                                  "threaded_over_serial": wall["threaded"] / wall["serial"],
+                                  "used": "serial" if crop[0].size < THREADED_MIN_PIXELS else "threaded"},
         "peak_allocated_mb": peak_mb(run), "process_peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         / 1024.0,
         "accuracy": {"global_peak_circumferential": result.global_peak_circumferential,
@@ -151,7 +165,8 @@ def main() -> None:
         accuracy = row["accuracy"]
         print(f"{name} ({row['myocardium_across_px']} px across, crop {row['crop_px']}): "
               f"{row['seconds_per_slice']['median']:.2f} s/slice, CPU {row['cpu_seconds_per_slice']['median']:.2f} s "
-              f"(tracking {100 * row['tracking_share_of_cpu']:.0f} %), "
+              f"(tracking {100 * row['tracking_share_of_cpu']:.0f} %; threaded / serial tracking wall "
+              f"{row['tracking_wall_seconds']['threaded_over_serial']:.2f}), "
               f"peak {row['peak_allocated_mb']:.0f} MiB; E_cc error {accuracy['circumferential_error']:+.3f}, "
               f"E_rr error {accuracy['radial_error']:+.3f}")
     print(f"-> {out}")

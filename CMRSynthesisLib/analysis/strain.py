@@ -42,8 +42,10 @@ from __future__ import annotations
 import dataclasses
 import io
 import math
+import os
 import warnings
 from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +64,11 @@ from .bullseye import write_bullseye_png
 
 TVL1_OPTIONS: dict[str, float | int] = {"attachment": 45.0, "tightness": 0.3, "num_iter": 5, "num_warp": 5}
 """scikit-image optical_flow_tvl1 settings used for tracking (see the module docstring)."""
+TRACKING_THREADS = min(4, os.cpu_count() or 1)
+"""Threads computing the frames' flows of one slice at once (same result for any count)."""
+THREADED_MIN_PIXELS = 96 * 96
+"""Frames of fewer pixels are tracked one after another: on 2 cores (benchmarks/strain.py) threads cut a 120 x 120
+crop from 2.1 to 1.7-1.9 s but slow a 64 x 64 crop from 0.65 to 0.95 s (too little array work per GIL release)."""
 MARGIN_MM = 15.0
 GRADIENT_SIGMA_PX = 1.0
 STRAIN_UNITS = "1"  # a fraction: Green-Lagrange strain is dimensionless
@@ -82,12 +89,14 @@ def normalise_intensity(frames: np.ndarray) -> np.ndarray:
 
 
 def lagrangian_displacement(frames: np.ndarray, ed_frame: int = 0, *,
-                            on_frame: Callable[[int], None] | None = None) -> np.ndarray:
+                            on_frame: Callable[[int], None] | None = None, threads: int | None = None) -> np.ndarray:
     """Displacement of every ED pixel to every frame, by TV-L1 optical flow from the ED frame (TVL1_OPTIONS).
 
     frames: (t, rows, cols) images of one slice, ideally `normalise_intensity`d. Returns (t, 2, rows, cols) float32
     in pixels, components (row, col): the material point at ED pixel X lies at X + u[t, :, X] in frame t; u[ed] = 0.
-    on_frame(t) is called after each frame's flow (for progress; it may raise to stop).
+    on_frame(t) is called after each frame's flow, in frame order (for progress; it may raise to stop). threads:
+    how many frames are tracked at once (None: TRACKING_THREADS for frames of THREADED_MIN_PIXELS or more, else 1);
+    the result does not depend on it.
     """
     frames = np.asarray(frames, dtype=np.float32)
     if frames.ndim != 3 or frames.shape[0] < 2:
@@ -95,11 +104,22 @@ def lagrangian_displacement(frames: np.ndarray, ed_frame: int = 0, *,
     if not 0 <= ed_frame < frames.shape[0]:
         raise InputError(f"ED frame {ed_frame} is outside the {frames.shape[0]} frames (0-{frames.shape[0] - 1})")
     displacement = np.zeros((frames.shape[0], 2, *frames.shape[1:]), dtype=np.float32)
-    for t in range(frames.shape[0]):
-        if t != ed_frame:
-            displacement[t] = optical_flow_tvl1(frames[ed_frame], frames[t], **TVL1_OPTIONS)
-        if on_frame is not None:
-            on_frame(t)
+
+    def track(t: int) -> np.ndarray:
+        return optical_flow_tvl1(frames[ed_frame], frames[t], **TVL1_OPTIONS) if t != ed_frame else displacement[t]
+
+    # The frames' flows are independent; numpy releases the GIL in their array work, so a few threads shorten the
+    # wall time (benchmarks/strain.py) without changing a value.
+    if threads is None:
+        threads = TRACKING_THREADS if frames[0].size >= THREADED_MIN_PIXELS else 1
+    executor = ThreadPoolExecutor(max_workers=threads)
+    try:
+        for t, flow in enumerate(executor.map(track, range(frames.shape[0]))):
+            displacement[t] = flow
+            if on_frame is not None:
+                on_frame(t)
+    finally:
+        executor.shutdown(wait=True, cancel_futures=True)
     return displacement
 
 
