@@ -16,9 +16,11 @@ from typing import Any
 import numpy as np
 
 from .analysis.t1mapping import SCHEME_CHOICES
-from .diffusion.roi_diffusion import DEFAULT_DDIM_STEPS
+from .diffusion.samplers import DEFAULT_DDIM_STEPS
 from .errors import Cancelled, CMRSynthesisError
-from .progress import MODES, Reporter, emit
+from .method_commands import add_method_command, add_settings, run_method
+from .methods.registry import method_specs
+from .progress import MODES, Reporter, emit, stage
 
 
 def _add_sampling(parser: argparse.ArgumentParser) -> None:
@@ -45,16 +47,6 @@ def build_parser() -> argparse.ArgumentParser:
     phantom.add_argument("--split", choices=("train", "validation", "test", "ood"), default="test",
                          help="ood: the out-of-distribution test family (wider acquisition ranges)")
     phantom.add_argument("--subjects", type=int, default=2, help="how many subjects of the split")
-
-    enhance = commands.add_parser("enhance", help="localized scar enhancement of an LGE stack")
-    enhance.add_argument("--lge", type=Path, required=True, help="LGE volume: NIfTI, NRRD, a DICOM file or folder")
-    enhance.add_argument("--roi", type=Path, help="heart ROI on the LGE grid: a binary mask, or a probability map "
-                         "(0-1, thresholded at 0.5), or a label map with --roi-label (default: the segmenter's)")
-    enhance.add_argument("--roi-label", type=int, help="the heart ROI's label when --roi is a label map")
-    enhance.add_argument("--out", type=Path, required=True, help="enhanced LGE to write (.nrrd, .nii.gz)")
-    enhance.add_argument("--roi-out", type=Path, help="also write the ROI used")
-    enhance.add_argument("--spread-out", type=Path, help="also write the per-voxel SD of the k samples")
-    _add_sampling(enhance)
 
     demo = commands.add_parser("demo", help="enhance held-out phantom subjects; figure, metrics JSON and table")
     demo.add_argument("--out", type=Path, default=Path("demo_output"))
@@ -144,46 +136,24 @@ def build_parser() -> argparse.ArgumentParser:
     strain.add_argument("--out-dir", type=Path, required=True, help="folder for the maps, strain.json and PNGs")
     strain.add_argument("--progress", choices=MODES, default="bar", help="bar, json (one line per update) or none")
 
-    segment = commands.add_parser(
-        "segment", help="LV blood pool, LV myocardium and RV blood pool of a cine (or a 3D stack / single image)",
-        description="Label every short-axis slice of the chosen frames with the cine segmenter: 1 LV blood pool, "
-        "2 LV myocardium, 3 RV blood pool, on the input's grid. A cine gives a 4D label file (the chosen frames, in "
-        "time order, with a JSON sidecar of their trigger times); a 3D NIfTI / NRRD stack gives a 3D label file.")
-    segment.add_argument("--cine", type=Path, required=True, help="cine: 4D NIfTI / NRRD (time last on disk) or a "
-                         "DICOM cine folder or file; or a 3D NIfTI / NRRD stack, segmented as one frame")
-    segment.add_argument("--out", type=Path, required=True,
-                         help="label file to write (.nii.gz, .nii or .nrrd; a 3D input also .mha)")
-    segment.add_argument("--frames", help="frames to segment, from 0: 'ed,es' (from the LV blood-pool volume curve: "
-                         "largest and smallest), frame numbers '0,5,12', or both (default: every frame)")
-    segment.add_argument("--frame-interval-ms", type=float, help="time between frames when the cine holds no times")
-    segment.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
-    segment.add_argument("--checkpoint", type=Path, help="cine segmenter checkpoint folder (default: shipped)")
-    segment.add_argument("--progress", choices=MODES, default="bar", help="bar, json (one line per update) or none")
+    specs = method_specs(strict=False).values()
+    for spec in specs:
+        add_method_command(commands, spec)
+    batch = commands.add_parser(
+        "batch", help="run a method over a list of studies: resumable, one status row per study, shared by torchrun "
+        "ranks", description="Run METHOD over every study of a CSV list (a 'study' column and one column per input "
+        "role). Outputs go to OUT_DIR/<study>/; a study already done is skipped, a failing one is recorded in "
+        "OUT_DIR/batch_status.csv and the others go on. Under torchrun each rank takes its share of the list.")
+    methods = batch.add_subparsers(dest="batch_method", required=True, metavar="METHOD")
+    for spec in specs:
+        aliases = [spec.command] if spec.command != spec.name else []
+        parser_of_method = methods.add_parser(spec.name, aliases=aliases, help=spec.help)
+        parser_of_method.add_argument("--studies", type=Path, required=True,
+                                      help=f"CSV list: columns study, {', '.join(role.name for role in spec.inputs)}")
+        parser_of_method.add_argument("--out-dir", type=Path, required=True, help="folder of the study folders")
+        add_settings(parser_of_method, spec)
+        parser_of_method.set_defaults(batch=True)
     return parser
-
-
-def run_enhance(args: argparse.Namespace, progress: Reporter) -> dict[str, Any]:
-    from .io import check_output_paths, read_volume, write_volumes
-    from .methods import load_method
-
-    protected = [args.lge] + ([args.roi] if args.roi else [])
-    targets = {key: path for key, path in (("enhanced", args.out), ("roi", args.roi_out), ("spread", args.spread_out))
-               if path is not None}
-    check_output_paths(list(targets.values()), protected=protected)  # fail before the long work
-    lge = read_volume(args.lge)
-    roi = read_volume(args.roi) if args.roi else None
-    method = load_method("scar_enhancement", args.checkpoint, device=args.device, segmenter=args.segmenter)
-    outputs = method.run({"lge": lge, "roi": roi}, steps=args.steps, samples=args.samples, seed=args.seed,
-                         sampler=args.sampler, ddim_steps=args.ddim_steps, roi_label=args.roi_label, progress=progress)
-    written = write_volumes([(outputs[key], path) for key, path in targets.items()], protected=protected)
-    roi_mask = outputs["roi"].array.astype(bool)
-    changed = outputs["enhanced"].array[roi_mask].astype(float) - lge.array[roi_mask].astype(float)
-    summary = {"roi_voxels": int(roi_mask.sum()), "slices_with_roi": int(roi_mask.any(axis=(1, 2)).sum()),
-               "mean_change_in_roi": float(changed.mean()), "device": str(method.device),
-               **outputs["enhanced"].metadata["synthesis"]}
-    summary["notes"] = list(lge.metadata.get("notes") or []) + summary.get("notes", [])
-    summary["skipped"] = list(lge.metadata.get("skipped") or [])
-    return {"outputs": {key: str(path.resolve()) for key, path in zip(targets, written)}, "summary": summary}
 
 
 def run_t1map(args: argparse.Namespace, progress: Reporter) -> dict[str, Any]:
@@ -296,7 +266,7 @@ def run_strain(args: argparse.Namespace, progress: Reporter) -> dict[str, Any]:
         extra["notes"] = [] if args.ed is not None else ["ED = frame 0: the cine is assumed to start at the R wave"]
         start = 0.05
     else:
-        labels = _segment_cine(cine, args, _stage(progress, 0.0, 0.3))
+        labels = _segment_cine(cine, args, stage(progress, 0.0, 0.3))
         curve = blood_pool_volumes_ml(labels.array, cine.spacing)
         ed_curve, es_curve = ed_es_frames(curve)
         ed = ed_curve if args.ed is None else args.ed
@@ -312,7 +282,7 @@ def run_strain(args: argparse.Namespace, progress: Reporter) -> dict[str, Any]:
     result = myocardial_strain(
         cine, myocardium, ed_frame=ed, es_frame=es, blood_pool_ed=blood, rv_ed=rv,
         insertion_points=_points_lps(args.insertion_points, args.points_space) if args.insertion_points else None,
-        base=args.base, progress=_stage(progress, start, 0.95))
+        base=args.base, progress=stage(progress, start, 0.95))
     progress(0.95, "writing the maps, strain.json and figures")
     volumes = [(result.radial, images["radial"]), (result.circumferential, images["circumferential"]),
                (result.peak_radial, images["radial_peak"]), (result.peak_circumferential, images["circumferential_peak"])]
@@ -333,85 +303,6 @@ def run_strain(args: argparse.Namespace, progress: Reporter) -> dict[str, Any]:
     return {"outputs": {key: str(path.resolve()) for key, path in outputs.items()}, "summary": summary}
 
 
-def run_segment(args: argparse.Namespace, progress: Reporter) -> dict[str, Any]:
-    from .analysis.cardiac_phases import blood_pool_volumes_ml, ed_es_frames
-    from .errors import InputError, OutputError
-    from .io import check_output_paths, write_volume
-    from .io.cine import CINE_SUFFIXES, sidecar_path, write_cine
-    from .io.itk_files import itk_suffix
-    from .methods.cine_segmentation import CineSegmenter, checked_frames
-
-    wanted = _frame_choice(args.frames)
-    progress(0.0, "reading the cine")
-    cine = _read_cine_or_stack(args.cine, args.frame_interval_ms)
-    four_d = cine.array.ndim == 4
-    count = cine.array.shape[0] if four_d else 1
-    numbers = [item for item in wanted if isinstance(item, int)] if wanted is not None else None
-    phases = wanted is not None and len(numbers) < len(wanted)
-    if numbers:
-        checked_frames(numbers, count, four_d)
-    if phases and count < 2:
-        raise InputError(f"--frames ed,es needs a cine of several frames to find ED and ES; "
-                         f"{cine.named('the input')} has {count}: give frame numbers instead")
-    if four_d:
-        if itk_suffix(args.out, CINE_SUFFIXES) is None:
-            raise OutputError(f"{args.out}: a cine's labels are written as 4D NIfTI (.nii, .nii.gz) or NRRD (.nrrd)")
-        check_output_paths([sidecar_path(args.out)], protected=[args.cine], images=False)
-    check_output_paths([args.out], protected=[args.cine])
-    segmenter = CineSegmenter.load(args.checkpoint, args.device)
-    labels = segmenter.segment(cine, None if phases or numbers is None else sorted(numbers),
-                               progress=_stage(progress, 0.05, 0.95))
-    summary: dict[str, Any] = {"label_values": labels.metadata["label_values"], "device": str(segmenter.device)}
-    if four_d:
-        volumes = blood_pool_volumes_ml(labels.array, labels.spacing)
-        if phases:
-            ed, es = ed_es_frames(volumes)
-            summary.update(ed_frame=ed, es_frame=es, ed_es_source="LV blood-pool volume curve (largest, smallest)")
-            keep = sorted({ed if item == "ed" else es if item == "es" else item for item in wanted})
-            times = [cine.metadata["trigger_times_ms"][frame] for frame in keep]  # read_cine gives every frame's
-            labels = labels.with_array(labels.array[keep], frames=keep, trigger_times_ms=times)
-            volumes = volumes[keep]
-        summary["lv_blood_volume_ml"] = {str(frame): round(float(volume), 2)
-                                         for frame, volume in zip(labels.metadata["frames"], volumes)}
-    summary["frames"] = labels.metadata["frames"] if four_d else [0]
-    progress(0.95, "writing the labels")
-    written = (write_cine if four_d else write_volume)(labels, args.out, protected=[args.cine])
-    progress(1.0, "labels written")
-    summary["notes"] = list(cine.metadata.get("notes") or [])
-    return {"outputs": {"labels": str(Path(written).resolve())}, "summary": summary}
-
-
-def _frame_choice(text: str | None) -> list[int | str] | None:
-    """--frames 'ed,es,0,5' -> ['ed', 'es', 0, 5] (None: every frame); InputError for anything else."""
-    from .errors import InputError
-
-    if text is None:
-        return None
-    items: list[int | str] = []
-    for token in (part.strip().lower() for part in text.split(",")):
-        if token in ("ed", "es"):
-            items.append(token)
-        elif token.isdigit():
-            items.append(int(token))
-        else:
-            raise InputError(f"--frames takes 'ed', 'es' and frame numbers from 0, separated by commas; got "
-                             f"{text!r}")
-    return items
-
-
-def _read_cine_or_stack(path: Path, frame_interval_ms: float | None) -> Any:
-    """A cine (t, z, y, x) from a 4D NIfTI / NRRD file or a DICOM cine (a folder or file; the phases present, so a
-    single DICOM image is a one-frame cine), or a 3D (z, y, x) stack from a 3D NIfTI / NRRD file."""
-    from .io import read_volume
-    from .io.cine import read_cine, read_cine_frames
-    from .io.itk_files import itk_suffix
-
-    if itk_suffix(path):
-        volume = read_volume(path)
-        return read_cine(path, frame_interval_ms=frame_interval_ms) if volume.array.ndim == 4 else volume
-    return read_cine_frames(path, frame_interval_ms=frame_interval_ms)
-
-
 def _segment_cine(cine: Any, args: argparse.Namespace, progress: Any) -> Any:
     """Labels (t, z, y, x) of every frame by the cine segmenter: 1 LV blood, 2 LV myocardium, 3 RV blood."""
     from .errors import InputError
@@ -424,11 +315,6 @@ def _segment_cine(cine: Any, args: argparse.Namespace, progress: Any) -> Any:
         raise InputError("no cine segmenter is installed; give --myocardium (the LV myocardium mask at ED, on the "
                          "cine's grid) and --rv or --insertion-points for the AHA segments") from err
     return segment_cine(cine, None, device=args.device, checkpoint=args.segmenter, progress=progress)
-
-
-def _stage(progress: Reporter, start: float, end: float) -> Any:
-    """A progress callback mapping [0, 1] onto [start, end] of `progress`."""
-    return lambda fraction, message: progress(start + (end - start) * fraction, message)
 
 
 def _points_lps(text: str, space: str) -> list[list[float]]:
@@ -445,6 +331,28 @@ def _points_lps(text: str, space: str) -> list[list[float]]:
     return [(np.asarray(point) * sign).tolist() for point in points]
 
 
+def run_batch_command(spec: Any, args: argparse.Namespace, progress: Reporter) -> dict[str, Any]:
+    """`cmrsynth batch METHOD`: the study list read and checked, the model loaded once on this rank's device, this
+    rank's share of the studies run (see `batch.run_batch`)."""
+    from .batch import read_study_list, run_batch
+    from .distributed import setup, teardown
+    from .io.writing import check_writable_folder
+
+    studies = read_study_list(args.studies, spec)
+    check_writable_folder(args.out_dir, args.out_dir / "batch_status.csv")
+    context = setup(args.device)
+    try:
+        args.out_dir.mkdir(parents=True, exist_ok=True)
+        device = str(context.device) if context.world_size > 1 else args.device
+        method = spec.load(args.checkpoint, device, **{role.name: getattr(args, role.name)
+                                                       for role in spec.checkpoints[1:]})
+        result = run_batch(spec, method, studies, args.out_dir, args, context, progress)
+    finally:
+        teardown(context)
+    outputs = {"status_csv": str((args.out_dir / "batch_status.csv").resolve())} if context.is_main else {}
+    return {"outputs": outputs, "summary": {"rank": context.rank, "world_size": context.world_size, **result}}
+
+
 def run_phantom(args: argparse.Namespace, progress: Reporter) -> dict[str, Any]:
     from . import phantom
 
@@ -459,8 +367,6 @@ def run_phantom(args: argparse.Namespace, progress: Reporter) -> dict[str, Any]:
 
 
 def _run(args: argparse.Namespace, reporter: Reporter) -> dict[str, Any]:
-    if args.command == "enhance":
-        return run_enhance(args, reporter)
     if args.command == "phantom":
         return run_phantom(args, reporter)
     if args.command == "t1map":
@@ -471,8 +377,10 @@ def _run(args: argparse.Namespace, reporter: Reporter) -> dict[str, Any]:
         return run_aha(args, reporter)
     if args.command == "strain":
         return run_strain(args, reporter)
-    if args.command == "segment":
-        return run_segment(args, reporter)
+    if getattr(args, "batch", False):
+        return run_batch_command(method_specs(strict=False)[args.method], args, reporter)
+    if getattr(args, "method", None):
+        return run_method(method_specs(strict=False)[args.method], args, reporter)
     from .demo import run_demo
 
     return run_demo(args, reporter)

@@ -24,6 +24,11 @@ def report(progress: Progress | None, fraction: float, message: str) -> None:
         raise Cancelled("cancelled by the user")
 
 
+def stage(progress: Progress, start: float, end: float) -> Progress:
+    """A progress callback mapping [0, 1] onto [start, end] of `progress` (a part of a longer job)."""
+    return lambda fraction, message: progress(start + (end - start) * fraction, message)
+
+
 def emit(stream: TextIO, kind: str, **fields: Any) -> None:
     """Write one machine-readable line: {"type": kind, ...fields}."""
     stream.write(json.dumps({"type": kind, **fields}) + "\n")

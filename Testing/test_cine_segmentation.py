@@ -199,7 +199,7 @@ def test_cli_segments_chosen_frames_and_a_3d_stack(tmp_path, capsys, small_cine)
 @pytest.mark.parametrize("case, message", [
     ("missing", "no such file"),
     ("out of range", "frame {count} is out of range: the cine has {count} frames"),
-    ("bad token", "--frames takes 'ed', 'es' and frame numbers"),
+    ("bad token", "--frames) take 'ed', 'es' and frame numbers"),
     ("ed of a 3D stack", "needs a cine of several frames"),
     ("cine to a MetaImage", "written as 4D NIfTI"),
 ])

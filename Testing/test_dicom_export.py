@@ -48,6 +48,8 @@ def test_refuses_a_used_folder_bad_values_and_leaves_nothing_behind(tmp_path):
     with pytest.raises(OutputError, match="not empty"):
         write_dicom_series(_volume(np.zeros((2, 4, 4), np.int16)), used, description="x")
     assert [p.name for p in used.iterdir()] == ["keep.txt"]
+    with pytest.raises(OutputError, match="is a file"):
+        write_dicom_series(_volume(np.zeros((2, 4, 4), np.int16)), used / "keep.txt", description="x")
     with pytest.raises(InputError, match="NaN"):
         write_dicom_series(_volume(np.full((2, 4, 4), np.nan, np.float32)), tmp_path / "nan", description="x")
     with pytest.raises(InputError, match="frame elements"):

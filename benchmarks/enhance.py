@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from CMRSynthesisLib.diffusion.roi_diffusion import DEFAULT_DDIM_STEPS
+from CMRSynthesisLib.diffusion.samplers import DEFAULT_DDIM_STEPS
 from CMRSynthesisLib.io import atomic_write_bytes
 
 

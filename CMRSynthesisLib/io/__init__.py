@@ -7,13 +7,16 @@ from pathlib import Path
 from ..errors import InputError
 from ..volume import Volume
 from .cine import check_cine, read_cine, read_cine_frames, write_cine
+from .derived_series import DerivedSeries, write_derived_series
 from .dicom import is_dicom_file, read_dicom_series
 from .itk_files import READ_SUFFIXES, itk_suffix, read_itk_file
+from .output import OUTPUT_FORMATS, write_output
 from .writing import atomic_write_bytes, check_output_paths, file_sha256, same_file, write_volume, write_volumes
 
 __all__ = ["atomic_write_bytes", "check_output_paths", "file_sha256", "read_dicom_series", "read_volume",
            "same_file", "write_volume", "write_volumes"]
 __all__ += ["check_cine", "read_cine", "read_cine_frames", "write_cine"]
+__all__ += ["OUTPUT_FORMATS", "DerivedSeries", "write_derived_series", "write_output"]
 
 
 def read_volume(path: str | Path) -> Volume:

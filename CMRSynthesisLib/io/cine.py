@@ -114,6 +114,18 @@ def read_cine_frames(path: str | Path | Sequence[str | Path], *, frame_interval_
     return _read(path, frame_interval_ms, partial=True)
 
 
+def read_cine_or_stack(path: str | Path, frame_interval_ms: float | None = None) -> Volume:
+    """A cine (t, z, y, x) from a 4D NIfTI / NRRD file or a DICOM cine (a folder or file, the phases present, so a
+    single DICOM image is a one-frame cine), or a 3D (z, y, x) stack from a 3D NIfTI / NRRD / MetaImage file: what
+    a method that takes a cine or one frame of it reads. Raises InputError as `read_cine` / `read_itk_file`."""
+    if not Path(path).exists():
+        raise InputError(f"{path}: no such file or folder")
+    if itk_suffix(path):
+        volume = read_itk_file(path)
+        return read_cine(path, frame_interval_ms=frame_interval_ms) if volume.array.ndim == 4 else volume
+    return read_cine_frames(path, frame_interval_ms=frame_interval_ms)
+
+
 def check_cine(volume: Volume, what: str = "the cine", *, min_frames: int = 2, task: str | None = None) -> None:
     """Raise InputError unless `volume` is a usable cine: a 4D (t, z, y, x) array of at least `min_frames` frames,
     metadata "trigger_times_ms" with one finite time per frame, strictly increasing ("trigger_times_by_slice_ms",

@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from scipy import ndimage
 
+from ..analysis.cardiac_phases import blood_pool_volumes_ml, ed_es_frames
 from ..checkpoints import load_checkpoint, shipped_checkpoint
 from ..device import resolve_device
 from ..diffusion.networks import build_network, load_weights
@@ -32,6 +33,7 @@ from ..errors import CheckpointError, InputError
 from ..preprocess import pad_to_multiple, percentile_normalise, resample_to_spacing
 from ..progress import Progress, report
 from ..volume import Volume
+from .registry import CheckpointRole, InputRole, MethodSpec, Option, OutputRole
 
 METHOD = "cine_segmentation"
 SHIPPED_CHECKPOINT = "cine_segmenter"
@@ -204,13 +206,46 @@ class CineSegmenter:
             metadata["trigger_times_ms"] = [times[frame] for frame in chosen]
         return Volume(labels if four_d else labels[0], cine.spacing, cine.origin, cine.direction, metadata)
 
-    def run(self, inputs: dict[str, Volume | None], *, frames: Sequence[int] | None = None,
+    def run(self, inputs: dict[str, Volume | None], *, frames: str | Sequence[int] | None = None,
             progress: Progress | None = None) -> dict[str, Volume]:
-        """The registry's entry point: inputs {"cine": Volume}; returns {"labels": `segment`'s Volume}."""
+        """The registry's entry point: inputs {"cine": Volume}; returns {"labels": labels of the chosen frames}.
+
+        frames: None (every frame), frame indices, or text as `parse_frames` reads it ("ed,es", "0,5,12", "ed,3"):
+        ED and ES are the frames of largest and smallest LV blood-pool volume (`cardiac_phases.ed_es_frames`) over
+        every frame's labels. The labels' metadata also holds ed_frame / es_frame (when asked for) and
+        lv_blood_volume_ml per chosen frame (cine input only).
+        """
         cine = inputs.get("cine")
         if cine is None:
             raise InputError("cine segmentation needs a cine (input 'cine')")
-        return {"labels": self.segment(cine, frames, progress)}
+        _check_intensities(cine)
+        wanted = parse_frames(frames) if isinstance(frames, str) else frames
+        four_d = cine.array.ndim == 4
+        count = cine.array.shape[0] if four_d else 1
+        numbers = None if wanted is None else [item for item in wanted if not isinstance(item, str)]
+        phases = wanted is not None and len(numbers) < len(wanted)
+        if numbers:
+            checked_frames(numbers, count, four_d)
+        if phases and count < 2:
+            raise InputError(f"finding the frames 'ed' and 'es' needs a cine of several frames; "
+                             f"{cine.named('the input')} has {count}: give frame numbers instead")
+        labels = self.segment(cine, None if phases or numbers is None else sorted(numbers), progress)
+        if not four_d:
+            return {"labels": labels}
+        volumes = blood_pool_volumes_ml(labels.array, labels.spacing)
+        extra: dict[str, Any] = {}
+        if phases:
+            ed, es = ed_es_frames(volumes)
+            extra = {"ed_frame": ed, "es_frame": es,
+                     "ed_es_source": "LV blood-pool volume curve (largest, smallest)"}
+            keep = sorted({ed if item == "ed" else es if item == "es" else item for item in wanted})
+            times = labels.metadata.get("trigger_times_ms")
+            labels = labels.with_array(labels.array[keep], frames=keep,
+                                       **({"trigger_times_ms": [times[frame] for frame in keep]} if times else {}))
+            volumes = volumes[keep]
+        extra["lv_blood_volume_ml"] = {str(frame): round(float(volume), 2)
+                                       for frame, volume in zip(labels.metadata["frames"], volumes)}
+        return {"labels": labels.with_array(labels.array, **extra)}
 
 
 def segment_cine(cine: Volume, frames: Sequence[int] | None = None, *, device: str = "auto",
@@ -224,6 +259,23 @@ def segment_cine(cine: Volume, frames: Sequence[int] | None = None, *, device: s
     `CineSegmenter.segment`).
     """
     return CineSegmenter.load(checkpoint, device).segment(cine, frames, progress)
+
+
+def parse_frames(text: str | None) -> list[int | str] | None:
+    """Frames to segment as text -> items: 'ed,es,0,5' -> ['ed', 'es', 0, 5] (None or '': every frame).
+    InputError for anything but 'ed', 'es' and frame numbers from 0, separated by commas."""
+    if text is None or not text.strip():
+        return None
+    items: list[int | str] = []
+    for token in (part.strip().lower() for part in text.split(",")):
+        if token in ("ed", "es"):
+            items.append(token)
+        elif token.isdigit():
+            items.append(int(token))
+        else:
+            raise InputError(f"frames to segment (--frames) take 'ed', 'es' and frame numbers from 0, separated by "
+                             f"commas; got {text!r}")
+    return items
 
 
 def checked_frames(frames: Sequence[int] | None, count: int, four_d: bool = True) -> list[int]:
@@ -251,3 +303,30 @@ def _check_intensities(cine: Volume) -> None:
     if cine.array.dtype == bool or not np.issubdtype(cine.array.dtype, np.number):
         raise InputError(f"{cine.named('the cine')} must hold intensities; got voxels of type {cine.array.dtype}")
     cine.require_finite("the cine")
+
+
+def _summary(inputs: dict[str, Any], outputs: dict[str, Volume]) -> dict[str, Any]:
+    """The command's facts: label values, frames segmented (a 3D input: [0]), ED / ES and LV blood-pool volumes."""
+    labels = outputs["labels"]
+    summary: dict[str, Any] = {"label_values": labels.metadata["label_values"],
+                               "frames": labels.metadata["frames"] if labels.array.ndim == 4 else [0]}
+    summary.update({key: labels.metadata[key] for key in ("ed_frame", "es_frame", "ed_es_source",
+                                                           "lv_blood_volume_ml") if key in labels.metadata})
+    return summary
+
+
+SPEC = MethodSpec(
+    name=METHOD, command="segment", title="Cine segmentation",
+    help="LV blood pool, LV myocardium and RV blood pool of a cine (or a 3D stack / single image)",
+    paper="MONAI U-Net trained on the phantom cine (project method; checked on Sunnybrook expert contours)",
+    factory=CineSegmenter.load,
+    inputs=(InputRole("cine", "cine", "cine: 4D NIfTI / NRRD (time last on disk) or a DICOM cine folder or file; or a "
+                      "3D NIfTI / NRRD stack, segmented as one frame"),),
+    outputs=(OutputRole("labels", "labels", "1 LV blood pool, 2 LV myocardium, 3 RV blood pool, on the input's grid: "
+                        "a 4D label file (the chosen frames in time order, with a JSON sidecar of their trigger "
+                        "times) for a cine, a 3D one for a 3D input", grid="cine", frames=True),),
+    checkpoints=(CheckpointRole("checkpoint", "cine segmenter checkpoint folder", SHIPPED_CHECKPOINT),),
+    options=(Option("frames", str, None, "frames to segment, from 0: 'ed,es' (from the LV blood-pool volume curve: "
+                    "largest and smallest), frame numbers '0,5,12', or both (default: every frame)"),),
+    summarise=_summary, recipes=("cine_segmentation",),
+)

@@ -24,8 +24,10 @@ from skimage.transform import resize
 
 from ..checkpoints import load_checkpoint, shipped_checkpoint
 from ..device import check_seed, resolve_device, slice_generator
+from ..diffusion.conditioning import Condition
+from ..diffusion.model import DiffusionModel
 from ..diffusion.networks import build_network, load_weights
-from ..diffusion.roi_diffusion import DEFAULT_DDIM_STEPS, RoiDiffusion
+from ..diffusion.samplers import DEFAULT_DDIM_STEPS, SAMPLERS, sample, timestep_pairs
 from ..errors import CheckpointError, InputError
 from ..preprocess import (
     IntensityScale,
@@ -40,6 +42,7 @@ from ..preprocess import (
 )
 from ..progress import Progress, report
 from ..volume import Volume
+from .registry import CheckpointRole, InputRole, MethodSpec, Option, OutputRole, Sampling
 
 METHOD = "scar_enhancement"
 SEGMENTER_METHOD = "heart_segmentation"
@@ -61,6 +64,9 @@ BLOOD_GAMMA_RANGE = (0.5, 1.0)
 HEART_AREA_MM2 = (300.0, 12000.0)
 MIN_HEART_SOLIDITY = 0.7
 MIN_STRUCTURE_CONTRAST = 0.25
+
+# The enhancer sees [x_t, the LGE crop] on the channel axis; the crop is always given (no null, no guidance).
+CONDITIONS = (Condition("image", "concat"),)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -159,24 +165,25 @@ class HeartSegmenter:
 class ScarEnhancement:
     """The scar-enhancement method: `run({"lge": Volume, "roi": Volume | None}, ...)` -> enhanced LGE.
 
-    config keys (enhancer checkpoint): network, schedule, crop_size, roi_margin_px, blood_reference. The heart
-    segmenter is loaded from `segmenter` (a checkpoint folder; None: the shipped one) the first time a run has no ROI.
+    config keys (enhancer checkpoint): network, schedule (`DiffusionModel.from_config`), crop_size, roi_margin_px,
+    blood_reference. The heart segmenter is loaded from `segmenter` (a checkpoint folder; None: the shipped one) the
+    first time a run has no ROI.
     """
 
     name = METHOD
     REQUIRED_CONFIG = ("network", "schedule", "crop_size", "roi_margin_px", "blood_reference")
 
-    def __init__(self, diffusion: RoiDiffusion, config: dict[str, Any], device: torch.device,
+    def __init__(self, model: DiffusionModel, config: dict[str, Any], device: torch.device,
                  segmenter: str | Path | None = None) -> None:
         missing = [key for key in self.REQUIRED_CONFIG if key not in config]
         if missing:
             raise CheckpointError(f"the scar-enhancement checkpoint config lacks {', '.join(missing)}")
-        self.diffusion = diffusion
+        self.model = model
         self.config = config
         self.device = device
         self.segmenter_checkpoint = segmenter
         self._segmenter: HeartSegmenter | None = None
-        diffusion.network.to(device).eval()
+        model.network.to(device).eval()
 
     @classmethod
     def load(cls, checkpoint: str | Path | None = None, device: str | torch.device = "auto",
@@ -186,7 +193,7 @@ class ScarEnhancement:
         folder = Path(checkpoint) if checkpoint else shipped_checkpoint(SHIPPED_ENHANCER)
         weights, config = load_checkpoint(folder, expected_method=METHOD)
         network = load_weights(build_network(config["network"]), weights)
-        return cls(RoiDiffusion(network, config["schedule"]), config, torch_device, segmenter)
+        return cls(DiffusionModel.from_config(network, config["schedule"], CONDITIONS), config, torch_device, segmenter)
 
     @property
     def segmenter(self) -> HeartSegmenter:
@@ -209,7 +216,7 @@ class ScarEnhancement:
         if guidance is not None:
             raise InputError("scar enhancement has no guidance scale; leave guidance unset")
         check_seed(seed)
-        self.diffusion.check_settings(steps, samples, sampler, ddim_steps)  # before the segmenter's work
+        self.sampling_steps(steps, samples, sampler, ddim_steps)  # checked before the segmenter's work
         lge = _checked_lge(inputs.get("lge"))
         roi, notes = self._roi(lge, inputs.get("roi"), roi_label, progress)
         slices = [index for index in range(lge.spatial_shape[0]) if roi[index].any()]
@@ -277,6 +284,22 @@ class ScarEnhancement:
                              "heart")
         return mask, [note] if note else []
 
+    def sampling_steps(self, t0: int, samples: int, sampler: str, ddim_steps: int = DEFAULT_DDIM_STEPS
+                       ) -> list[tuple[int, int]]:
+        """The reverse chain's (t, t_prev) pairs of these sampling settings: every step from t0 (ddpm) or
+        `ddim_steps` steps below t0 (ddim, `samplers.ddim_timesteps`). InputError naming the setting and its
+        command-line option, before any work."""
+        if samples < 1:
+            raise InputError(f"the number of samples k (--samples) must be at least 1; got {samples}")
+        last = self.model.schedule.num_train_timesteps - 1
+        if not 1 <= t0 <= last:
+            raise InputError(f"the partial-diffusion start step t0 (--steps) must be in 1..{last}; got {t0}")
+        if sampler not in SAMPLERS:
+            raise InputError(f"unknown sampler {sampler!r} (--sampler); choose one of {SAMPLERS}")
+        if sampler == "ddim" and ddim_steps < 1:
+            raise InputError(f"the number of DDIM steps (--ddim-steps) must be at least 1; got {ddim_steps}")
+        return timestep_pairs(sampler, t0, last + 1, ddim_steps)
+
     def enhance_slices(self, images: np.ndarray, rois: np.ndarray, *, slice_keys: Sequence[int] | None = None,
                        steps: int = 250, samples: int = 5, seed: int = 0, sampler: str = "ddpm",
                        ddim_steps: int = DEFAULT_DDIM_STEPS, progress: Progress | None = None
@@ -295,6 +318,7 @@ class ScarEnhancement:
         keys = list(range(len(images))) if slice_keys is None else [int(key) for key in slice_keys]
         if len(keys) != len(images):
             raise InputError(f"got {len(keys)} slice keys for {len(images)} slices")
+        pairs = self.sampling_steps(steps, samples, sampler, ddim_steps)
         size, margin = int(self.config["crop_size"]), int(self.config["roi_margin_px"])
         enhanced = images.copy()
         spread = np.zeros(images.shape, dtype=np.float32)
@@ -307,13 +331,11 @@ class ScarEnhancement:
                 overall = 0.1 + 0.9 * (number + fraction) / len(images)
                 return progress(overall, f"slice {number + 1}/{len(images)}: {message}") if progress else None
 
-            result = self.diffusion.sample(torch.from_numpy(x[None, None]).to(self.device),
-                                           torch.from_numpy(x[None, None]).to(self.device),
-                                           torch.from_numpy(m[None, None]).to(self.device), t0=steps,
-                                           samples=samples, sampler=sampler, ddim_steps=ddim_steps,
-                                           generator=[slice_generator(seed, key, self.device)],
-                                           progress=slice_progress)
-            mean, sd = result.mean[0, 0].cpu().numpy(), result.std[0, 0].cpu().numpy()
+            crop_image = torch.from_numpy(x[None, None]).to(self.device)
+            result = sample(self.model, pairs, image=crop_image, mask=torch.from_numpy(m[None, None]).to(self.device),
+                            conditions={"image": crop_image}, sampler=sampler, samples=samples,
+                            generator=[slice_generator(seed, key, self.device)], progress=slice_progress)
+            mean, sd = result.mean[0, 0].cpu().numpy(), result.sd[0, 0].cpu().numpy()
             region, change = crop.restore(scale.inverse(mean) - scale.inverse(x))
             inside = roi[region]
             values = image[region].astype(np.float32) + change
@@ -366,3 +388,32 @@ def _checked_lge(lge: Volume | None) -> Volume:
         raise InputError(f"{lge.named('the LGE volume')} has the same value ({low:g}) in every voxel: there "
                          "is no image to enhance")
     return lge
+
+
+def _summary(inputs: dict[str, Any], outputs: dict[str, Volume]) -> dict[str, Any]:
+    """The command's facts: ROI size, slices enhanced, the mean change inside the ROI and the sampling settings."""
+    roi = outputs["roi"].array.astype(bool)
+    change = outputs["enhanced"].array[roi].astype(float) - inputs["lge"].array[roi].astype(float)
+    settings = dict(outputs["enhanced"].metadata["synthesis"])
+    return {"roi_voxels": int(roi.sum()), "slices_with_roi": int(roi.any(axis=(1, 2)).sum()),
+            "mean_change_in_roi": float(change.mean()) if change.size else 0.0, **settings,
+            "notes": list(settings.pop("notes", []))}
+
+
+SPEC = MethodSpec(
+    name=METHOD, command="enhance", title="Scar enhancement (LGE)",
+    help="localized scar enhancement of an LGE stack",
+    paper="Hasny et al., Myocardial Scar Enhancement in LGE Cardiac MRI using Localized Diffusion, MICCAI (seed 002)",
+    factory=ScarEnhancement.load,
+    inputs=(InputRole("lge", "lge", "LGE volume: NIfTI, NRRD, a DICOM file or folder"),
+            InputRole("roi", "mask", "heart ROI on the LGE grid: a binary mask, or a probability map (0-1, "
+                      "thresholded at 0.5), or a label map with --roi-label (default: the segmenter's)", required=False)),
+    outputs=(OutputRole("enhanced", "image", "enhanced LGE to write", grid="lge"),
+             OutputRole("roi", "mask", "the heart ROI used", grid="lge"),
+             OutputRole("spread", "sd", "the per-voxel SD of the k samples", grid="lge")),
+    checkpoints=(CheckpointRole("checkpoint", "enhancer checkpoint folder", SHIPPED_ENHANCER),
+                 CheckpointRole("segmenter", "heart-ROI segmenter checkpoint folder", SHIPPED_SEGMENTER)),
+    options=(Option("roi_label", int, None, "the heart ROI's label when --roi is a label map"),),
+    sampling=Sampling(steps=250, samples=5, steps_help="partial-diffusion start step t0 (paper: 250)"),
+    summarise=_summary, recipes=("scar_enhancement", "scar_enhancement_segmenter"),
+)

@@ -15,9 +15,11 @@ import torch
 from monai.losses import DiceCELoss
 from monai.metrics import DiceMetric
 
+from CMRSynthesisLib.diffusion.model import DiffusionModel
 from CMRSynthesisLib.diffusion.networks import build_network
-from CMRSynthesisLib.diffusion.roi_diffusion import RoiDiffusion
+from CMRSynthesisLib.diffusion.training import diffusion_loss
 from CMRSynthesisLib.methods.scar_enhancement import (
+    CONDITIONS,
     METHOD,
     SEGMENTER_METHOD,
     HeartSegmenter,
@@ -142,7 +144,7 @@ def train_enhancer(config: dict[str, Any], out: Path, context: Context, resume: 
     trainer = Trainer(network, context, out, steps=_steps(train_cfg, len(weights)), lr=train_cfg["lr"],
                       ema_decay=train_cfg["ema_decay"], seed=train_cfg["seed"],
                       validate_every=train_cfg["validate_every"])
-    diffusion = RoiDiffusion(trainer.trained, config["schedule"])
+    diffusion = DiffusionModel.from_config(trainer.trained, config["schedule"], CONDITIONS)
     batch, max_t = int(train_cfg["batch_size"]), train_cfg["max_timestep"]
 
     from_input = float(train_cfg.get("noise_from_input_fraction", 0.0))
@@ -155,17 +157,18 @@ def train_enhancer(config: dict[str, Any], out: Path, context: Context, resume: 
         if from_input > 0:  # part of the batch starts, as partial diffusion does, from the noised original image
             pick = torch.rand((batch, 1, 1, 1), generator=generator, device=generator.device) < from_input
             source = torch.where(pick, condition, target)
-        return diffusion.training_loss(target, condition, roi, generator=generator, max_timestep=max_t, source=source)
+        return diffusion_loss(diffusion, target, conditions={"image": condition}, mask=roi, source=source,
+                              max_timestep=max_t, generator=generator)
 
     def validate(model: torch.nn.Module) -> dict[str, float]:
         """ROI noise loss over the validation crops, in mini-batches, at fixed random timesteps and noise."""
         fixed = torch.Generator(device=context.device).manual_seed(0)
-        checker = RoiDiffusion(model, config["schedule"])
+        checker = DiffusionModel.from_config(model, config["schedule"], CONDITIONS)
         total = voxels = 0.0
         for start in range(0, len(val["roi"]), batch):
             part = {key: value[start:start + batch] for key, value in val.items()}
-            loss = checker.training_loss(part["target"], part["condition"], part["roi"], generator=fixed,
-                                         max_timestep=max_t)
+            loss = diffusion_loss(checker, part["target"], conditions={"image": part["condition"]}, mask=part["roi"],
+                                  max_timestep=max_t, generator=fixed)
             total, voxels = total + float(loss) * float(part["roi"].sum()), voxels + float(part["roi"].sum())
         return {"validation_loss": total / max(voxels, 1.0)}
 

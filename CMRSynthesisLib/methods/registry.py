@@ -1,0 +1,270 @@
+"""The method registry: every method declares itself once, as a `MethodSpec` named `SPEC` in its own module under
+`CMRSynthesisLib.methods`, and everything that offers methods is built from these declarations: `load_method`, the
+`cmrsynth` sub-commands (`CMRSynthesisLib.method_commands`), the Slicer task table and the training recipes they name.
+
+A declaration says what the method reads (input roles, each of a kind from INPUT_KINDS), what it writes (output
+roles), which checkpoints it loads (with the shipped demo model of each), its options and, for diffusion methods,
+its sampling defaults. Adding a method is adding its module (with `SPEC`), its training recipe and its config: the
+registry finds the module by itself (`pkgutil` over this package). `register` adds a declaration at run time (tests,
+extensions).
+
+Declarations are plain data: importing this module needs only the standard library, so the Slicer module can read
+the task table before PyTorch is installed (`method_specs(strict=False)` then lists the methods that could not be
+imported and why).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import pkgutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from ..errors import InputError
+
+INPUT_KINDS: dict[str, str] = {
+    "lge": "late gadolinium enhancement (LGE) image stack",
+    "cine": "cine: frames (t, z, y, x) over one heartbeat with their trigger times, or a 3D stack as one frame",
+    "molli": "MOLLI / ShMOLLI source images with their inversion times",
+    "t2w": "T2-weighted image stack",
+    "bssfp": "bSSFP image stack",
+    "map": "quantitative map (e.g. T1 in ms)",
+    "mask": "mask or label map on an input image's grid",
+    "phenotype": "phenotype vector (JSON)",
+}
+"""What an input role can hold; readers and panel selectors are chosen by kind."""
+
+OUTPUT_KINDS: dict[str, str] = {
+    "image": "synthetic or enhanced image, in the input's units",
+    "map": "quantitative map",
+    "sd": "per-voxel standard deviation of the k samples (uncertainty)",
+    "labels": "label map",
+    "mask": "binary mask",
+}
+"""What an output role can hold; the panel shows images and maps over their input, labels and masks as labels."""
+
+OPTION_TYPES = (int, float, str, bool)
+
+
+def _check_name(name: str, what: str) -> None:
+    if not name or not name.replace("_", "").isalnum() or not name[0].isalpha() or name.lower() != name:
+        raise ValueError(f"{what} {name!r} must be a lower-case identifier (letters, digits, underscores)")
+
+
+@dataclasses.dataclass(frozen=True)
+class InputRole:
+    """One input of a method: `name` is its key in `run(inputs)` and its command-line option (--name), `kind` one
+    of INPUT_KINDS; `help` says what it is for the user; optional inputs may be None in `run`."""
+
+    name: str
+    kind: str
+    help: str
+    required: bool = True
+
+    def __post_init__(self) -> None:
+        _check_name(self.name, "input role")
+        if self.kind not in INPUT_KINDS:
+            raise ValueError(f"input role {self.name!r}: unknown kind {self.kind!r}; known: {sorted(INPUT_KINDS)}")
+
+
+@dataclasses.dataclass(frozen=True)
+class OutputRole:
+    """One output of a method: its key in the dict `run` returns; the first output of a method is its main result
+    (`--out`), the others are written on request (--<name>-out). `grid`: the input role whose grid it lies on;
+    `frames`: True when it keeps the time axis of a cine on that grid (a cine in, a cine out; else 3D);
+    `quantity`: the display quantity of a map (see `CMRSynthesisLib.display`), None for none."""
+
+    name: str
+    kind: str
+    help: str
+    grid: str
+    frames: bool = False
+    quantity: str | None = None
+
+    def __post_init__(self) -> None:
+        _check_name(self.name, "output role")
+        if self.kind not in OUTPUT_KINDS:
+            raise ValueError(f"output role {self.name!r}: unknown kind {self.kind!r}; known: {sorted(OUTPUT_KINDS)}")
+
+
+@dataclasses.dataclass(frozen=True)
+class CheckpointRole:
+    """A checkpoint the method loads: `name` is its keyword in the method's `load` and its option (--name), `shipped`
+    the shipped demo checkpoint used when the user gives none (a name in Resources/checkpoints)."""
+
+    name: str
+    help: str
+    shipped: str
+
+    def __post_init__(self) -> None:
+        _check_name(self.name, "checkpoint role")
+
+
+@dataclasses.dataclass(frozen=True)
+class Option:
+    """A setting passed to `run` as a keyword: type one of OPTION_TYPES, `default` of that type (or None: unset),
+    `choices` the allowed values (None: any)."""
+
+    name: str
+    type: type
+    default: Any
+    help: str
+    choices: tuple[Any, ...] | None = None
+
+    def __post_init__(self) -> None:
+        _check_name(self.name, "option")
+        if self.type not in OPTION_TYPES:
+            raise ValueError(f"option {self.name!r}: type must be one of {OPTION_TYPES}")
+        if self.default is not None and not isinstance(self.default, self.type):
+            raise ValueError(f"option {self.name!r}: default {self.default!r} is not a {self.type.__name__}")
+        if self.choices is not None and self.default is not None and self.default not in self.choices:
+            raise ValueError(f"option {self.name!r}: default {self.default!r} is not one of {self.choices}")
+
+
+@dataclasses.dataclass(frozen=True)
+class Sampling:
+    """Diffusion sampling settings a method takes in `run` (steps, samples, sampler, ddim_steps, seed) and their
+    defaults. `steps_help` says what `steps` means for this method (e.g. the partial-diffusion start step t0)."""
+
+    steps: int
+    samples: int
+    sampler: str = "ddpm"
+    ddim_steps: int = 20
+    steps_help: str = "diffusion steps"
+
+    def defaults(self) -> dict[str, Any]:
+        """The `run` keywords and their defaults: steps, samples, sampler, ddim_steps, seed."""
+        return {"steps": self.steps, "samples": self.samples, "sampler": self.sampler, "ddim_steps": self.ddim_steps,
+                "seed": 0}
+
+
+@dataclasses.dataclass(frozen=True)
+class MethodSpec:
+    """A method's declaration.
+
+    name: registry key (load_method(name)); command: its `cmrsynth` sub-command; title: its Slicer task label; help:
+    one line for the user; paper: the publication it implements; factory: `factory(checkpoint, device=..., **other
+    checkpoints by role name)` returns an object with `run(inputs, *, progress, **options) -> dict of Volumes` and a
+    `device` attribute; the first checkpoint role is the method's own (`checkpoint`). summarise: optional
+    `summarise(inputs, outputs) -> dict` of facts for the command's JSON result. recipes: training recipe names that
+    produce its checkpoints.
+    """
+
+    name: str
+    command: str
+    title: str
+    help: str
+    paper: str
+    factory: Callable[..., Any]
+    inputs: tuple[InputRole, ...]
+    outputs: tuple[OutputRole, ...]
+    checkpoints: tuple[CheckpointRole, ...]
+    options: tuple[Option, ...] = ()
+    sampling: Sampling | None = None
+    summarise: Callable[[dict[str, Any], dict[str, Any]], dict[str, Any]] | None = None
+    recipes: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        _check_name(self.name, "method")
+        if not self.inputs or not self.outputs or not self.checkpoints:
+            raise ValueError(f"method {self.name!r} must declare at least one input, output and checkpoint")
+        if self.checkpoints[0].name != "checkpoint":
+            raise ValueError(f"method {self.name!r}: its first checkpoint role must be 'checkpoint' (its own model)")
+        inputs = [role.name for role in self.inputs]
+        for output in self.outputs:
+            if output.grid not in inputs:
+                raise ValueError(f"method {self.name!r}: output {output.name!r} lies on unknown input {output.grid!r}")
+        names = inputs + [f"{role.name}_out" for role in self.outputs[1:]] + [role.name for role in self.checkpoints]
+        names += [option.name for option in self.options] + (list(self.sampling.defaults()) if self.sampling else [])
+        repeated = sorted({name for name in names if names.count(name) > 1})
+        if repeated:
+            raise ValueError(f"method {self.name!r} declares {', '.join(repeated)} twice")
+
+    @property
+    def main_output(self) -> OutputRole:
+        return self.outputs[0]
+
+    def option_defaults(self) -> dict[str, Any]:
+        """Every `run` keyword but `progress` with its default: the options, then the sampling settings."""
+        return {**{option.name: option.default for option in self.options},
+                **(self.sampling.defaults() if self.sampling else {})}
+
+    def load(self, checkpoint: str | Path | None = None, device: str = "auto", **checkpoints: Any) -> Any:
+        """The method ready to run: `checkpoint` its own (None: shipped), other checkpoint roles as keywords."""
+        unknown = sorted(set(checkpoints) - {role.name for role in self.checkpoints[1:]})
+        if unknown:
+            raise InputError(f"{self.name} has no checkpoint role {', '.join(unknown)}; it takes "
+                             f"{', '.join(role.name for role in self.checkpoints)}")
+        return self.factory(checkpoint, device=device, **checkpoints)
+
+
+_registered: dict[str, MethodSpec] = {}
+
+
+def register(spec: MethodSpec) -> None:
+    """Add a declaration at run time; ValueError when a method of that name or command is already known."""
+    known = method_specs()
+    clash = next((other for other in known.values() if spec.command == other.command), None)
+    if spec.name in known or clash is not None:
+        raise ValueError(f"a method named {spec.name!r} or with command {spec.command!r} is already registered")
+    _registered[spec.name] = spec
+
+
+def unregister(name: str) -> None:
+    """Remove a declaration added with `register` (no-op for unknown names)."""
+    _registered.pop(name, None)
+
+
+def method_modules() -> list[str]:
+    """Names of the modules of this package that may declare a method (found without importing them)."""
+    package = Path(__file__).parent
+    return sorted(info.name for info in pkgutil.iter_modules([str(package)]) if info.name != "registry")
+
+
+def method_specs(strict: bool = True) -> dict[str, MethodSpec]:
+    """Every declared method by name: the modules' `SPEC`s, then the ones added with `register`.
+
+    strict False: a module whose dependencies are missing (ModuleNotFoundError, e.g. no PyTorch yet in Slicer) is
+    left out instead of raising; `unavailable_methods` says which and why.
+    """
+    specs: dict[str, MethodSpec] = {}
+    for module_name in method_modules():
+        try:
+            module = importlib.import_module(f"{__package__}.{module_name}")
+        except ModuleNotFoundError:
+            if strict:
+                raise
+            continue
+        spec = getattr(module, "SPEC", None)
+        if isinstance(spec, MethodSpec):
+            specs[spec.name] = spec
+    return {**specs, **_registered}
+
+
+def unavailable_methods() -> dict[str, str]:
+    """Method modules that cannot be imported here, with the reason (a missing package)."""
+    missing = {}
+    for module_name in method_modules():
+        try:
+            importlib.import_module(f"{__package__}.{module_name}")
+        except ModuleNotFoundError as error:
+            missing[module_name] = f"needs the Python package {error.name!r}"
+    return missing
+
+
+def get_spec(name: str) -> MethodSpec:
+    """The declaration of method `name`; InputError naming the known ones otherwise."""
+    specs = method_specs()
+    if name not in specs:
+        raise InputError(f"unknown method {name!r}; available: {', '.join(sorted(specs))}")
+    return specs[name]
+
+
+def load_method(name: str, checkpoint: str | Path | None = None, device: str = "auto", **checkpoints: Any) -> Any:
+    """Load method `name` with its checkpoint (None: the shipped demo model) on `device` ("auto", "cpu", "cuda");
+    other checkpoints by role name (e.g. segmenter=...). Returns the object whose `run(inputs, *, progress,
+    **options)` computes the declared outputs; InputError for an unknown method, CheckpointError for a missing,
+    tampered or foreign checkpoint."""
+    return get_spec(name).load(checkpoint, device, **checkpoints)
