@@ -1,17 +1,26 @@
-"""The training package on tiny configs: checkpoints that load, exact resume, the recorded command, torchrun DDP."""
+"""The training package on tiny configs: checkpoints that load, exact resume, the recorded command, torchrun DDP;
+the shared framework on toy networks: recipe discovery, several optimisers (a toy GAN), LR schedules, gradient
+clipping, EMA of buffers, mixed-precision settings, exact resume of every state."""
 
+import importlib
 import json
+import math
 import os
 import subprocess
 import sys
+import textwrap
 
 import pytest
 import torch
 from safetensors.torch import load_file
 
+import training.recipes
 from CMRSynthesisLib.checkpoints import load_checkpoint, write_manifest
 from CMRSynthesisLib.methods import load_method
 from training.__main__ import main as train
+from training.distributed import Context
+from training.loop import Trainer, lr_factor, parse_lr_schedule, training_options
+from training.recipes import discover
 
 TINY_DATA = {"source": "phantom", "train_subjects": 2, "validation_subjects": 1}
 TINY = {
@@ -90,3 +99,367 @@ def test_resume_without_state_is_an_error(tmp_path, configs):
     with pytest.raises(FileNotFoundError, match="no training state"):
         train(["scar_enhancement", "--config", str(configs["scar_enhancement"]), "--out", str(tmp_path / "x"),
                "--resume"])
+
+
+# ----------------------------------------------------------------------------------------------- the framework
+# A recipe module as a method's author would write it: a toy GAN (generator + discriminator, one optimiser each),
+# with BatchNorm buffers and dropout (torch's global random stream), declared with @recipe. The tests drop it into
+# the training.recipes package at run time; nothing else registers it.
+TOY_RECIPE = textwrap.dedent('''
+    """Toy GAN recipe (tests only): a generator maps noise to 8x8 images, a discriminator tells them from real ones."""
+
+    import torch
+    import torch.nn.functional as F
+    from safetensors.torch import save_file
+
+    from training.loop import Trainer
+    from training.recipes import recipe
+
+
+    def networks():
+        generator = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3, padding=1), torch.nn.BatchNorm2d(4), torch.nn.ReLU(),
+                                        torch.nn.Dropout(0.2), torch.nn.Conv2d(4, 1, 3, padding=1))
+        discriminator = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3, stride=2, padding=1), torch.nn.BatchNorm2d(4),
+                                            torch.nn.LeakyReLU(0.2), torch.nn.Flatten(), torch.nn.Linear(64, 1))
+        return {"generator": generator, "discriminator": discriminator}
+
+
+    def make_step(trainer):
+        """Generator step, then discriminator step on the detached fakes (the order the framework documents)."""
+        def step(nets, generator):
+            device = generator.device
+            real = 0.5 + 0.1 * torch.randn(4, 1, 8, 8, generator=generator, device=device)
+            fake = nets["generator"](torch.randn(4, 1, 8, 8, generator=generator, device=device))
+            g_loss = F.softplus(-nets["discriminator"](fake)).mean() + F.l1_loss(fake, real)
+            trainer.optimise("generator", g_loss)
+            d_loss = (F.softplus(nets["discriminator"](fake.detach())).mean()
+                      + F.softplus(-nets["discriminator"](real)).mean())
+            trainer.optimise("discriminator", d_loss)
+            return {"generator": g_loss, "discriminator": d_loss}
+        return step
+
+
+    def validate(nets):
+        fixed = torch.Generator().manual_seed(0)
+        fake = nets["generator"](torch.randn(4, 1, 8, 8, generator=fixed).to(next(nets.parameters()).device))
+        return {"score": -float((fake - 0.5).abs().mean())}
+
+
+    @recipe("toy_gan")
+    def train_toy_gan(config, out, context, resume):
+        """Toy GAN for the tests."""
+        trainer = Trainer.from_config(networks(), context, out, config["train"], select="score")
+        if resume:
+            trainer.resume()
+        weights = trainer.fit(make_step(trainer), validate)
+        if config.get("dump_ranks"):  # every rank's trained parameters, to check that DDP kept them equal
+            save_file({k: v.detach().contiguous().cpu() for k, v in trainer.model.named_parameters()},
+                      str(out / f"rank{context.rank}.safetensors"))
+        return weights["generator"], {"method": "toy_gan", "training_summary": {
+            "steps": trainer.step, "world_size": context.world_size, "best": trainer.best}}
+''')
+TOY_TRAIN = {"steps": 6, "lr": 0.01, "ema_decay": 0.5, "seed": 0, "validate_every": 3,
+             "lr_schedule": {"name": "cosine", "warmup_steps": 2, "final_fraction": 0.1}, "clip_grad_norm": 1.0,
+             "optimisers": {"discriminator": {"lr": 0.02, "betas": [0.5, 0.9]}}}
+CPU = Context(0, 1, torch.device("cpu"))
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def toy(tmp_path, monkeypatch):
+    """The toy recipe module, found by discovery in an extra folder (tmp_path / "more_recipes") of the
+    training.recipes package; call it to import the module."""
+    folder = tmp_path / "more_recipes"
+    folder.mkdir()
+    (folder / "toy_gan_recipe.py").write_text(TOY_RECIPE)
+    monkeypatch.setattr(training.recipes, "__path__", [*training.recipes.__path__, str(folder)])
+    monkeypatch.setattr(training.recipes, "_DECORATED", dict(training.recipes._DECORATED))
+    yield lambda: importlib.import_module("training.recipes.toy_gan_recipe")
+    sys.modules.pop("training.recipes.toy_gan_recipe", None)
+
+
+def _parameters(module):
+    return {k: v.detach().clone() for k, v in module.named_parameters()}
+
+
+def test_recipes_are_discovered_and_listed(capsys):
+    recipes = discover()
+    assert {"scar_enhancement", "scar_enhancement_segmenter", "cine_segmentation"} <= set(recipes)
+    assert train(["list"]) == 0
+    listed = capsys.readouterr().out
+    assert all(name in listed for name in recipes)
+
+
+def test_a_recipe_module_added_at_run_time_is_found_and_trains(toy, tmp_path, capsys):
+    assert "toy_gan" not in training.recipes._DECORATED  # not imported yet: discovery finds the module
+    assert "toy_gan" in discover()
+    assert train(["list"]) == 0 and "toy_gan\tToy GAN for the tests." in capsys.readouterr().out
+    config = tmp_path / "toy.json"
+    config.write_text(json.dumps({"data": {"source": "random"}, "train": TOY_TRAIN}))
+    assert train(["toy_gan", "--config", str(config), "--out", str(tmp_path / "toy")]) == 0
+    weights, saved = load_checkpoint(tmp_path / "toy", expected_method="toy_gan")
+    assert saved["command"].startswith("python -m training toy_gan") and saved["training_summary"]["steps"] == 6
+    assert set(weights) == set(toy().networks()["generator"].state_dict())  # the generator's EMA weights
+
+
+def test_recipe_names_must_be_unique_and_not_reserved(monkeypatch):
+    monkeypatch.setattr(training.recipes, "_DECORATED", dict(training.recipes._DECORATED))
+
+    def impostor(config, out, context, resume):
+        raise AssertionError("never run")
+
+    training.recipes.recipe("scar_enhancement")(impostor)
+    with pytest.raises(ValueError, match="declared twice"):
+        discover()
+    with pytest.raises(ValueError, match="sub-command"):
+        training.recipes.recipe("manifest")(impostor)
+
+
+def test_several_optimisers_update_both_networks_in_order(toy, tmp_path):
+    module = toy()
+    torch.manual_seed(0)
+    trainer = Trainer.from_config(module.networks(), CPU, tmp_path, {**TOY_TRAIN, "steps": 2})
+    before = {name: _parameters(network) for name, network in trainer.networks.items()}
+    weights = trainer.fit(module.make_step(trainer), module.validate)
+    assert set(weights) == {"generator", "discriminator"}
+    for name, network in trainer.networks.items():
+        assert all(not torch.equal(before[name][k], v) for k, v in _parameters(network).items()), name
+        assert len(trainer.optimizers[name].state) == len(before[name])  # Adam moments for every parameter
+    assert trainer.optimizers["discriminator"].param_groups[0]["betas"] == (0.5, 0.9)
+    assert trainer.base_lr == {"generator": 0.01, "discriminator": 0.02}
+    assert {"train_loss_generator", "train_loss_discriminator", "lr_generator", "score"} <= set(trainer.history[-1])
+
+    with pytest.raises(RuntimeError, match="must return a dict"):  # several networks: a bare loss is ambiguous
+        Trainer.from_config(module.networks(), CPU, tmp_path, TOY_TRAIN).fit(lambda nets, g: torch.zeros(()))
+    with pytest.raises(RuntimeError, match="nothing was trained"):
+        Trainer.from_config(module.networks(), CPU, tmp_path, TOY_TRAIN).fit(lambda nets, g: {"loss": 0.0})
+
+
+def test_lr_schedule_values():
+    cosine = parse_lr_schedule({"name": "cosine", "warmup_steps": 4, "final_fraction": 0.1})
+    assert [lr_factor(cosine, step, 14) for step in (0, 1, 3)] == [0.25, 0.5, 1.0]
+    assert lr_factor(cosine, 4, 14) == 1.0 and lr_factor(cosine, 13, 14) == pytest.approx(0.1)
+    assert lr_factor(cosine, 8, 14) == pytest.approx(0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * 4 / 9)))
+    linear = parse_lr_schedule({"name": "linear", "final_fraction": 0.0})
+    assert [lr_factor(linear, step, 5) for step in range(5)] == pytest.approx([1.0, 0.75, 0.5, 0.25, 0.0])
+    assert all(lr_factor(parse_lr_schedule("constant"), step, 10) == 1.0 for step in range(10))
+    assert parse_lr_schedule(None) == parse_lr_schedule("constant")
+    for bad in ("exponential", {"name": "cosine", "warmup": 3}, {"name": "linear", "final_fraction": 2.0},
+                {"name": "cosine", "warmup_steps": -1}):
+        with pytest.raises(ValueError):
+            parse_lr_schedule(bad)
+
+    # the Trainer applies it: the LR of each step's update, recorded inside the step
+    torch.manual_seed(0)
+    trainer = Trainer(torch.nn.Linear(2, 1), CPU, "unused", steps=6, lr=0.1, ema_decay=0.9, seed=0,
+                      validate_every=100, lr_schedule={"name": "linear", "warmup_steps": 2})
+    seen = []
+
+    def loss_fn(model, generator):
+        seen.append(trainer.optimizer.param_groups[0]["lr"])
+        return model(torch.ones(1, 2)).sum()
+
+    trainer._save_state = lambda: None  # nothing on disk for this check
+    trainer.fit(loss_fn)
+    assert seen == pytest.approx([0.05, 0.1, 0.1, 0.1 * 2 / 3, 0.1 / 3, 0.0])
+
+
+def test_gradient_clipping_bounds_the_norm(tmp_path):
+    torch.manual_seed(0)
+    trainer = Trainer(torch.nn.Linear(8, 4), CPU, tmp_path, steps=3, lr=0.01, ema_decay=0.9, seed=0,
+                      validate_every=10, clip_grad_norm=0.5)
+    norms = []
+
+    def step(model, generator):
+        loss = 1000.0 * model(torch.randn(16, 8, generator=generator)).pow(2).sum()
+        before = trainer.optimise("model", loss)
+        after = torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in model.parameters()]))
+        norms.append((float(before), float(after)))
+        return {"loss": loss}
+
+    trainer.fit(step)
+    assert all(before > 10.0 and after <= 0.5 * (1 + 1e-5) for before, after in norms)
+    assert Trainer(torch.nn.Linear(2, 1), CPU, tmp_path, steps=1, lr=0.1, ema_decay=0.9, seed=0,
+                   validate_every=1).clip_grad_norm is None  # off by default
+
+
+def test_ema_averages_buffers(tmp_path):
+    torch.manual_seed(0)
+    network = torch.nn.Sequential(torch.nn.Linear(3, 3), torch.nn.BatchNorm1d(3))
+    trainer = Trainer(network, CPU, tmp_path, steps=5, lr=0.01, ema_decay=0.5, seed=0, validate_every=10)
+    def loss_fn(model, generator):
+        return model(3.0 + torch.randn(8, 3, generator=generator)).pow(2).mean()
+
+    expected = None
+    for _ in range(5):  # one step at a time, reading the network's running mean after each
+        trainer.steps = trainer.step + 1
+        trainer.fit(loss_fn)
+        current = network[1].running_mean.clone()
+        expected = current if expected is None else 0.5 * expected + 0.5 * current
+    averaged = trainer.ema.module[1]
+    assert torch.allclose(averaged.running_mean, expected, atol=1e-6)
+    assert not torch.allclose(averaged.running_mean, network[1].running_mean)  # averaged, not copied
+    assert int(averaged.num_batches_tracked) == int(network[1].num_batches_tracked) == 5  # integers: copied
+
+
+class ScaledTrainer(Trainer):
+    """A Trainer whose loss scalers are on although it runs on CPU, to check that their state resumes (fp32
+    gradients scaled by powers of two: the scale itself does not change the weights)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.scalers = {name: torch.amp.GradScaler("cpu", init_scale=256.0, growth_interval=3)
+                        for name in self.networks}
+
+
+def _toy_trainer(module, out):
+    torch.manual_seed(0)
+    return ScaledTrainer.from_config(module.networks(), CPU, out, {**TOY_TRAIN, "steps": 8, "validate_every": 4})
+
+
+def test_resume_of_an_interrupted_run_is_exact(toy, tmp_path):
+    module = toy()
+    straight = _toy_trainer(module, tmp_path / "straight")
+    straight_weights = straight.fit(module.make_step(straight), module.validate)
+
+    interrupted = _toy_trainer(module, tmp_path / "interrupted")
+    step = module.make_step(interrupted)
+
+    def crash_after_four(nets, generator):
+        if interrupted.step == 5:
+            raise KeyboardInterrupt  # after the state of step 4 was saved
+        return step(nets, generator)
+
+    with pytest.raises(KeyboardInterrupt):
+        interrupted.fit(crash_after_four, module.validate)
+    resumed = _toy_trainer(module, tmp_path / "interrupted")
+    resumed.resume()
+    assert resumed.step == 4
+    resumed_weights = resumed.fit(module.make_step(resumed), module.validate)
+
+    for name in ("generator", "discriminator"):
+        assert resumed_weights[name].keys() == straight_weights[name].keys()
+        assert all(torch.equal(resumed_weights[name][k], v) for k, v in straight_weights[name].items()), name
+        assert all(torch.equal(a, b) for a, b in zip(resumed.networks[name].state_dict().values(),
+                                                     straight.networks[name].state_dict().values(), strict=True))
+        assert resumed.scalers[name].state_dict() == straight.scalers[name].state_dict()
+        assert resumed.scalers[name].get_scale() == 1024.0  # grew at steps 3 and 6
+        moments, reference = resumed.optimizers[name].state_dict(), straight.optimizers[name].state_dict()
+        assert all(torch.equal(moments["state"][i][key], value) for i, entry in reference["state"].items()
+                   for key, value in entry.items())
+    assert resumed.history == straight.history and resumed.best == straight.best
+    assert torch.equal(resumed.generator.get_state(), straight.generator.get_state())
+
+
+def test_resume_reads_a_single_optimiser_state_of_the_previous_format(tmp_path):
+    def trainer():
+        torch.manual_seed(0)
+        return Trainer(torch.nn.Linear(4, 2), CPU, tmp_path, steps=4, lr=0.1, ema_decay=0.9, seed=0,
+                       validate_every=2)
+
+    def loss_fn(model, generator):
+        return model(torch.randn(3, 4, generator=generator)).pow(2).sum()
+
+    first = trainer()
+    first.steps = 2
+    first.fit(loss_fn)
+    state_file, meta_file = tmp_path / "training_state" / "state.safetensors", tmp_path / "training_state" / "state.json"
+    tensors, meta = load_file(str(state_file)), json.loads(meta_file.read_text())
+    old = {k.replace("optimizer.model.", "optimizer."): v for k, v in tensors.items() if "torch_rng" not in k}
+    meta["optimizer"] = meta.pop("optimizers")["model"]
+    from safetensors.torch import save_file
+    save_file(old, str(state_file))
+    meta_file.write_text(json.dumps(meta))
+    resumed = trainer()
+    resumed.resume()
+    assert resumed.step == 2 and len(resumed.optimizer.state) == 2
+    assert torch.equal(resumed.optimizer.state_dict()["state"][0]["exp_avg"], tensors["optimizer.model.0.exp_avg"])
+
+
+def test_mixed_precision_settings_are_checked_and_off_on_cpu(tmp_path):
+    options = training_options({"precision": "fp16", "clip_grad_norm": 2, "lr_schedule": "cosine"})
+    assert options["precision"] == "fp16" and options["clip_grad_norm"] == 2.0
+    assert training_options({}) == {"lr_schedule": parse_lr_schedule("constant"), "clip_grad_norm": None,
+                                    "precision": "fp32", "optimisers": {}}
+    for bad in ({"precision": "fp8"}, {"precision": "half"}, {"clip_grad_norm": 0}, {"clip_grad_norm": "1"},
+                {"optimisers": {"model": {"momentum": 0.9}}}, {"optimisers": ["model"]}):
+        with pytest.raises((ValueError, TypeError)):
+            training_options(bad)
+    with pytest.raises(ValueError, match="unknown network"):
+        Trainer(torch.nn.Linear(2, 1), CPU, tmp_path, steps=1, lr=0.1, ema_decay=0.9, seed=0, validate_every=1,
+                optimisers={"discriminator": {"lr": 0.1}})
+    trainer = Trainer(torch.nn.Linear(2, 1), CPU, tmp_path, steps=1, lr=0.1, ema_decay=0.9, seed=0,
+                      validate_every=1, precision="fp16")
+    assert trainer.precision == "fp32" and trainer.autocast_dtype is None
+    assert not any(scaler.is_enabled() for scaler in trainer.scalers.values())
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="mixed precision runs on CUDA only")
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_mixed_precision_on_cuda_trains_and_resumes(toy, tmp_path, monkeypatch, precision):
+    module = toy()
+    monkeypatch.setattr(torch.backends.cudnn, "deterministic", True)
+    monkeypatch.setattr(torch.backends.cudnn, "benchmark", False)
+    cuda = Context(0, 1, torch.device("cuda"))
+    config = {**TOY_TRAIN, "steps": 8, "validate_every": 4, "precision": precision, "lr_schedule": "constant"}
+
+    def run(out, steps, resume=False):
+        torch.manual_seed(0)
+        trainer = Trainer.from_config(module.networks(), cuda, out, {**config, "steps": steps})
+        if resume:
+            trainer.resume()
+        dtypes = []
+        trainer.networks["generator"][0].register_forward_hook(lambda module, args, output: dtypes.append(output.dtype))
+        return trainer, trainer.fit(module.make_step(trainer), module.validate), dtypes
+
+    trainer, straight, dtypes = run(tmp_path / "straight", 8)
+    assert trainer.precision == precision and dtypes[0] == PRECISION_TYPES[precision]  # the convolution ran in 16 bits
+    assert trainer.scalers["generator"].is_enabled() == (precision == "fp16")
+    assert all(torch.isfinite(v).all() for v in straight["generator"].values())
+    run(tmp_path / "halves", 4)  # a constant LR: the half run's shorter total does not change its schedule
+    _, resumed, _ = run(tmp_path / "halves", 8, resume=True)
+    assert all(torch.allclose(resumed["generator"][k].float(), v.float(), rtol=1e-4, atol=1e-6)
+               for k, v in straight["generator"].items())
+
+
+PRECISION_TYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+DDP_LAUNCHER = textwrap.dedent('''
+    import sys
+
+    import training.recipes
+
+    training.recipes.__path__.append(sys.argv[1])  # the toy recipe's folder joins the package, as in the tests
+    from training.__main__ import main
+
+    raise SystemExit(main(sys.argv[2:]))
+''')
+
+
+def test_torchrun_ddp_trains_several_networks(toy, tmp_path):
+    folder = tmp_path / "more_recipes"
+    (tmp_path / "launch.py").write_text(DDP_LAUNCHER)
+    config = tmp_path / "toy.json"
+    config.write_text(json.dumps({"data": {"source": "random"}, "train": TOY_TRAIN, "dump_ranks": True}))
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29518",
+               str(tmp_path / "launch.py"), str(folder), "toy_gan", "--config", str(config),
+               "--out", str(tmp_path / "ddp"), "--device", "cpu"]
+    environment = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300, env=environment, check=False)
+    assert result.returncode == 0, result.stderr[-3000:]
+    _, saved = load_checkpoint(tmp_path / "ddp", expected_method="toy_gan")
+    assert saved["training_summary"]["world_size"] == 2
+    ranks = [load_file(str(tmp_path / "ddp" / f"rank{rank}.safetensors")) for rank in (0, 1)]
+    torch.manual_seed(0)
+    initial = torch.nn.ModuleDict(toy().networks()).state_dict()
+    for key, value in ranks[0].items():  # both networks: trained, and kept equal across ranks by DDP
+        assert torch.equal(value, ranks[1][key]), key
+        assert not torch.equal(value, initial[key]), key

@@ -1,5 +1,6 @@
 """Train a checkpoint: `python -m training RECIPE --config CONFIG.json --out FOLDER [--resume] [--device ...]`,
 or under torchrun for several GPUs: `torchrun --nproc_per_node 4 -m training RECIPE ...`.
+`python -m training list` lists the recipes (every module of training/recipes, found by discovery).
 `python -m training manifest FOLDER` rewrites FOLDER/manifest.json (sha256 of every checkpoint in it)."""
 
 from __future__ import annotations
@@ -16,17 +17,15 @@ import torch
 from CMRSynthesisLib.checkpoints import save_checkpoint, write_manifest
 
 from .distributed import setup, teardown
-from .recipes.cine_segmentation import RECIPES as CINE_RECIPES
-from .recipes.scar_enhancement import RECIPES as SCAR_RECIPES
-
-RECIPES = {**SCAR_RECIPES, **CINE_RECIPES}
+from .recipes import discover, summary
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    recipes = discover()
     parser = argparse.ArgumentParser(prog="python -m training", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("recipe", choices=[*RECIPES, "manifest"])
+    parser.add_argument("recipe", choices=[*recipes, "list", "manifest"])
     parser.add_argument("folder", nargs="?", help="for 'manifest': the checkpoint root")
     parser.add_argument("--config", type=Path, help="recipe config JSON (see training/configs)")
     parser.add_argument("--out", type=Path, help="checkpoint folder to write")
@@ -34,6 +33,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
     parser.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0: torch's default)")
     args = parser.parse_args(argv)
+    if args.recipe == "list":
+        for name, function in recipes.items():
+            print(f"{name}\t{summary(function)}")
+        return 0
     if args.recipe == "manifest":
         if not args.folder:
             parser.error("manifest needs the checkpoint root folder")
@@ -47,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     context = setup(args.device)
     torch.manual_seed(config["train"]["seed"])  # network initialisation: same config, same weights on every rank
     try:
-        weights, product = RECIPES[args.recipe](config, args.out, context, args.resume)
+        weights, product = recipes[args.recipe](config, args.out, context, args.resume)
         if context.is_main:
             launcher = "python" if context.world_size == 1 else (
                 f"torchrun --nnodes {os.environ.get('GROUP_WORLD_SIZE', '1')} "
