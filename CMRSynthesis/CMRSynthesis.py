@@ -1,10 +1,13 @@
 """CMR Synthesis: diffusion-model synthesis and enhancement, T1 mapping, ECV, AHA segments, cine segmentation and
 myocardial strain of cardiac MR in 3D Slicer.
 
-The panel binds its widgets to a parameter node. The Logic writes the input nodes to a temporary folder, runs the
-same `cmrsynth` command line that CLI users run (with Slicer's Python, out of process, so the GUI stays live and
-Cancel can kill it), polls its JSON progress with a QTimer, and brings the results back as new nodes over the input.
-Everything that computes lives in CMRSynthesisLib.
+A thin shell over CMRSynthesisLib, driven by one task table (`taskTable`): one row per method of the library's method
+registry, made from its declaration alone (the way Slicer's CLI modules build their panels from an XML description),
+and one hand-written row per analysis task. A row names the panel widgets it shows, what Apply waits for, the
+`cmrsynth` command line it runs and how its results come back. The panel binds its widgets to a parameter node. The
+Logic writes the input nodes to a temporary folder, runs the same `cmrsynth` command line that CLI users run (with
+Slicer's Python, out of process, so the GUI stays live and Cancel can kill it), polls its JSON progress with a QTimer,
+and brings the results back as new nodes over the input.
 """
 
 # ruff: noqa: UP045
@@ -13,6 +16,7 @@ Everything that computes lives in CMRSynthesisLib.
 
 import dataclasses
 import enum
+import importlib
 import importlib.metadata
 import json
 import logging
@@ -25,7 +29,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Optional, Union
+from typing import Annotated, Any, Optional, Union
 
 import qt
 import slicer
@@ -55,6 +59,13 @@ if str(SOURCE_ROOT) not in sys.path:
 
 from CMRSynthesisLib import mrml  # these need only numpy, vtk and slicer, which Slicer has
 from CMRSynthesisLib.errors import Cancelled, CMRSynthesisError, InputError
+from CMRSynthesisLib.methods.registry import (
+    INPUT_KINDS,
+    MethodSpec,
+    OutputRole,
+    method_specs,
+    unavailable_methods,
+)
 from CMRSynthesisLib.process import CliProcess, Result, State, child_environment, cli_command, remarks
 
 PYTHON_REQUIRED = (3, 11)  # the pinned packages (scikit-image 0.26, matplotlib 3.11) need it: Slicer 5.10 or later
@@ -79,9 +90,13 @@ class CMRSynthesis(ScriptedLoadableModule):
         self.parent.helpText = f"""
 Diffusion-model synthesis and enhancement of cardiac MR, T1 mapping, ECV, AHA 16-segment reports, cine segmentation
 and myocardial strain.
-<br><b>Scar enhancement (LGE)</b>: localized diffusion brightens scar against healthy myocardium inside a heart
-region of interest and leaves every voxel outside it as it was; the mean of several samples is returned. The shipped
-demo model is trained on synthetic phantoms only: point to your own checkpoint for real studies.
+<br><b>Methods</b> (scar enhancement of LGE, cine segmentation and every other method of the library): each has a
+task whose panel shows the inputs, options, sampling settings (Advanced) and checkpoint folders (Advanced; empty: the
+shipped demo model) the method declares; the task box's tooltip says what it does. Results come back over their
+input: images and maps as volumes (maps in their colour map), the per-voxel SD of the samples (uncertainty) as a
+volume, masks in the label layer, labels as segmentations, and results of every cine frame as a sequence that plays
+with the cine. Scar enhancement changes only voxels inside the heart region of interest. The shipped demo models are
+trained on synthetic phantoms only: point to your own checkpoints for real studies.
 <br><b>T1 map (MOLLI / ShMOLLI)</b>: fits every voxel of the source images, given as a DICOM folder (read with the
 vendor tags that hold the inversion times) or as a loaded volume sequence with its inversion times, and adds the T1
 map in the lipari colour map (0-2000 ms) with the fit parameters A, B, T1*, R2 and a failed-fit mask.
@@ -97,9 +112,8 @@ strain curves as a plot, the peak strains per AHA segment as a table and the str
 in %, negative for shortening). The myocardium (and an RV mask or the two RV insertion points, for the segments) are
 given at the ED frame; without a myocardium mask the cine segmenter finds it. strain.json and the figures are kept
 beside the AHA files.
-<br><b>Cine segmentation</b>: LV blood pool, LV myocardium and RV blood pool of every frame of a cine, as a labels
-sequence that plays with it, or of the ED and ES frames only, as one segmentation each.
-<br>Frames are numbered from 1, as the sequence browser counts them.
+<br>The ED and ES frames of Cine strain are numbered from 1, as the sequence browser counts them; a method's frame
+option is passed to its command as written (see its tooltip).
 <br>Inputs are never modified; results are new nodes over the input.
 <br>Needs Slicer 5.10 or later (Python 3.11 or newer) and the PyTorch extension; the other Python packages are
 offered for installation on the first Apply.
@@ -113,20 +127,6 @@ Circulation 2002; T1 maps are shown in lipari (F. Crameri's scientific colour ma
         self.parent.icon = qt.QIcon(resourcePath("Icons/CMRSynthesis.png"))
 
 
-class Task(enum.Enum):
-    """What the panel computes; the value is the label shown in the Task box."""
-
-    SCAR_ENHANCEMENT = "Scar enhancement (LGE)"
-    T1_MAP = "T1 map (MOLLI / ShMOLLI)"
-    ECV = "ECV"
-    AHA = "AHA 16 segments"
-    CINE_STRAIN = "Cine strain"
-    CINE_SEGMENTATION = "Cine segmentation"
-
-    def label(self) -> str:
-        return self.value
-
-
 class Quantity(enum.Enum):
     """What the map of an AHA report holds; the value is the library's quantity name."""
 
@@ -138,55 +138,51 @@ class Quantity(enum.Enum):
         return {"t1_native": "native T1 (ms)", "t1_post": "post-contrast T1 (ms)", "ecv": "ECV (%)"}[self.value]
 
 
-# Per task: the label and tooltip of the input-volume selector, and what Apply asks for while it is empty (None:
-# the input volume is optional).
-INPUT_ROLES = {
-    Task.SCAR_ENHANCEMENT: (
-        "LGE volume:", "Late gadolinium enhancement stack to enhance. It is read, never modified.", "an LGE volume"),
-    Task.T1_MAP: (
-        "Show over:",
-        ("Optional: a volume on the source images' grid (e.g. the loaded series) to show the T1 map over; with none, or "
-         "on another grid, the T1 map is shown alone. With a DICOM folder, a fit mask is taken on this volume's grid."),
-        None),
-    Task.ECV: (
-        "Native T1 map:",
-        ("Native (pre-contrast) T1 map in ms: the ECV map is made on its grid and shown over it. It is read, never "
-         "modified."),
-        "the native T1 map"),
-    Task.AHA: (
-        "Map:",
-        ("Map to report per segment (T1 in ms or ECV in %), e.g. a result of the T1 map or ECV task; the masks are "
-         "taken on its grid. It is read, never modified."),
-        "the map to report per segment"),
-}
-OUTPUT_LABELS = {Task.SCAR_ENHANCEMENT: "Enhanced volume:", Task.T1_MAP: "T1 map:", Task.ECV: "ECV map:"}
-CINE_TASKS = {Task.CINE_STRAIN, Task.CINE_SEGMENTATION}  # their input is the cine sequence, not the input volume
-CINE_LABEL_NAMES = ("LV blood", "LV myocardium", "RV blood")  # label values 1, 2, 3 of `cmrsynth segment`
-CINE_LABELS_FILE = "labels.nii.gz"  # `cmrsynth segment --out`, in the temporary folder
+TASK_PARAMETER = "task"  # the parameter node's string parameter holding the chosen task's key
+CHOOSE_CINE = "Choose the cine: a loaded sequence of volumes over one heartbeat."
 STRAIN_DISPLAY = "peak_circumferential_strain"  # display.py quantity: vik, -30 to 30 %
 TWO_ANCHORS = "Anchor the segments with either an RV mask or insertion points, not both."
 GLOBAL_STRAIN_CURVES = ("global circumferential (%)", "global radial (%)")  # columns of the strain curves table
-LABELMAP_RESULTS = ("roi",)  # scar enhancement results that are masks
 T1_RESULT_NAMES = {"t1": "T1", "a": "T1 A", "b": "T1 B", "t1_star": "T1*", "r2": "T1 R2", "failed": "T1 failed fits"}
 OVERLAY_OPACITY = 0.5
 KEPT_FOLDER = "CMRSynthesis"  # under Slicer's default scene folder: copies of the AHA table and bullseye files
 
+# Method inputs by kind (methods.registry.INPUT_KINDS): a node selector of these node classes is generated for each
+# role of these kinds; a cine role uses the panel's cine selector, a MOLLI role its MOLLI widgets, a phenotype role a
+# JSON file field.
+NODE_KINDS = {"lge": ("vtkMRMLScalarVolumeNode",), "t2w": ("vtkMRMLScalarVolumeNode",),
+              "bssfp": ("vtkMRMLScalarVolumeNode",), "map": ("vtkMRMLScalarVolumeNode",),
+              "mask": ("vtkMRMLSegmentationNode", "vtkMRMLLabelMapVolumeNode")}
+SAMPLERS = ("ddpm", "ddim")
+# The panel's fixed widgets (Resources/UI/CMRSynthesis.ui) that only some tasks show, in groups.
+INPUT_VOLUME = ("inputVolumeLabel", "inputVolumeSelector")
+CINE = ("cineSequenceLabel", "cineSequenceSelector", "frameIntervalLabel", "frameIntervalSpinBox")
+MOLLI = ("molliFolderLabel", "molliFolderLineEdit", "molliFolderBrowseButton", "molliSequenceLabel",
+         "molliSequenceSelector", "inversionTimesLabel", "inversionTimesLineEdit")
+MASKS = ("bloodLabel", "bloodSelector", "myocardiumLabel", "myocardiumSelector")
+ANCHORS = ("rvLabel", "rvSelector", "insertionPointsLabel", "insertionPointsSelector", "insertionPointsPlaceWidget")
+OUTPUTS = ("outputsCollapsibleButton",)
+METHOD = ("methodInputsFrame", "advancedCollapsibleButton", "methodAdvancedFrame", "deviceLabel", "deviceComboBox")
+
 
 @parameterNodeWrapper
 class CMRSynthesisParameterNode:
-    """The panel's state, saved with the scene. inputVolume is the task's input (LGE, native T1 map, map to report)
-    or, for T1 maps, the volume to show the map over. T1 maps read molliFolder or molliSequence (one of them); the
-    cine tasks read cineSequence (frameInterval in ms, 0: the times from its index). edFrame / esFrame count from 1 as
-    the sequence browser does; 0 is "auto". checkpointPath / segmenterPath empty: the shipped models. ddimSteps is
-    used with the ddim sampler only."""
+    """The panel's state, saved with the scene. inputVolume is the analysis task's input (native T1 map, map to
+    report) or, for T1 maps, the volume to show the map over. T1 maps and MOLLI inputs read molliFolder or
+    molliSequence (one of them); cine inputs read cineSequence (frameInterval in ms, 0: the times from its index).
+    edFrame / esFrame count from 1 as the sequence browser does; 0 is "auto". device is every method's.
 
-    task: Task
+    The chosen task (`task`) and the settings of each method task are plain parameters of the underlying node, not
+    fields, because the task table is built at run time from the method registry: `task` holds the row's key, a
+    method's inputs are node references and its options, sampling settings and checkpoint folders are string
+    parameters, named "<method>.<role or option>" (`methodInput`, `methodText`, `setMethodInput`, `setMethodValue`).
+    """
+
     inputVolume: vtkMRMLScalarVolumeNode
-    roiNode: Union[vtkMRMLSegmentationNode, vtkMRMLLabelMapVolumeNode, None]  # noqa: UP007 (the wrapper needs Union)
     molliFolder: str = ""
     molliSequence: vtkMRMLSequenceNode
     inversionTimes: str = ""  # ms, comma-separated
-    fitMaskNode: Union[vtkMRMLSegmentationNode, vtkMRMLLabelMapVolumeNode, None]  # noqa: UP007
+    fitMaskNode: Union[vtkMRMLSegmentationNode, vtkMRMLLabelMapVolumeNode, None]  # noqa: UP007 (wrapper needs Union)
     t1Scheme: Annotated[str, Choice(["auto", "molli", "shmolli"])] = "auto"
     postVolume: vtkMRMLScalarVolumeNode
     haematocrit: Annotated[float, WithinRange(0.1, 0.7)] = 0.42
@@ -201,29 +197,49 @@ class CMRSynthesisParameterNode:
     frameInterval: Annotated[float, WithinRange(0.0, 2000.0)] = 0.0
     edFrame: Annotated[int, WithinRange(0, 9999)] = 0
     esFrame: Annotated[int, WithinRange(0, 9999)] = 0
-    edEsOnly: bool = False
-    checkpointPath: str = ""
     device: Annotated[str, Choice(["auto", "cpu", "cuda"])] = "auto"
-    segmenterPath: str = ""
-    steps: Annotated[int, WithinRange(1, 999)] = 250
-    samples: Annotated[int, WithinRange(1, 20)] = 5
-    sampler: Annotated[str, Choice(["ddpm", "ddim"])] = "ddpm"
-    ddimSteps: Annotated[int, WithinRange(1, 250)] = 20
-    seed: Annotated[int, WithinRange(0, 2_147_483_647)] = 0  # the largest value a QSpinBox holds
     outputVolume: vtkMRMLScalarVolumeNode
+
+    @property
+    def task(self) -> str:
+        """The key of the chosen task in the task table (empty before one is chosen)."""
+        return self.parameterNode.GetParameter(TASK_PARAMETER)
+
+    @task.setter
+    def task(self, key: str) -> None:
+        self.parameterNode.SetParameter(TASK_PARAMETER, key)
+
+    def methodInput(self, method: str, role: str):
+        """The node chosen for input `role` of method `method` (a volume, labelmap or segmentation), or None."""
+        return self.parameterNode.GetNodeReference(f"{method}.{role}")
+
+    def setMethodInput(self, method: str, role: str, node) -> None:
+        self.parameterNode.SetNodeReferenceID(f"{method}.{role}", node.GetID() if node is not None else None)
+
+    def methodText(self, method: str, name: str) -> Optional[str]:
+        """The text kept for option, sampling setting, checkpoint or phenotype file `name` of method `method`; None
+        when never set (the declaration's default then holds)."""
+        key = f"{method}.{name}"
+        return self.parameterNode.GetParameter(key) if self.parameterNode.HasParameter(key) else None
+
+    def setMethodValue(self, method: str, name: str, value: Any) -> None:
+        """Keep a value of method `method` (see methodText): None is kept as empty text (not given)."""
+        self.parameterNode.SetParameter(f"{method}.{name}", _valueText(value))
 
 
 @dataclasses.dataclass
 class Outcome:
-    """How a run ended, as the Logic reports it: nodes are the new result nodes by output name; on success, message
-    is a note for the status line (where files were kept) and folder the folder of those files, if any."""
+    """How a run ended, as the Logic reports it: task is the task's label; nodes are the new result nodes by output
+    name; on success, message is a note for the status line (where files were kept), folder the folder of those files,
+    if any, and views the (table, picture, chart) nodes to lay out in views, if any."""
 
-    task: Task
+    task: str
     state: State
     message: str
     nodes: dict
     log: list
     folder: Optional[Path] = None
+    views: tuple = ()
 
 
 class CMRSynthesisWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
@@ -233,6 +249,9 @@ class CMRSynthesisWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.logic = None
         self._parameterNode = None
         self._parameterNodeGuiTag = None
+        self._methodPanels = {}
+        self._taskWidgetNames = []
+        self._fillingTasks = False
 
     def setup(self) -> None:
         ScriptedLoadableModuleWidget.setup(self)
@@ -244,21 +263,34 @@ class CMRSynthesisWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
         self.ui.applyButton.connect("clicked(bool)", self.onApplyButton)
-        checkpoint = "checkpoint folder (model.safetensors + config.json)"
-        self.ui.checkpointBrowseButton.connect("clicked()",
-                                               lambda: self.onBrowseFolder("checkpointPath", f"Enhancer {checkpoint}"))
-        self.ui.segmenterBrowseButton.connect("clicked()",
-                                              lambda: self.onBrowseFolder("segmenterPath", f"Segmenter {checkpoint}"))
+        self.ui.taskComboBox.connect("currentIndexChanged(int)", self.onTaskChosen)
         self.ui.molliFolderBrowseButton.connect(
             "clicked()", lambda: self.onBrowseFolder("molliFolder", "Folder of the MOLLI / ShMOLLI source images"))
         placeWidget = self.ui.insertionPointsPlaceWidget
         placeWidget.buttonsVisible = False  # hides the place button too: it alone is shown again
         placeWidget.placeButton().show()
         placeWidget.placeMultipleMarkups = slicer.qSlicerMarkupsPlaceWidget.ForcePlaceMultipleMarkups
-        self._taskWidgets = taskWidgets(self.ui)
+        self.setupTasks()
         if _pythonTooOld():
             self.ui.statusLabel.text = f"CMR Synthesis needs {_pythonTooOld()}."
         self.initializeParameterNode()
+
+    def setupTasks(self) -> None:
+        """Fill the Task box from the Logic's task table and make the panel of each method task not made yet."""
+        tasks = self.logic.tasks
+        self._taskWidgetNames = sorted({name for row in tasks for name in row.widgets})
+        self._fillingTasks = True
+        try:
+            self.ui.taskComboBox.clear()
+            for row in tasks:
+                self.ui.taskComboBox.addItem(row.label)
+        finally:
+            self._fillingTasks = False
+        for row in tasks:
+            if row.method is not None and row.key not in self._methodPanels:
+                self._methodPanels[row.key] = MethodPanel(row.method, self.ui.methodInputsFrame,
+                                                          self.ui.methodAdvancedFrame, lambda: self._parameterNode,
+                                                          self.chooseFolder, self.chooseFile)
 
     def cleanup(self) -> None:
         self.logic.cancel(wait=True)
@@ -278,11 +310,21 @@ class CMRSynthesisWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.initializeParameterNode()
 
     def initializeParameterNode(self) -> None:
+        """Select the parameter node; its input volume and the volume inputs of the method tasks start as the
+        scene's first scalar volume."""
         self.setParameterNode(self.logic.getParameterNode())
-        if not self._parameterNode.inputVolume:
-            volumes = slicer.util.getNodesByClass("vtkMRMLScalarVolumeNode")
-            self._parameterNode.inputVolume = next(
-                (node for node in volumes if not node.IsA("vtkMRMLLabelMapVolumeNode")), None)
+        parameters = self._parameterNode
+        volumes = [node for node in slicer.util.getNodesByClass("vtkMRMLScalarVolumeNode")
+                   if not node.IsA("vtkMRMLLabelMapVolumeNode")]
+        if not volumes:
+            return
+        if not parameters.inputVolume:
+            parameters.inputVolume = volumes[0]
+        for row in self.logic.tasks:
+            for role in row.method.inputs if row.method is not None else ():
+                if role.kind in NODE_KINDS and role.kind != "mask" and role.required and parameters.methodInput(
+                        row.key, role.name) is None:
+                    parameters.setMethodInput(row.key, role.name, volumes[0])
 
     def setParameterNode(self, parameterNode: Optional[CMRSynthesisParameterNode]) -> None:
         if self._parameterNode:
@@ -295,32 +337,53 @@ class CMRSynthesisWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.updateWidgets()
 
     def updateWidgets(self, caller=None, event=None) -> None:
-        """Show the chosen task's widgets and name its input; Apply is enabled when the task's inputs are set, its
-        tooltip says what is missing. While a task runs Apply is the Cancel button and the inputs are locked. The
-        DDIM step count is editable only with the ddim sampler."""
+        """Show the chosen task's widgets (its row's fixed widgets, and a method's generated panel with the values of
+        the parameter node) and name its input; Apply is enabled when the task's inputs are set, its tooltip says
+        what is missing. While a task runs Apply is the Cancel button and the inputs are locked."""
         parameters = self._parameterNode
-        task = parameters.task if parameters else Task.SCAR_ENHANCEMENT
-        for widgets, tasks in self._taskWidgets:
-            for widget in widgets:
-                widget.visible = task in tasks
-        if task in INPUT_ROLES:
-            self.ui.inputVolumeLabel.text, self.ui.inputVolumeSelector.toolTip, _ = INPUT_ROLES[task]
-        if task in OUTPUT_LABELS:
-            self.ui.outputVolumeLabel.text = OUTPUT_LABELS[task]
-        self.ui.ddimStepsSpinBox.enabled = bool(parameters and parameters.sampler == "ddim")
+        row = self.logic.findTask(parameters.task) if parameters else None
+        if row is None:
+            row = self.logic.tasks[0]
+            if parameters:
+                parameters.task = row.key
+        for name in self._taskWidgetNames:
+            getattr(self.ui, name).visible = name in row.widgets
+        for key, panel in self._methodPanels.items():
+            panel.setVisible(key == row.key)
+            if key == row.key and parameters:
+                panel.updateFromParameters(parameters)
+        self.ui.taskComboBox.currentIndex = self.logic.tasks.index(row)
+        self.ui.taskComboBox.toolTip = row.help
+        if row.inputLabel:
+            self.ui.inputVolumeLabel.text, self.ui.inputVolumeSelector.toolTip = row.inputLabel
+        if row.outputLabel:
+            self.ui.outputVolumeLabel.text = row.outputLabel
         self.ui.insertionPointsPlaceWidget.setCurrentNode(parameters.insertionPoints if parameters else None)
         running = self.logic.isRunning()
         missing = self.logic.missingInput(parameters) if parameters else "No parameter node yet."
         self.ui.applyButton.text = "Cancel" if running else "Apply"
-        self.ui.applyButton.enabled = running or not missing
-        self.ui.applyButton.toolTip = "Stop the running task" if running else missing or "Run the task"
+        self.ui.applyButton.enabled = running or not missing or bool(row.unavailable)
+        self.ui.applyButton.toolTip = ("Stop the running task" if running else row.unavailable or missing
+                                       or "Run the task")
         for section in (self.ui.inputsCollapsibleButton, self.ui.advancedCollapsibleButton):
             section.enabled = not running
 
+    def onTaskChosen(self, index: int) -> None:
+        if self._parameterNode and not self._fillingTasks and 0 <= index < len(self.logic.tasks):
+            self._parameterNode.task = self.logic.tasks[index].key
+
+    def chooseFolder(self, caption: str, current: str) -> str:
+        """A folder the user picks (empty when cancelled)."""
+        return qt.QFileDialog.getExistingDirectory(slicer.util.mainWindow(), caption, current)
+
+    def chooseFile(self, caption: str, current: str) -> str:
+        """A JSON file the user picks (empty when cancelled)."""
+        return qt.QFileDialog.getOpenFileName(slicer.util.mainWindow(), caption, current,
+                                              "JSON files (*.json);;All files (*)")
+
     def onBrowseFolder(self, parameter: str, caption: str) -> None:
-        """Let the user pick the folder held by the parameter named `parameter` (checkpointPath, molliFolder, ...)."""
-        folder = qt.QFileDialog.getExistingDirectory(slicer.util.mainWindow(), caption,
-                                                     getattr(self._parameterNode, parameter))
+        """Let the user pick the folder held by the parameter named `parameter` (molliFolder)."""
+        folder = self.chooseFolder(caption, getattr(self._parameterNode, parameter))
         if folder:
             setattr(self._parameterNode, parameter, folder)
 
@@ -331,13 +394,23 @@ class CMRSynthesisWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             return
         if not self.ensureDependencies():
             return
+        row = self.logic.findTask(self._parameterNode.task)
+        if row is not None and row.unavailable:  # installed now: the method's own task replaces this one
+            self.logic.refreshTasks()
+            self.setupTasks()
+            self.updateWidgets()
+            still = self.logic.findTask(row.key)
+            self.ui.statusLabel.text = (still.unavailable if still is not None and still.unavailable
+                                        else "Installed: choose the task's inputs, then Apply.")
+            return
         self.ui.progressBar.value = 0
         self.ui.statusLabel.text = "Starting..."
         try:
             self.logic.process(self._parameterNode, onProgress=self.onProgress, onFinished=self.onFinished)
         except (CMRSynthesisError, OSError) as error:
             self.ui.statusLabel.text = "Could not start."
-            slicer.util.errorDisplay(f"{self._parameterNode.task.label()} could not start:\n\n{error}")
+            label = row.label if row is not None else "The task"
+            slicer.util.errorDisplay(f"{label} could not start:\n\n{error}")
         self.updateWidgets()
 
     def ensureDependencies(self) -> bool:
@@ -368,17 +441,14 @@ class CMRSynthesisWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             names = ", ".join(node.GetName() for node in outcome.nodes.values())
             self.ui.statusLabel.text = f"Done: {names}." + (f" {outcome.message}" if outcome.message else "")
             slicer.util.resetSliceViews()
-            if outcome.task is Task.AHA:
-                self.showResultViews(outcome.nodes["table"], outcome.nodes["bullseye"])
-            if outcome.task is Task.CINE_STRAIN:
-                self.showResultViews(outcome.nodes["peaks"], outcome.nodes.get("bullseye"), outcome.nodes["chart"])
-            if outcome.task in CINE_TASKS:
-                self.showSequenceToolbar(outcome.nodes)
+            if outcome.views:
+                self.showResultViews(*outcome.views)
+            self.showSequenceToolbar(outcome.nodes)
         elif outcome.state is State.CANCELLED:
             self.ui.statusLabel.text = "Cancelled."
         else:
             self.ui.statusLabel.text = "Failed."
-            slicer.util.errorDisplay(f"{outcome.task.label()} failed:\n\n{outcome.message}",
+            slicer.util.errorDisplay(f"{outcome.task} failed:\n\n{outcome.message}",
                                      detailedText="\n".join(outcome.log))
 
     @staticmethod
@@ -415,55 +485,335 @@ class CMRSynthesisWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             slicer.modules.sequences.setToolBarVisible(True)
 
 
-def taskWidgets(ui) -> list:
-    """[(widgets, tasks that show them)] for the widgets of `ui` that only some tasks show."""
+class MethodPanel:
+    """The widgets of one method task, made from its declaration (methods.registry.MethodSpec) the way Slicer's CLI
+    modules make theirs from an XML description, in the containers the .ui provides.
+
+    Inputs: a node selector for each volume or mask role (a cine role uses the panel's cine selector, a MOLLI role its
+    MOLLI widgets), a JSON file field for a phenotype role; then one widget per option by its type: a check box for
+    a bool, a combo box for choices, a spin box for a number with a default, else a line edit (empty: not given).
+    Advanced: the sampling settings of a diffusion method and one folder field per checkpoint role (empty: the
+    shipped demo model). Every widget keeps its value in the parameter node as the user changes it and shows the
+    node's value on `updateFromParameters`, so scenes save and restore them. `widgets` holds the editing widget of
+    each role, option and setting by name.
+    """
+
+    def __init__(self, spec: MethodSpec, inputsFrame, advancedFrame, parameterNode: Callable,
+                 chooseFolder: Callable, chooseFile: Callable) -> None:
+        self.spec, self.widgets, self.pages = spec, {}, []
+        self._parameterNode, self._updaters, self._updating = parameterNode, [], False
+        inputs, advanced = (self._addPage(frame) for frame in (inputsFrame, advancedFrame))
+        method = spec.name
+        for role in spec.inputs:
+            if role.kind in NODE_KINDS:
+                self._add(inputs, role.name, role.help, self._nodeSelector(role),
+                          lambda parameters, name=role.name: parameters.methodInput(method, name),
+                          lambda parameters, node, name=role.name: parameters.setMethodInput(method, name, node))
+            elif role.kind == "phenotype":
+                self._addPath(inputs, role.name, role.help, "" if role.required else "optional", chooseFile)
+        for field in methodFields(spec):
+            self._add(advanced if field.sampling else inputs, field.name, field.help, self._fieldEditor(field),
+                      lambda parameters, field=field: _shownValue(parameters, spec, field),
+                      lambda parameters, value, name=field.name: parameters.setMethodValue(method, name, value),
+                      ownLabel=field.type is bool)
+        for role in spec.checkpoints:
+            self._addPath(advanced, role.name, role.help, f"shipped demo model ({role.shipped})", chooseFolder)
+
+    def setVisible(self, visible: bool) -> None:
+        for page in self.pages:
+            page.visible = visible
+
+    def updateFromParameters(self, parameters: CMRSynthesisParameterNode) -> None:
+        """Show the parameter node's values; DDIM steps are editable with the ddim sampler only."""
+        self._updating = True
+        try:
+            for update in self._updaters:
+                update(parameters)
+        finally:
+            self._updating = False
+        if "ddim_steps" in self.widgets and self.spec.sampling is not None:
+            sampler = next(field for field in methodFields(self.spec) if field.name == "sampler")
+            self.widgets["ddim_steps"].enabled = methodValue(parameters, self.spec, sampler, strict=False) == "ddim"
+
+    def _addPage(self, frame):
+        page = qt.QWidget()
+        form = qt.QFormLayout(page)
+        form.setContentsMargins(0, 0, 0, 0)
+        frame.layout().addWidget(page)
+        self.pages.append(page)
+        return form
+
+    def _add(self, form, name: str, help: str, editor: tuple, load: Callable, store: Callable, row=None,
+             ownLabel: bool = False) -> None:
+        """Add an editor (widget, its change signal, read(), show(value)) as the row `name` of `form` (`row`: a widget
+        holding it; ownLabel: a check box, labelled by itself): the user's edits go to the parameter node with
+        store(parameters, value), and updateFromParameters shows load(parameters)."""
+        widget, signal, read, show = editor
+        widget.toolTip = help
+
+        def keep(*args) -> None:
+            parameters = self._parameterNode()
+            if parameters is not None and not self._updating:
+                store(parameters, read())
+
+        widget.connect(signal, keep)
+        if ownLabel:
+            form.addRow(row or widget)
+        else:
+            form.addRow(f"{mrml.display_name(name)}:", row or widget)
+        self.widgets[name] = widget
+
+        def update(parameters) -> None:
+            value = load(parameters)
+            if read() != value:
+                show(value)
+
+        self._updaters.append(update)
+
+    @staticmethod
+    def _nodeSelector(role) -> tuple:
+        selector = slicer.qMRMLNodeComboBox()
+        selector.nodeTypes = list(NODE_KINDS[role.kind])
+        selector.showChildNodeTypes = role.kind == "mask"  # an image role takes no labelmap
+        selector.noneEnabled = not role.required
+        selector.noneDisplay = "(none)"
+        selector.addEnabled = selector.removeEnabled = False
+        selector.setMRMLScene(slicer.mrmlScene)
+        return selector, "currentNodeChanged(vtkMRMLNode*)", selector.currentNode, selector.setCurrentNode
+
+    @staticmethod
+    def _fieldEditor(field: "Field") -> tuple:
+        if field.type is bool:
+            widget = qt.QCheckBox(mrml.display_name(field.name))
+            return widget, "toggled(bool)", lambda: widget.checked, lambda value: setattr(widget, "checked", value)
+        if field.choices is not None:
+            items = ([None] if field.default is None else []) + list(field.choices)
+            widget = qt.QComboBox()
+            for item in items:
+                widget.addItem("(default)" if item is None else str(item))
+            return (widget, "currentIndexChanged(int)", lambda: items[widget.currentIndex],
+                    lambda value: setattr(widget, "currentIndex", items.index(value) if value in items else 0))
+        if field.type in (int, float) and field.default is not None:
+            widget = qt.QSpinBox() if field.type is int else qt.QDoubleSpinBox()
+            if field.type is float:
+                widget.decimals = 3
+            widget.setRange(*(field.limits or (-(2**31 - 1), 2**31 - 1)))
+            signal = "valueChanged(int)" if field.type is int else "valueChanged(double)"
+            return widget, signal, lambda: widget.value, lambda value: setattr(widget, "value", value)
+        widget = qt.QLineEdit()  # text, or a number without a default: empty means "not given"
+        widget.placeholderText = "default" if field.default is None else _valueText(field.default)
+        return widget, "textChanged(QString)", lambda: widget.text, lambda value: setattr(widget, "text", value)
+
+    def _addPath(self, form, name: str, help: str, placeholder: str, choose: Callable) -> None:
+        """A line edit with a browse button for a file or folder of method setting `name`."""
+        method = self.spec.name
+        edit, button, row = qt.QLineEdit(), qt.QToolButton(), qt.QWidget()
+        edit.placeholderText = placeholder
+        button.text, button.toolTip = "...", f"Choose the {help}."
+        box = qt.QHBoxLayout(row)
+        box.setContentsMargins(0, 0, 0, 0)
+        box.addWidget(edit)
+        box.addWidget(button)
+
+        def browse() -> None:
+            chosen, parameters = choose(help[:1].upper() + help[1:], edit.text), self._parameterNode()
+            if chosen and parameters is not None:
+                parameters.setMethodValue(method, name, chosen)
+
+        button.connect("clicked()", browse)
+        self._add(form, name, help, (edit, "textChanged(QString)", lambda: edit.text,
+                                     lambda value: setattr(edit, "text", value)),
+                  lambda parameters: parameters.methodText(method, name) or "",
+                  lambda parameters, value: parameters.setMethodValue(method, name, value), row=row)
+
+
+# ---- the task table ----------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class TaskRow:
+    """One task of the Task box.
+
+    key: kept in the parameter node (`task`); label: shown in the Task box; help: its tooltip; widgets: the names of
+    the panel's fixed widgets it shows (every other one that some task shows is hidden); missing(parameters): what
+    Apply still waits for, as a sentence, empty when it can run; command(parameters, workdir): (sub-command, options)
+    of its `cmrsynth` command line, its inputs written into workdir; importer(run, result, outcome): brings the
+    results in as nodes; reference(parameters): the node the results lie over or play with (None: shown alone);
+    sourceName(parameters): what the result nodes are named after; inputs(parameters): the input nodes by role,
+    kept for the importer; inputLabel: (label, tooltip) of the shared input-volume selector; outputLabel: the label
+    of the latest-result selector. method: the declaration a method task is made from; unavailable: why a method
+    module cannot be imported yet (its task then only offers to install the Python packages).
+    """
+
+    key: str
+    label: str
+    widgets: tuple
+    missing: Callable
+    command: Optional[Callable] = None
+    importer: Optional[Callable] = None
+    reference: Callable = lambda parameters: None
+    sourceName: Callable = lambda parameters: ""
+    inputs: Callable = lambda parameters: {}
+    help: str = ""
+    inputLabel: Optional[tuple] = None
+    outputLabel: str = ""
+    method: Optional[MethodSpec] = None
+    unavailable: str = ""
+
+
+def taskTable() -> list:
+    """The Task box: a task per method of the registry (in its order), one per method module that cannot be imported
+    yet (PyTorch missing: Apply offers the installation), then the analysis tasks. A Slicer too old for the library
+    lists no methods (their modules need a newer Python; the panel says so)."""
+    specs = {} if _pythonTooOld() else method_specs(strict=False)
+    rows = [methodTask(spec) for spec in specs.values()]
+    for module, reason in ({} if _pythonTooOld() else unavailable_methods()).items():
+        if module not in specs:
+            label = f"{module.replace('_', ' ').capitalize()} (not installed)"
+            rows.append(TaskRow(module, label, (), lambda parameters: "", help=f"{label}: it {reason}.",
+                                unavailable=f"This method {reason}: Apply installs the Python packages."))
+    rows += analysisTasks()
+    keys = [row.key for row in rows]
+    repeated = sorted({key for key in keys if keys.count(key) > 1})
+    if repeated:
+        raise ValueError(f"two tasks are named {', '.join(repeated)}")
+    return rows
+
+
+def analysisTasks() -> list:
+    """The hand-written tasks: they run the library's analysis commands (t1map, ecv, aha, strain)."""
     return [
-        ((ui.inputVolumeLabel, ui.inputVolumeSelector), set(INPUT_ROLES)),
-        ((ui.cineSequenceLabel, ui.cineSequenceSelector, ui.frameIntervalLabel, ui.frameIntervalSpinBox), CINE_TASKS),
-        ((ui.roiLabel, ui.roiSelector, ui.samplerLabel, ui.samplerComboBox, ui.stepsLabel, ui.stepsSpinBox,
-          ui.ddimStepsLabel, ui.ddimStepsSpinBox, ui.samplesLabel, ui.samplesSpinBox, ui.seedLabel, ui.seedSpinBox,
-          ui.deviceLabel, ui.deviceComboBox, ui.checkpointLabel, ui.checkpointPathLineEdit,
-          ui.checkpointBrowseButton, ui.segmenterLabel, ui.segmenterPathLineEdit, ui.segmenterBrowseButton),
-         {Task.SCAR_ENHANCEMENT}),
-        ((ui.molliFolderLabel, ui.molliFolderLineEdit, ui.molliFolderBrowseButton, ui.molliSequenceLabel,
-          ui.molliSequenceSelector, ui.inversionTimesLabel, ui.inversionTimesLineEdit, ui.fitMaskLabel,
-          ui.fitMaskSelector, ui.t1SchemeLabel, ui.t1SchemeComboBox), {Task.T1_MAP}),
-        ((ui.postVolumeLabel, ui.postVolumeSelector, ui.haematocritLabel, ui.haematocritSpinBox,
-          ui.resamplePostCheckBox), {Task.ECV}),
-        ((ui.bloodLabel, ui.bloodSelector, ui.myocardiumLabel, ui.myocardiumSelector),
-         {Task.ECV, Task.AHA, Task.CINE_STRAIN}),
-        ((ui.rvLabel, ui.rvSelector, ui.insertionPointsLabel, ui.insertionPointsSelector,
-          ui.insertionPointsPlaceWidget), {Task.AHA, Task.CINE_STRAIN}),
-        ((ui.quantityLabel, ui.quantityComboBox, ui.allowMissingCheckBox), {Task.AHA}),
-        ((ui.edFrameLabel, ui.edFrameSpinBox, ui.esFrameLabel, ui.esFrameSpinBox), {Task.CINE_STRAIN}),
-        ((ui.edEsOnlyCheckBox,), {Task.CINE_SEGMENTATION}),
-        ((ui.advancedCollapsibleButton,), {Task.SCAR_ENHANCEMENT, Task.T1_MAP}),
-        ((ui.outputsCollapsibleButton,), set(OUTPUT_LABELS)),
+        TaskRow("t1map", "T1 map (MOLLI / ShMOLLI)",
+                INPUT_VOLUME + MOLLI + ("fitMaskLabel", "fitMaskSelector", "advancedCollapsibleButton",
+                                        "t1SchemeLabel", "t1SchemeComboBox") + OUTPUTS,
+                _t1MapMissing, _t1MapCommand, _importT1Maps, reference=lambda parameters: parameters.inputVolume,
+                sourceName=_molliName, help="T1 map fitted voxel by voxel from MOLLI / ShMOLLI source images",
+                inputLabel=("Show over:", ("Optional: a volume on the source images' grid (e.g. the loaded series) to "
+                                           "show the T1 map over; with none, or on another grid, the T1 map is shown "
+                                           "alone. With a DICOM folder, a fit mask is taken on this volume's grid.")),
+                outputLabel="T1 map:"),
+        TaskRow("ecv", "ECV", INPUT_VOLUME + ("postVolumeLabel", "postVolumeSelector", "haematocritLabel",
+                                              "haematocritSpinBox", "resamplePostCheckBox") + MASKS + OUTPUTS,
+                _ecvMissing, _ecvCommand, _importEcv, reference=lambda parameters: parameters.inputVolume,
+                sourceName=_inputVolumeName, help="Extracellular volume (%) from native and post-contrast T1 maps",
+                inputLabel=("Native T1 map:", ("Native (pre-contrast) T1 map in ms: the ECV map is made on its grid "
+                                               "and shown over it. It is read, never modified.")),
+                outputLabel="ECV map:"),
+        TaskRow("aha", "AHA 16 segments", INPUT_VOLUME + MASKS + ANCHORS + ("quantityLabel", "quantityComboBox",
+                                                                           "allowMissingCheckBox"),
+                _ahaMissing, _ahaCommand, _importAha, reference=lambda parameters: parameters.inputVolume,
+                sourceName=_inputVolumeName, help="The LV myocardium in the 16 AHA segments: table and bullseye",
+                inputLabel=("Map:", ("Map to report per segment (T1 in ms or ECV in %), e.g. a result of the T1 map "
+                                     "or ECV task; the masks are taken on its grid. It is read, never modified."))),
+        TaskRow("strain", "Cine strain", CINE + MASKS + ANCHORS + ("edFrameLabel", "edFrameSpinBox", "esFrameLabel",
+                                                                   "esFrameSpinBox"),
+                _strainMissing, _strainCommand, _importStrain, reference=lambda parameters: parameters.cineSequence,
+                sourceName=lambda parameters: parameters.cineSequence.GetName(),
+                help="Myocardial strain of a cine: maps, curves, peaks per AHA segment and bullseye"),
     ]
+
+
+def methodTask(spec: MethodSpec) -> TaskRow:
+    """The task of a method, from its declaration alone: its panel (MethodPanel, the cine or MOLLI widgets for such
+    inputs, the latest-result selector when its main result is a volume), what Apply waits for, its generated
+    `cmrsynth` command line and the import of its outputs by kind."""
+    kinds = {role.kind for role in spec.inputs}
+    main = spec.main_output
+    volumeResult = main.kind not in ("labels", "mask") and not main.frames
+    widgets = METHOD + (CINE if "cine" in kinds else ()) + (MOLLI if "molli" in kinds else ()) + (
+        OUTPUTS if volumeResult else ())
+    return TaskRow(
+        spec.name, spec.title, widgets,
+        missing=lambda parameters: _methodMissing(spec, parameters),
+        command=lambda parameters, workdir: _methodCommand(spec, parameters, workdir),
+        importer=lambda run, result, outcome: _importMethodResults(spec, run, result, outcome),
+        reference=lambda parameters: _methodInputs(spec, parameters).get(main.grid),
+        sourceName=lambda parameters: _inputName(spec, parameters, main.grid),
+        inputs=lambda parameters: _methodInputs(spec, parameters),
+        help=f"{spec.help}. Method: {spec.paper}.", method=spec,
+        outputLabel=f"{mrml.display_name(main.name)} {'map' if main.kind == 'map' else 'volume'}:" if volumeResult
+        else "")
+
+
+@dataclasses.dataclass(frozen=True)
+class Field:
+    """A setting of a method task as the panel shows it: one of its options, or (sampling True) one of its diffusion
+    sampling settings. limits: the range of a number's spin box (None: any 32-bit value)."""
+
+    name: str
+    type: type
+    default: Any
+    help: str
+    choices: Optional[tuple] = None
+    limits: Optional[tuple] = None
+    sampling: bool = False
+
+
+def methodFields(spec: MethodSpec) -> list:
+    """The settings of a method task: its options, then its sampling settings (steps, samples, sampler, DDIM steps,
+    seed) with the method's defaults."""
+    fields = [Field(option.name, option.type, option.default, option.help, option.choices) for option in spec.options]
+    if spec.sampling is not None:
+        defaults = spec.sampling.defaults()
+        fields += [
+            Field("steps", int, defaults["steps"], spec.sampling.steps_help, limits=(1, 9999), sampling=True),
+            Field("samples", int, defaults["samples"], "k samples, run as one batch: their mean is the result, their "
+                  "SD the uncertainty", limits=(1, 64), sampling=True),
+            Field("sampler", str, defaults["sampler"], "ddpm: every step; ddim: a faster coarse grid (DDIM steps)",
+                  choices=SAMPLERS, sampling=True),
+            Field("ddim_steps", int, defaults["ddim_steps"], "DDIM steps (with the ddim sampler): fewer is faster",
+                  limits=(1, 1000), sampling=True),
+            Field("seed", int, defaults["seed"], "random seed: same seed, same inputs, same result",
+                  limits=(0, 2**31 - 1), sampling=True),
+        ]
+    return fields
+
+
+def methodValue(parameters: CMRSynthesisParameterNode, spec: MethodSpec, field: Field, strict: bool = True) -> Any:
+    """The value of a method's setting in the parameter node, of the field's type; the default when never set, None
+    for empty text. An unreadable or out-of-range value raises InputError, or gives the default when not `strict`."""
+    text = parameters.methodText(spec.name, field.name)
+    if text is None:
+        return field.default
+    text, problem = text.strip(), ""
+    try:
+        value = None if text == "" else (text.lower() == "true") if field.type is bool else field.type(text)
+    except ValueError:
+        value, problem = None, f"it is not {'a whole number' if field.type is int else 'a number'}"
+    if value is not None and field.choices is not None and value not in field.choices:
+        problem = f"choose one of {', '.join(map(str, field.choices))}"
+    elif value is not None and field.limits is not None and not field.limits[0] <= value <= field.limits[1]:
+        problem = f"it must lie in {field.limits[0]}..{field.limits[1]}"
+    if problem and strict:
+        raise InputError(f"{mrml.display_name(field.name)} '{text}': {problem}.")
+    return field.default if problem else value
 
 
 @dataclasses.dataclass
 class _Run:
-    """A task in progress: its command, temporary folder and where its results go. referenceNode: the volume the
+    """A task in progress: its row, command, temporary folder and where its results go. referenceNode: the volume the
     results lie over (none for a T1 map shown alone), or the cine sequence they play with; sourceName: what the result
-    nodes are named after."""
+    nodes are named after; inputs: a method's input nodes by role, as they were sent."""
 
-    task: Task
+    row: TaskRow
     cli: CliProcess
     workdir: Path
     parameters: CMRSynthesisParameterNode
     referenceNode: Union[vtkMRMLScalarVolumeNode, vtkMRMLSequenceNode, None]  # noqa: UP007 (read on Python 3.9)
     sourceName: str
     onFinished: Optional[Callable[[Outcome], None]]
+    inputs: dict = dataclasses.field(default_factory=dict)
 
 
 class CMRSynthesisLogic(ScriptedLoadableModuleLogic):
-    """Runs one task at a time through the `cmrsynth` command line; reports through callbacks, never widgets."""
+    """Runs one task at a time through the `cmrsynth` command line; reports through callbacks, never widgets.
+    `tasks` is the task table (see taskTable)."""
 
     POLL_INTERVAL_MS = 200
 
     def __init__(self) -> None:
         ScriptedLoadableModuleLogic.__init__(self)
+        self.tasks = taskTable()
         self._run: Optional[_Run] = None
         self._timer = qt.QTimer()
         self._timer.setInterval(self.POLL_INTERVAL_MS)
@@ -471,6 +821,14 @@ class CMRSynthesisLogic(ScriptedLoadableModuleLogic):
 
     def getParameterNode(self) -> CMRSynthesisParameterNode:
         return CMRSynthesisParameterNode(super().getParameterNode())
+
+    def refreshTasks(self) -> None:
+        """Build the task table again (after the Python packages a method needs were installed)."""
+        importlib.invalidate_caches()
+        self.tasks = taskTable()
+
+    def findTask(self, key: str) -> Optional[TaskRow]:
+        return next((row for row in self.tasks if row.key == key), None)
 
     # Dependencies
 
@@ -524,36 +882,10 @@ class CMRSynthesisLogic(ScriptedLoadableModuleLogic):
 
     def missingInput(self, parameters: CMRSynthesisParameterNode) -> str:
         """What the chosen task still needs, as a sentence for the user; empty when it can run."""
-        task = parameters.task
-        if task is Task.T1_MAP:
-            folder, sequence = parameters.molliFolder.strip(), parameters.molliSequence
-            if not folder and sequence is None:
-                return "Choose the source images: a DICOM folder or a loaded sequence."
-            if folder and sequence is not None:
-                return "Choose either a DICOM folder or a sequence, not both."
-            if sequence is not None and not parameters.inversionTimes.strip() and not _indexInversionTimes(sequence):
-                return "Give the inversion times of the sequence's items (ms, separated by commas)."
-            if folder and parameters.fitMaskNode is not None and parameters.inputVolume is None:
-                return ("With a DICOM folder, the fit mask is taken on the grid of the 'Show over' volume: choose the "
-                        "loaded source series there.")
-            return ""
-        if task in CINE_TASKS:
-            return _missingCineInput(parameters)
-        if parameters.inputVolume is None:
-            return f"Choose {INPUT_ROLES[task][2]}."
-        if task is Task.ECV:
-            if parameters.postVolume is None:
-                return "Choose the post-contrast T1 map."
-            if parameters.bloodNode is None:
-                return "Choose the LV blood pool: its native and post-contrast T1s scale the ECV."
-        if task is Task.AHA:
-            if parameters.myocardiumNode is None:
-                return "Choose the LV myocardium to divide into segments."
-            if parameters.rvNode is None and parameters.insertionPoints is None:
-                return "Anchor the segments: choose an RV mask or the RV insertion points."
-            if parameters.rvNode is not None and parameters.insertionPoints is not None:
-                return TWO_ANCHORS
-        return ""
+        row = self.findTask(parameters.task)
+        if row is None:
+            return f"Choose a task ('{parameters.task}' is not one here)." if parameters.task else "Choose a task."
+        return row.unavailable or row.missing(parameters)
 
     def process(self, parameters: CMRSynthesisParameterNode, *,
                 onProgress: Optional[Callable[[float, str], None]] = None,
@@ -569,9 +901,10 @@ class CMRSynthesisLogic(ScriptedLoadableModuleLogic):
         missing = self.missingInput(parameters)
         if missing:
             raise InputError(missing)
+        row = self.findTask(parameters.task)
         workdir = Path(tempfile.mkdtemp(prefix="CMRSynthesis-", dir=slicer.app.temporaryPath))
         try:
-            subcommand, options = self._commandOptions(parameters, workdir)
+            subcommand, options = row.command(parameters, workdir)
             command = cli_command(subcommand, options, python=_pythonExecutable())
             cli = CliProcess(command, env=child_environment(), cwd=workdir,
                              on_progress=onProgress, on_log=lambda line: logger.info("cmrsynth: %s", line))
@@ -579,8 +912,8 @@ class CMRSynthesisLogic(ScriptedLoadableModuleLogic):
         except BaseException:
             shutil.rmtree(workdir, ignore_errors=True)
             raise
-        reference = parameters.cineSequence if parameters.task in CINE_TASKS else parameters.inputVolume
-        self._run = _Run(parameters.task, cli, workdir, parameters, reference, _sourceName(parameters), onFinished)
+        self._run = _Run(row, cli, workdir, parameters, row.reference(parameters), row.sourceName(parameters),
+                         onFinished, row.inputs(parameters))
         if not wait:
             self._timer.start()
             return None
@@ -599,109 +932,6 @@ class CMRSynthesisLogic(ScriptedLoadableModuleLogic):
         if wait:
             self._complete(self._run.cli.wait())
 
-    def _commandOptions(self, parameters: CMRSynthesisParameterNode, workdir: Path) -> tuple:
-        """(subcommand, options) of the command line for the chosen task, its inputs written into `workdir`."""
-        writers = {Task.SCAR_ENHANCEMENT: self._scarEnhancementOptions, Task.T1_MAP: self._t1MapOptions,
-                   Task.ECV: self._ecvOptions, Task.AHA: self._ahaOptions, Task.CINE_STRAIN: self._strainOptions,
-                   Task.CINE_SEGMENTATION: self._cineSegmentationOptions}
-        return writers[parameters.task](parameters, workdir)
-
-    def _scarEnhancementOptions(self, parameters: CMRSynthesisParameterNode, workdir: Path) -> tuple:
-        lge = parameters.inputVolume
-        roi = parameters.roiNode
-        options = {
-            "lge": mrml.write_node_to_file(lge, workdir / "lge.nrrd"),
-            "roi": _writeMask(roi, lge, workdir / "roi.nrrd"),
-            "out": workdir / "enhanced.nrrd",
-            "roi_out": workdir / "roi.nrrd" if roi is None else None,  # the ROI the segmentation model found
-            "checkpoint": parameters.checkpointPath.strip() or None,
-            "segmenter": parameters.segmenterPath.strip() or None,
-            "steps": parameters.steps,
-            "samples": parameters.samples,
-            "sampler": parameters.sampler,
-            "ddim_steps": parameters.ddimSteps if parameters.sampler == "ddim" else None,
-            "seed": parameters.seed,
-            "device": parameters.device,
-        }
-        return "enhance", options
-
-    def _t1MapOptions(self, parameters: CMRSynthesisParameterNode, workdir: Path) -> tuple:
-        """The DICOM folder is read by the command itself (vendor tags kept); a sequence is written as a 4D NRRD
-        (t, z, y, x). A fit mask goes onto the source grid: the sequence's, or the 'Show over' volume's."""
-        from CMRSynthesisLib.io import write_volume
-
-        sequence = parameters.molliSequence
-        if sequence is None:
-            source, maskGrid = Path(parameters.molliFolder.strip()), parameters.inputVolume
-        else:
-            source = write_volume(mrml.volume_from_sequence(sequence), workdir / "molli.nrrd")
-            maskGrid = sequence.GetNthDataNode(0)
-        options = {
-            "molli": source,
-            "out": workdir / "T1.nrrd",
-            "ti": parameters.inversionTimes.strip() or _indexInversionTimes(sequence) or None,
-            "mask": _writeMask(parameters.fitMaskNode, maskGrid, workdir / "mask.nrrd"),
-            "scheme": parameters.t1Scheme,
-        }
-        return "t1map", options
-
-    def _ecvOptions(self, parameters: CMRSynthesisParameterNode, workdir: Path) -> tuple:
-        """Both maps as they are; the masks on the native map's grid."""
-        native = parameters.inputVolume
-        options = {
-            "native": mrml.write_node_to_file(native, workdir / "native.nrrd"),
-            "post": mrml.write_node_to_file(parameters.postVolume, workdir / "post.nrrd"),
-            "haematocrit": parameters.haematocrit,
-            "blood": _writeMask(parameters.bloodNode, native, workdir / "blood.nrrd"),
-            "myocardium": _writeMask(parameters.myocardiumNode, native, workdir / "myocardium.nrrd"),
-            "resample": parameters.resamplePost,
-            "out": workdir / "ECV.nrrd",
-        }
-        return "ecv", options
-
-    def _ahaOptions(self, parameters: CMRSynthesisParameterNode, workdir: Path) -> tuple:
-        """The masks on the map's grid; placed insertion points in RAS in the map's own frame."""
-        values = parameters.inputVolume
-        options = {
-            "myocardium": _writeMask(parameters.myocardiumNode, values, workdir / "myocardium.nrrd"),
-            "map": mrml.write_node_to_file(values, workdir / "map.nrrd"),
-            "blood": _writeMask(parameters.bloodNode, values, workdir / "blood.nrrd"),
-            "rv": _writeMask(parameters.rvNode, values, workdir / "rv.nrrd"),
-            **_insertionPointOptions(parameters.insertionPoints, values),
-            "quantity": parameters.quantity.value,
-            "allow_missing": parameters.allowMissing,
-            "out_dir": workdir / "aha",
-        }
-        return "aha", options
-
-    def _strainOptions(self, parameters: CMRSynthesisParameterNode, workdir: Path) -> tuple:
-        """The cine as a 4D file with its trigger times; the masks (at ED) on the cine's grid; placed insertion points
-        in RAS in the frame of the cine's proxy volume. The panel counts frames from 1, the command from 0."""
-        sequence = parameters.cineSequence
-        grid = sequence.GetNthDataNode(0)
-        browser = mrml.sequence_browser(slicer.mrmlScene, sequence, create=False)
-        shown = browser.GetProxyNode(sequence) if browser is not None else grid
-        options = {
-            "cine": _writeCine(parameters, workdir / "cine.nii"),
-            "myocardium": _writeMask(parameters.myocardiumNode, grid, workdir / "myocardium.nrrd"),
-            "blood": _writeMask(parameters.bloodNode, grid, workdir / "blood.nrrd"),
-            "rv": _writeMask(parameters.rvNode, grid, workdir / "rv.nrrd"),
-            **_insertionPointOptions(parameters.insertionPoints, shown),
-            "ed": parameters.edFrame - 1 if parameters.edFrame else None,
-            "es": parameters.esFrame - 1 if parameters.esFrame else None,
-            "out_dir": workdir / "strain",
-        }
-        return "strain", options
-
-    def _cineSegmentationOptions(self, parameters: CMRSynthesisParameterNode, workdir: Path) -> tuple:
-        """The cine as a 4D file with its trigger times; every frame, or ED and ES as the command finds them."""
-        options = {
-            "cine": _writeCine(parameters, workdir / "cine.nii"),
-            "out": workdir / CINE_LABELS_FILE,
-            "frames": "ed,es" if parameters.edEsOnly else None,
-        }
-        return "segment", options
-
     def _poll(self) -> None:
         if self._run is not None and self._run.cli.poll() is not State.RUNNING:
             self._complete(self._run.cli.result)
@@ -710,10 +940,13 @@ class CMRSynthesisLogic(ScriptedLoadableModuleLogic):
         """Bring the results in as nodes, remove the temporary folder, report the outcome."""
         run, self._run = self._run, None
         self._timer.stop()
-        outcome = Outcome(run.task, result.state, result.message, {}, result.log)
+        outcome = Outcome(run.row.label, result.state, result.message, {}, result.log)
         try:
             if result.state is State.SUCCEEDED:
-                self._importResults(run, result, outcome)
+                for node in (run.referenceNode, *run.inputs.values()):
+                    if node is not None and node.GetScene() is None:
+                        raise InputError(f"The input '{node.GetName()}' was removed while the task ran.")
+                run.row.importer(run, result, outcome)
                 outcome.message = " ".join(part for part in (outcome.message, remarks(result.summary)) if part)
         except (CMRSynthesisError, OSError, ValueError) as error:  # ValueError: an unreadable JSON table
             outcome.state, outcome.message = State.FAILED, str(error)
@@ -723,173 +956,323 @@ class CMRSynthesisLogic(ScriptedLoadableModuleLogic):
             run.onFinished(outcome)
         return outcome
 
-    def _importResults(self, run: _Run, result: Result, outcome: Outcome) -> None:
-        """Add the task's result nodes to the scene and show them; they go into `outcome`."""
-        reference = run.referenceNode
-        if reference is not None and reference.GetScene() is None:
-            raise InputError(f"The input '{reference.GetName()}' was removed while the task ran.")
-        importers = {Task.SCAR_ENHANCEMENT: self._importEnhanced, Task.T1_MAP: self._importT1Maps,
-                     Task.ECV: self._importEcv, Task.AHA: self._importAha, Task.CINE_STRAIN: self._importStrain,
-                     Task.CINE_SEGMENTATION: self._importCineLabels}
-        importers[run.task](run, result, outcome)
 
-    def _importEnhanced(self, run: _Run, result: Result, outcome: Outcome) -> None:
-        """"<LGE> enhanced" over the LGE, the ROI used in the label layer."""
-        from CMRSynthesisLib.io import read_volume
+# ---- method tasks: made from the declaration ---------------------------------------------------------------------
 
-        volumes = {name: read_volume(path) for name, path in result.outputs.items()}
-        nodes = mrml.add_result_nodes(slicer.mrmlScene, volumes, run.referenceNode, labelmaps=LABELMAP_RESULTS)
-        mrml.show_overlay(slicer.mrmlScene, run.referenceNode, nodes["enhanced"], OVERLAY_OPACITY,
-                          label_node=nodes.get("roi"))
-        run.parameters.outputVolume = nodes["enhanced"]
-        outcome.nodes = nodes
 
-    def _importT1Maps(self, run: _Run, result: Result, outcome: Outcome) -> None:
-        """"<source> T1", "<source> T1 A", ... and the failed-fit labelmap. The T1 map, in its colour map, lies over
-        the 'Show over' volume when that is on the source grid; otherwise it is shown alone."""
-        from CMRSynthesisLib.io import read_volume
-
-        scene = slicer.mrmlScene
-        volumes = {name: read_volume(path) for name, path in result.outputs.items()}
-        over = run.referenceNode
-        if over is not None and not mrml.volume_from_node(over).same_geometry(volumes["t1"]):
-            over = None
-        nodes = {name: mrml.add_volume_node(scene, volume, f"{run.sourceName} {T1_RESULT_NAMES.get(name, name)}",
-                                            labelmap=name == "failed", reference_node=over)
-                 for name, volume in volumes.items()}
-        t1 = nodes["t1"]
-        mrml.show_quantity(scene, t1, "t1_native")
-        if over is not None:
-            mrml.show_overlay(scene, over, t1, OVERLAY_OPACITY)
+def _methodInputs(spec: MethodSpec, parameters: CMRSynthesisParameterNode) -> dict:
+    """The node of each input role as the panel holds it: a volume, labelmap or segmentation node, the cine
+    sequence, the MOLLI sequence (None with a DICOM folder); None for a phenotype file or a role not set."""
+    nodes = {}
+    for role in spec.inputs:
+        if role.kind == "cine":
+            nodes[role.name] = parameters.cineSequence
+        elif role.kind == "molli":
+            nodes[role.name] = parameters.molliSequence
+        elif role.kind in NODE_KINDS:
+            nodes[role.name] = parameters.methodInput(spec.name, role.name)
         else:
-            mrml.show_overlay(scene, t1, None)
-        run.parameters.outputVolume = t1
-        outcome.nodes = nodes
-
-    def _importEcv(self, run: _Run, result: Result, outcome: Outcome) -> None:
-        """"<native> ECV" in its colour map over the native T1 map."""
-        from CMRSynthesisLib.io import read_volume
-
-        scene, native = slicer.mrmlScene, run.referenceNode
-        ecv = mrml.add_result_nodes(scene, {"ECV": read_volume(result.outputs["ecv"])}, native)["ECV"]
-        mrml.show_quantity(scene, ecv, "ecv")
-        mrml.show_overlay(scene, native, ecv, OVERLAY_OPACITY)
-        run.parameters.outputVolume = ecv
-        outcome.nodes = {"ecv": ecv}
-
-    def _importAha(self, run: _Run, result: Result, outcome: Outcome) -> None:
-        """The 16 named AHA segments as a segmentation over the map, the per-segment values as a table node and the
-        bullseye picture as an image node; the CSV / JSON table and the bullseye PNG are copied to a kept folder."""
-        from CMRSynthesisLib.analysis.aha import AHA_SEGMENTS
-        from CMRSynthesisLib.io import read_volume
-
-        scene, values = slicer.mrmlScene, run.referenceNode
-        name = values.GetName()
-        labels = read_volume(result.outputs["segments"])
-        mrml.volume_from_node(values).require_same_geometry(labels, f"the AHA segments and the map '{name}'")
-        table = json.loads(Path(result.outputs["json"]).read_text(encoding="utf-8"))
-        quantity = Quantity(table["quantity"]).label()
-        outcome.nodes = {
-            "segments": mrml.add_segments_node(scene, labels, AHA_SEGMENTS, f"{name} AHA segments",
-                                               reference_node=values),
-            "table": mrml.add_table_node(scene, table["segments"], f"{name} AHA {quantity}"),
-            "bullseye": mrml.add_image_node(scene, mrml.rgb_from_png(result.outputs["bullseye"]),
-                                            f"{name} AHA bullseye"),
-        }
-        mrml.show_overlay(scene, values, None)
-        outcome.folder, outcome.message = _keepFiles([result.outputs[key] for key in ("csv", "json", "bullseye")],
-                                                     f"{name} AHA {table['quantity']}",
-                                                     "Table (CSV, JSON) and bullseye (PNG)")
-
-    def _importStrain(self, run: _Run, result: Result, outcome: Outcome) -> None:
-        """The circumferential strain map (in %) as a sequence that plays with the cine, over it, in its colour map
-        and with no colour where it has no value; the global and per-segment curves as a table and a plot; the peak
-        strains per segment as a table; the bullseye picture (with segments only). strain.json and the PNGs are
-        copied to a kept folder."""
-        from CMRSynthesisLib.io import read_volume
-
-        scene, cine, name = slicer.mrmlScene, run.referenceNode, run.sourceName
-        summary = json.loads(Path(result.outputs["json"]).read_text(encoding="utf-8"))
-        fractions = read_volume(result.outputs["circumferential"])
-        sequence, shown = mrml.add_synchronized_sequence(scene, fractions.with_array(100.0 * fractions.array),
-                                                         f"{name} circumferential strain (%)", cine)
-        mrml.show_quantity(scene, shown, STRAIN_DISPLAY)
-        mrml.hide_nan_voxels(shown)
-        browser = mrml.sequence_browser(scene, cine)
-        mrml.show_overlay(scene, browser.GetProxyNode(cine), shown, OVERLAY_OPACITY)
-        rows = _strainCurveRows(summary)
-        curves = mrml.add_table_node(scene, rows, f"{name} strain curves")
-        x = "time (ms)" if "time (ms)" in rows[0] else "frame"
-        strains = [column for column in rows[0] if column.endswith("(%)")]
-        outcome.nodes = {
-            "circumferential": sequence,
-            "curves": curves,
-            "chart": mrml.add_plot_chart(scene, curves, x, strains, f"{name} strain", x_title=x,
-                                         y_title="Green-Lagrange strain (%)", emphasised=GLOBAL_STRAIN_CURVES),
-            "peaks": mrml.add_table_node(scene, _strainPeakRows(summary), f"{name} peak strain"),
-        }
-        if "bullseye" in result.outputs:
-            outcome.nodes["bullseye"] = mrml.add_image_node(scene, mrml.rgb_from_png(result.outputs["bullseye"]),
-                                                            f"{name} strain bullseye")
-        peaks = (f"Global peak circumferential strain {100.0 * summary['global_peak_circumferential_strain']:.1f} %, "
-                 f"radial {100.0 * summary['global_peak_radial_strain']:.1f} % (ED frame {summary['ed_frame'] + 1}, "
-                 f"ES frame {summary['es_frame'] + 1}).")
-        kept = [result.outputs[key] for key in ("json", "curves", "bullseye") if key in result.outputs]
-        outcome.folder, where = _keepFiles(kept, f"{name} strain", "strain.json and the figures (PNG)")
-        outcome.message = f"{peaks} {where}"
-
-    def _importCineLabels(self, run: _Run, result: Result, outcome: Outcome) -> None:
-        """Labels of every frame: a labels sequence that plays with the cine, in the label layer. Labels of some
-        frames: one segmentation over the cine per frame, named after the frame (from 1) and, when the summary says
-        so, its phase (ED, ES). Either way the segments are CINE_LABEL_NAMES. The frames are the summary's "frames"
-        (from 0), by default all of the cine's."""
-        from CMRSynthesisLib.io import read_volume
-
-        scene, cine, name = slicer.mrmlScene, run.referenceNode, run.sourceName
-        labels = read_volume(result.outputs["labels"])
-        mrml.volume_from_node(cine.GetNthDataNode(0)).require_same_geometry(
-            labels, f"the cine '{name}' and its labels")
-        frames = labels.array if labels.array.ndim == 4 else labels.array[None]
-        count = cine.GetNumberOfDataNodes()
-        reported = result.summary.get("frames")
-        numbers = list(range(count)) if reported is None else [int(frame) for frame in reported]
-        if len(numbers) != len(frames):
-            raise CMRSynthesisError(f"the command wrote labels of {len(frames)} frame(s) for frames {numbers} of the "
-                                    f"cine '{name}'")
-        browser = mrml.sequence_browser(scene, cine)
-        shown = browser.GetProxyNode(cine)
-        if numbers == list(range(count)) and count > 1:
-            sequence, labelsShown = mrml.add_synchronized_sequence(scene, labels, f"{name} labels", cine,
-                                                                   label_names=CINE_LABEL_NAMES)
-            mrml.show_overlay(scene, shown, None, label_node=labelsShown)
-            outcome.nodes = {"labels": sequence}
-            return
-        phases = {result.summary.get(f"{phase.lower()}_frame"): f" ({phase})" for phase in ("ED", "ES")}
-        outcome.nodes = {
-            f"frame {number + 1}": mrml.add_segments_node(
-                scene, labels.with_array(frame), CINE_LABEL_NAMES,
-                f"{name} segments, frame {number + 1}{phases.get(number, '')}", reference_node=shown)
-            for number, frame in zip(numbers, frames)}
-        mrml.show_overlay(scene, shown, None)
+            nodes[role.name] = None
+    return nodes
 
 
-def _sourceName(parameters: CMRSynthesisParameterNode) -> str:
-    """What the results are named after: the T1 map's sequence or DICOM folder, the cine, else the input volume."""
-    if parameters.task is Task.T1_MAP:
-        sequence = parameters.molliSequence
-        return sequence.GetName() if sequence is not None else Path(parameters.molliFolder.strip()).name
-    if parameters.task in CINE_TASKS:
-        return parameters.cineSequence.GetName()
+def _inputName(spec: MethodSpec, parameters: CMRSynthesisParameterNode, roleName: str) -> str:
+    """What results on the grid of input `roleName` are named after: its node, or the MOLLI folder's name."""
+    node = _methodInputs(spec, parameters).get(roleName)
+    if node is not None:
+        return node.GetName()
+    return Path(parameters.molliFolder.strip()).name if parameters.molliFolder.strip() else spec.title
+
+
+def _methodMissing(spec: MethodSpec, parameters: CMRSynthesisParameterNode) -> str:
+    """What a method task still needs: each required input (by its kind), a readable value for every setting."""
+    nodes = _methodInputs(spec, parameters)
+    for role in spec.inputs:
+        label, problem = mrml.display_name(role.name), ""
+        if role.kind == "molli":
+            problem = _molliMissing(parameters, role.required)
+        elif role.kind == "phenotype":
+            path = (parameters.methodText(spec.name, role.name) or "").strip()
+            if role.required and not path:
+                problem = f"Choose the {label} file: {INPUT_KINDS[role.kind]}."
+            elif path and not Path(path).is_file():
+                problem = f"The {label} file {path} does not exist."
+        elif role.required and nodes[role.name] is None:
+            problem = CHOOSE_CINE if role.kind == "cine" else f"Choose the {label}: {INPUT_KINDS[role.kind]}."
+        if problem:
+            return problem
+    if any(nodes[role.name] is not None for role in spec.inputs if role.kind == "mask"):
+        try:
+            _maskGrid(spec, nodes)
+        except InputError as error:
+            return str(error)
+    for field in methodFields(spec):
+        try:
+            methodValue(parameters, spec, field)
+        except InputError as error:
+            return str(error)
+    return ""
+
+
+def _methodCommand(spec: MethodSpec, parameters: CMRSynthesisParameterNode, workdir: Path) -> tuple:
+    """(command, options) of the method's generated `cmrsynth` sub-command (method_commands): each input written into
+    `workdir` by its kind (a mask on the grid of the method's first image input), every output asked for in
+    workdir/results, the settings, the checkpoint folders (empty: the shipped ones) and the device."""
+    nodes = _methodInputs(spec, parameters)
+    options = {}
+    for role in spec.inputs:
+        node, path = nodes[role.name], workdir / f"{role.name}.nrrd"
+        if role.kind == "cine":
+            options[role.name] = _writeCine(parameters, workdir / f"{role.name}.nii") if node is not None else None
+        elif role.kind == "molli":
+            options[role.name] = _writeMolli(parameters, path)
+        elif role.kind == "phenotype":
+            options[role.name] = (parameters.methodText(spec.name, role.name) or "").strip() or None
+        elif node is None:
+            options[role.name] = None
+        elif role.kind == "mask":
+            options[role.name] = _writeMask(node, _maskGrid(spec, nodes), path)
+        else:
+            options[role.name] = mrml.write_node_to_file(node, path)
+    kinds = {role.kind for role in spec.inputs}
+    if "cine" in kinds:
+        options["frame_interval_ms"] = parameters.frameInterval or None
+    if "molli" in kinds:
+        options["ti"] = parameters.inversionTimes.strip() or _indexInversionTimes(parameters.molliSequence) or None
+    main, *others = spec.outputs
+    options["out"] = _resultPath(workdir, main)
+    options.update({f"{role.name}_out": _resultPath(workdir, role) for role in others})
+    options.update({field.name: methodValue(parameters, spec, field) for field in methodFields(spec)})
+    options.update({role.name: (parameters.methodText(spec.name, role.name) or "").strip() or None
+                    for role in spec.checkpoints})
+    options["device"] = parameters.device
+    return spec.command, options
+
+
+def _resultPath(workdir: Path, role: OutputRole) -> Path:
+    """Where the command writes output `role`: a cine-shaped one as 4D NIfTI (with its trigger-time sidecar)."""
+    return workdir / "results" / f"{role.name}{'.nii.gz' if role.frames else '.nrrd'}"
+
+
+def _maskGrid(spec: MethodSpec, nodes: dict):
+    """The volume node whose grid a method's masks are taken on: its first image input (a sequence's first item)."""
+    for role in spec.inputs:
+        node = nodes.get(role.name)
+        if node is not None and role.kind != "mask":
+            return node.GetNthDataNode(0) if node.IsA("vtkMRMLSequenceNode") else node
+    raise InputError(f"{spec.title}: a mask is taken on the grid of an image input; choose the image first.")
+
+
+def _importMethodResults(spec: MethodSpec, run: "_Run", result: Result, outcome: Outcome) -> None:
+    """The outputs by kind over the inputs they lie on (mrml.add_method_outputs); the main result, when it is a
+    volume, becomes the latest result."""
+    from CMRSynthesisLib.io import read_volume
+
+    volumes = {name: read_volume(path) for name, path in result.outputs.items()}
+    outcome.nodes = mrml.add_method_outputs(slicer.mrmlScene, spec.outputs, volumes, run.inputs, result.summary,
+                                            source_name=run.sourceName, opacity=OVERLAY_OPACITY)
+    main = outcome.nodes.get(spec.main_output.name)
+    if main is not None and main.IsA("vtkMRMLScalarVolumeNode") and not main.IsA("vtkMRMLLabelMapVolumeNode"):
+        run.parameters.outputVolume = main
+
+
+def _shownValue(parameters: CMRSynthesisParameterNode, spec: MethodSpec, field: "Field") -> Any:
+    """What a setting's widget shows: a line edit the text as typed (even while not valid), others the value."""
+    text = parameters.methodText(spec.name, field.name)
+    isText = field.type is not bool and field.choices is None and (field.type is str or field.default is None)
+    if isText:
+        return _valueText(field.default) if text is None else text
+    value = methodValue(parameters, spec, field, strict=False)
+    return field.default if value is None else value  # a spin box or check box cannot show "not given"
+
+
+def _valueText(value: Any) -> str:
+    """A setting's value as the parameter node keeps it: None as empty text, a bool as true / false."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+# ---- analysis tasks: written by hand -----------------------------------------------------------------------------
+
+
+def _molliMissing(parameters: CMRSynthesisParameterNode, required: bool = True) -> str:
+    """What MOLLI source images still need: a DICOM folder or a loaded sequence (not both), with inversion times."""
+    folder, sequence = parameters.molliFolder.strip(), parameters.molliSequence
+    if not folder and sequence is None:
+        return "Choose the source images: a DICOM folder or a loaded sequence." if required else ""
+    if folder and sequence is not None:
+        return "Choose either a DICOM folder or a sequence, not both."
+    if sequence is not None and not parameters.inversionTimes.strip() and not _indexInversionTimes(sequence):
+        return "Give the inversion times of the sequence's items (ms, separated by commas)."
+    return ""
+
+
+def _molliName(parameters: CMRSynthesisParameterNode) -> str:
+    """What a T1 map is named after: the MOLLI sequence or DICOM folder."""
+    sequence = parameters.molliSequence
+    return sequence.GetName() if sequence is not None else Path(parameters.molliFolder.strip()).name
+
+
+def _inputVolumeName(parameters: CMRSynthesisParameterNode) -> str:
     return parameters.inputVolume.GetName()
 
 
-def _missingCineInput(parameters: CMRSynthesisParameterNode) -> str:
-    """What a cine task still needs (see CMRSynthesisLogic.missingInput)."""
+def _writeMolli(parameters: CMRSynthesisParameterNode, path: Path) -> Optional[Path]:
+    """The MOLLI source images for a command: the DICOM folder as it is (the command reads the vendor tags), or the
+    sequence written as a 4D NRRD (t, z, y, x); None for neither."""
+    from CMRSynthesisLib.io import write_volume
+
+    if parameters.molliSequence is not None:
+        return write_volume(mrml.volume_from_sequence(parameters.molliSequence), path)
+    return Path(parameters.molliFolder.strip()) if parameters.molliFolder.strip() else None
+
+
+def _t1MapMissing(parameters: CMRSynthesisParameterNode) -> str:
+    problem = _molliMissing(parameters)
+    if not problem and parameters.molliFolder.strip() and parameters.fitMaskNode is not None and (
+            parameters.inputVolume is None):
+        return ("With a DICOM folder, the fit mask is taken on the grid of the 'Show over' volume: choose the loaded "
+                "source series there.")
+    return problem
+
+
+def _t1MapCommand(parameters: CMRSynthesisParameterNode, workdir: Path) -> tuple:
+    """A fit mask goes onto the source grid: the sequence's, or the 'Show over' volume's."""
+    sequence = parameters.molliSequence
+    maskGrid = parameters.inputVolume if sequence is None else sequence.GetNthDataNode(0)
+    options = {
+        "molli": _writeMolli(parameters, workdir / "molli.nrrd"),
+        "out": workdir / "T1.nrrd",
+        "ti": parameters.inversionTimes.strip() or _indexInversionTimes(sequence) or None,
+        "mask": _writeMask(parameters.fitMaskNode, maskGrid, workdir / "mask.nrrd"),
+        "scheme": parameters.t1Scheme,
+    }
+    return "t1map", options
+
+
+def _importT1Maps(run: _Run, result: Result, outcome: Outcome) -> None:
+    """"<source> T1", "<source> T1 A", ... and the failed-fit labelmap. The T1 map, in its colour map, lies over
+    the 'Show over' volume when that is on the source grid; otherwise it is shown alone."""
+    from CMRSynthesisLib.io import read_volume
+
+    scene = slicer.mrmlScene
+    volumes = {name: read_volume(path) for name, path in result.outputs.items()}
+    over = run.referenceNode
+    if over is not None and not mrml.volume_from_node(over).same_geometry(volumes["t1"]):
+        over = None
+    nodes = {name: mrml.add_volume_node(scene, volume, f"{run.sourceName} {T1_RESULT_NAMES.get(name, name)}",
+                                        labelmap=name == "failed", reference_node=over)
+             for name, volume in volumes.items()}
+    t1 = nodes["t1"]
+    mrml.show_quantity(scene, t1, "t1_native")
+    if over is not None:
+        mrml.show_overlay(scene, over, t1, OVERLAY_OPACITY)
+    else:
+        mrml.show_overlay(scene, t1, None)
+    run.parameters.outputVolume = t1
+    outcome.nodes = nodes
+
+
+def _ecvMissing(parameters: CMRSynthesisParameterNode) -> str:
+    if parameters.inputVolume is None:
+        return "Choose the native T1 map."
+    if parameters.postVolume is None:
+        return "Choose the post-contrast T1 map."
+    if parameters.bloodNode is None:
+        return "Choose the LV blood pool: its native and post-contrast T1s scale the ECV."
+    return ""
+
+
+def _ecvCommand(parameters: CMRSynthesisParameterNode, workdir: Path) -> tuple:
+    """Both maps as they are; the masks on the native map's grid."""
+    native = parameters.inputVolume
+    options = {
+        "native": mrml.write_node_to_file(native, workdir / "native.nrrd"),
+        "post": mrml.write_node_to_file(parameters.postVolume, workdir / "post.nrrd"),
+        "haematocrit": parameters.haematocrit,
+        "blood": _writeMask(parameters.bloodNode, native, workdir / "blood.nrrd"),
+        "myocardium": _writeMask(parameters.myocardiumNode, native, workdir / "myocardium.nrrd"),
+        "resample": parameters.resamplePost,
+        "out": workdir / "ECV.nrrd",
+    }
+    return "ecv", options
+
+
+def _importEcv(run: _Run, result: Result, outcome: Outcome) -> None:
+    """"<native> ECV" in its colour map over the native T1 map."""
+    from CMRSynthesisLib.io import read_volume
+
+    scene, native = slicer.mrmlScene, run.referenceNode
+    ecv = mrml.add_result_nodes(scene, {"ECV": read_volume(result.outputs["ecv"])}, native)["ECV"]
+    mrml.show_quantity(scene, ecv, "ecv")
+    mrml.show_overlay(scene, native, ecv, OVERLAY_OPACITY)
+    run.parameters.outputVolume = ecv
+    outcome.nodes = {"ecv": ecv}
+
+
+def _ahaMissing(parameters: CMRSynthesisParameterNode) -> str:
+    if parameters.inputVolume is None:
+        return "Choose the map to report per segment."
+    if parameters.myocardiumNode is None:
+        return "Choose the LV myocardium to divide into segments."
+    if parameters.rvNode is None and parameters.insertionPoints is None:
+        return "Anchor the segments: choose an RV mask or the RV insertion points."
+    if parameters.rvNode is not None and parameters.insertionPoints is not None:
+        return TWO_ANCHORS
+    return ""
+
+
+def _ahaCommand(parameters: CMRSynthesisParameterNode, workdir: Path) -> tuple:
+    """The masks on the map's grid; placed insertion points in RAS in the map's own frame."""
+    values = parameters.inputVolume
+    options = {
+        "myocardium": _writeMask(parameters.myocardiumNode, values, workdir / "myocardium.nrrd"),
+        "map": mrml.write_node_to_file(values, workdir / "map.nrrd"),
+        "blood": _writeMask(parameters.bloodNode, values, workdir / "blood.nrrd"),
+        "rv": _writeMask(parameters.rvNode, values, workdir / "rv.nrrd"),
+        **_insertionPointOptions(parameters.insertionPoints, values),
+        "quantity": parameters.quantity.value,
+        "allow_missing": parameters.allowMissing,
+        "out_dir": workdir / "aha",
+    }
+    return "aha", options
+
+
+def _importAha(run: _Run, result: Result, outcome: Outcome) -> None:
+    """The 16 named AHA segments as a segmentation over the map, the per-segment values as a table node and the
+    bullseye picture as an image node, laid out in a table view; the CSV / JSON table and the bullseye PNG are
+    copied to a kept folder."""
+    from CMRSynthesisLib.analysis.aha import AHA_SEGMENTS
+    from CMRSynthesisLib.io import read_volume
+
+    scene, values = slicer.mrmlScene, run.referenceNode
+    name = values.GetName()
+    labels = read_volume(result.outputs["segments"])
+    mrml.volume_from_node(values).require_same_geometry(labels, f"the AHA segments and the map '{name}'")
+    table = json.loads(Path(result.outputs["json"]).read_text(encoding="utf-8"))
+    quantity = Quantity(table["quantity"]).label()
+    outcome.nodes = {
+        "segments": mrml.add_segments_node(scene, labels, AHA_SEGMENTS, f"{name} AHA segments",
+                                           reference_node=values),
+        "table": mrml.add_table_node(scene, table["segments"], f"{name} AHA {quantity}"),
+        "bullseye": mrml.add_image_node(scene, mrml.rgb_from_png(result.outputs["bullseye"]),
+                                        f"{name} AHA bullseye"),
+    }
+    mrml.show_overlay(scene, values, None)
+    outcome.views = (outcome.nodes["table"], outcome.nodes["bullseye"])
+    outcome.folder, outcome.message = _keepFiles([result.outputs[key] for key in ("csv", "json", "bullseye")],
+                                                 f"{name} AHA {table['quantity']}",
+                                                 "Table (CSV, JSON) and bullseye (PNG)")
+
+
+def _strainMissing(parameters: CMRSynthesisParameterNode) -> str:
+    """A cine of two frames or more, one way of anchoring the segments, ED / ES frames within the cine."""
     sequence = parameters.cineSequence
     if sequence is None:
-        return "Choose the cine: a loaded sequence of volumes over one heartbeat."
-    if parameters.task is not Task.CINE_STRAIN:
-        return ""
+        return CHOOSE_CINE
     frames = sequence.GetNumberOfDataNodes()
     if frames < 2:
         return f"The cine '{sequence.GetName()}' has {frames} frame(s): strain needs the motion between frames."
@@ -899,6 +1282,68 @@ def _missingCineInput(parameters: CMRSynthesisParameterNode) -> str:
         if frame > frames:
             return f"The {phase} frame {frame} is past the cine's last frame ({frames})."
     return ""
+
+
+def _strainCommand(parameters: CMRSynthesisParameterNode, workdir: Path) -> tuple:
+    """The cine as a 4D file with its trigger times; the masks (at ED) on the cine's grid; placed insertion points
+    in RAS in the frame of the cine's proxy volume. The panel counts frames from 1, the command from 0."""
+    sequence = parameters.cineSequence
+    grid = sequence.GetNthDataNode(0)
+    browser = mrml.sequence_browser(slicer.mrmlScene, sequence, create=False)
+    shown = browser.GetProxyNode(sequence) if browser is not None else grid
+    options = {
+        "cine": _writeCine(parameters, workdir / "cine.nii"),
+        "myocardium": _writeMask(parameters.myocardiumNode, grid, workdir / "myocardium.nrrd"),
+        "blood": _writeMask(parameters.bloodNode, grid, workdir / "blood.nrrd"),
+        "rv": _writeMask(parameters.rvNode, grid, workdir / "rv.nrrd"),
+        **_insertionPointOptions(parameters.insertionPoints, shown),
+        "ed": parameters.edFrame - 1 if parameters.edFrame else None,
+        "es": parameters.esFrame - 1 if parameters.esFrame else None,
+        "out_dir": workdir / "strain",
+    }
+    return "strain", options
+
+
+def _importStrain(run: _Run, result: Result, outcome: Outcome) -> None:
+    """The circumferential strain map (in %) as a sequence that plays with the cine, over it, in its colour map
+    and with no colour where it has no value; the global and per-segment curves as a table and a plot; the peak
+    strains per segment as a table; the bullseye picture (with segments only); the tables and the chart laid out in
+    views. strain.json and the PNGs are copied to a kept folder."""
+    from CMRSynthesisLib.io import read_volume
+
+    scene, cine, name = slicer.mrmlScene, run.referenceNode, run.sourceName
+    summary = json.loads(Path(result.outputs["json"]).read_text(encoding="utf-8"))
+    fractions = read_volume(result.outputs["circumferential"])
+    sequence, shown = mrml.add_synchronized_sequence(scene, fractions.with_array(100.0 * fractions.array),
+                                                     f"{name} circumferential strain (%)", cine)
+    mrml.show_quantity(scene, shown, STRAIN_DISPLAY)
+    mrml.hide_nan_voxels(shown)
+    browser = mrml.sequence_browser(scene, cine)
+    mrml.show_overlay(scene, browser.GetProxyNode(cine), shown, OVERLAY_OPACITY)
+    rows = _strainCurveRows(summary)
+    curves = mrml.add_table_node(scene, rows, f"{name} strain curves")
+    x = "time (ms)" if "time (ms)" in rows[0] else "frame"
+    strains = [column for column in rows[0] if column.endswith("(%)")]
+    outcome.nodes = {
+        "circumferential": sequence,
+        "curves": curves,
+        "chart": mrml.add_plot_chart(scene, curves, x, strains, f"{name} strain", x_title=x,
+                                     y_title="Green-Lagrange strain (%)", emphasised=GLOBAL_STRAIN_CURVES),
+        "peaks": mrml.add_table_node(scene, _strainPeakRows(summary), f"{name} peak strain"),
+    }
+    if "bullseye" in result.outputs:
+        outcome.nodes["bullseye"] = mrml.add_image_node(scene, mrml.rgb_from_png(result.outputs["bullseye"]),
+                                                        f"{name} strain bullseye")
+    outcome.views = (outcome.nodes["peaks"], outcome.nodes.get("bullseye"), outcome.nodes["chart"])
+    peaks = (f"Global peak circumferential strain {100.0 * summary['global_peak_circumferential_strain']:.1f} %, "
+             f"radial {100.0 * summary['global_peak_radial_strain']:.1f} % (ED frame {summary['ed_frame'] + 1}, "
+             f"ES frame {summary['es_frame'] + 1}).")
+    kept = [result.outputs[key] for key in ("json", "curves", "bullseye") if key in result.outputs]
+    outcome.folder, where = _keepFiles(kept, f"{name} strain", "strain.json and the figures (PNG)")
+    outcome.message = f"{peaks} {where}"
+
+
+# ---- helpers -----------------------------------------------------------------------------------------------------
 
 
 def _writeCine(parameters: CMRSynthesisParameterNode, path: Path) -> Path:
@@ -1078,9 +1523,12 @@ class CMRSynthesisTest(ScriptedLoadableModuleTest):
         before = slicer.util.arrayFromVolume(lge).copy()
         logic = CMRSynthesisLogic()
         parameters = logic.getParameterNode()
-        parameters.inputVolume, parameters.roiNode = lge, roi
-        parameters.steps, parameters.samples, parameters.sampler, parameters.device = 50, 2, "ddim", "cpu"
-        parameters.ddimSteps = 10
+        method = "scar_enhancement"
+        parameters.task, parameters.device = method, "cpu"
+        parameters.setMethodInput(method, "lge", lge)
+        parameters.setMethodInput(method, "roi", roi)
+        for name, value in (("steps", 50), ("samples", 2), ("sampler", "ddim"), ("ddim_steps", 10)):
+            parameters.setMethodValue(method, name, value)
         outcome = logic.process(parameters, onProgress=lambda fraction, message: self.delayDisplay(message, 1),
                                 wait=True)
         enhanced = outcome.nodes["enhanced"]
@@ -1113,7 +1561,7 @@ class CMRSynthesisTest(ScriptedLoadableModuleTest):
                                             labelmap=True)
             logic = CMRSynthesisLogic()
             parameters = logic.getParameterNode()
-            parameters.task, parameters.molliFolder = Task.T1_MAP, str(folder)
+            parameters.task, parameters.molliFolder = "t1map", str(folder)
             parameters.inputVolume, parameters.fitMaskNode = sourceNode, maskNode
             outcome = logic.process(parameters, onProgress=lambda fraction, message: self.delayDisplay(message, 1),
                                     wait=True)
@@ -1152,7 +1600,7 @@ class CMRSynthesisTest(ScriptedLoadableModuleTest):
 
         logic = CMRSynthesisLogic()
         parameters = logic.getParameterNode()
-        parameters.task, parameters.inputVolume, parameters.quantity = Task.AHA, mapNode, Quantity.T1_NATIVE
+        parameters.task, parameters.inputVolume, parameters.quantity = "aha", mapNode, Quantity.T1_NATIVE
         parameters.myocardiumNode = labelmap(masks["myocardium"] | masks["scar"], "Myocardium")
         parameters.bloodNode = labelmap(masks["blood"], "Blood pool")
         parameters.rvNode = labelmap(masks["rv"], "RV")
@@ -1181,7 +1629,7 @@ class CMRSynthesisTest(ScriptedLoadableModuleTest):
         cine = mrml.add_cine_sequence_node(scene, inputs["cine"], "Phantom cine")
         logic = CMRSynthesisLogic()
         parameters = logic.getParameterNode()
-        parameters.task, parameters.cineSequence = Task.CINE_STRAIN, cine
+        parameters.task, parameters.cineSequence = "strain", cine
         parameters.myocardiumNode = mrml.add_volume_node(scene, inputs["myocardium"], "Myocardium ED", labelmap=True)
         parameters.rvNode = mrml.add_volume_node(scene, inputs["rv"], "RV ED", labelmap=True)
         outcome = logic.process(parameters, onProgress=lambda fraction, message: self.delayDisplay(message, 1),

@@ -545,3 +545,119 @@ def _label_colours(scene, names: Sequence[str], name: str):
     for value, (label, rgb) in enumerate(zip(names, _segment_palette(len(names))), start=1):
         colours.SetColor(value, label, *rgb, 1.0)
     return colours
+
+
+# --- results of a registered method (panel)
+
+NAME_WORDS = {"lge": "LGE", "roi": "ROI", "ddim": "DDIM", "ddpm": "DDPM", "ed": "ED", "es": "ES", "lv": "LV",
+              "rv": "RV", "sd": "SD", "t1": "T1", "t2": "T2", "t2w": "T2w", "bssfp": "bSSFP", "molli": "MOLLI",
+              "ecv": "ECV"}
+"""How the words of an identifier read in names shown to the user (see display_name); other words stay as written."""
+
+
+def display_name(identifier: str) -> str:
+    """An identifier (a role, option, setting or label name) as the user reads it: lv_blood -> "LV blood",
+    roi_label -> "ROI label", ddim_steps -> "DDIM steps"."""
+    text = " ".join(NAME_WORDS.get(word, word) for word in identifier.split("_"))
+    return text[:1].upper() + text[1:]
+
+
+def add_method_outputs(scene, outputs: Sequence, volumes: Mapping[str, Volume], inputs: Mapping[str, object],
+                       summary: Mapping | None = None, *, source_name: str = "", opacity: float = 0.5) -> dict:
+    """New nodes for the outputs of a registered method, each over the input it lies on, and shown.
+
+    outputs: the method's `OutputRole`s (methods.registry) in declaration order, the first its main result; volumes:
+    the written outputs by name (those absent are skipped); inputs: the input node of each role (a volume node, a
+    sequence node for a cine or MOLLI input, or None); summary: the command's facts ("frames", "ed_frame",
+    "es_frame", "label_values"). Each output is named "<its input's name> <output name>" (`source_name` when its
+    input has no node) and checked to lie on its input's grid (GeometryError otherwise).
+
+    By kind: images, maps and SDs become volumes (a map with a `quantity` in its colour map), masks labelmaps, labels
+    segmentations with named segments (see label_names). A cine-shaped output (t, z, y, x) of a cine sequence becomes
+    a sequence that plays with the cine (labelmap items for labels and masks) when it holds every frame, else one
+    node per frame, named after the frame (from 1) and its phase ("ED", "ES") when the summary gives them. Shown: the
+    main output's input in the background (a sequence's proxy), the main image (else the first) over it at `opacity`,
+    the first mask or labels sequence in the label layer. Returns {output name or "<output> frame <n>": node}.
+    """
+    summary = summary or {}
+    nodes, shown = {}, {}
+    for role in outputs:
+        if role.name not in volumes:
+            continue
+        volume, grid = volumes[role.name], inputs.get(role.grid)
+        name = f"{grid.GetName() if grid is not None else source_name} {role.name}"
+        if grid is not None:
+            source = grid.GetNthDataNode(0) if grid.IsA("vtkMRMLSequenceNode") else grid
+            volume_from_node(source).require_same_geometry(volume, f"the result '{role.name}' and the input "
+                                                                   f"'{grid.GetName()}'")
+        if grid is not None and grid.IsA("vtkMRMLSequenceNode") and volume.array.ndim == 4:
+            added, display = _add_frame_outputs(scene, role, volume, grid, name, summary)
+        elif role.kind == "labels":
+            added, display = {role.name: add_segments_node(scene, volume, label_names(role, volume, summary), name,
+                                                           reference_node=_shown_node(scene, grid))}, None
+        else:
+            display = add_volume_node(scene, volume, name, labelmap=role.kind == "mask",
+                                      reference_node=_shown_node(scene, grid))
+            added = {role.name: display}
+        nodes.update(added)
+        if display is not None:
+            shown[role.name] = display
+            if role.quantity and role.kind not in ("labels", "mask"):
+                show_quantity(scene, display, role.quantity)
+    images = [shown[role.name] for role in outputs if role.name in shown and role.kind not in ("labels", "mask")]
+    labels = [shown[role.name] for role in outputs if role.name in shown and role.kind in ("labels", "mask")]
+    background = _shown_node(scene, inputs.get(outputs[0].grid))
+    if background is None and images:
+        background, images = images[0], images[1:]
+    if background is not None:
+        show_overlay(scene, background, images[0] if images else None, opacity,
+                     label_node=labels[0] if labels else None)
+    return nodes
+
+
+def label_names(role, volume: Volume, summary: Mapping | None = None) -> tuple[str, ...]:
+    """Names of the values 1, 2, ... of a labels or mask output (an `OutputRole`): its own `labels` when it declares
+    them; else the command's "label_values" ({identifier: value}: lv_blood 1 -> "LV blood"); else the output's name
+    for a mask and "label 1", "label 2", ... up to the largest value."""
+    declared = getattr(role, "labels", None)
+    if declared:
+        return tuple(declared)
+    values = {int(value): name for name, value in ((summary or {}).get("label_values") or {}).items()
+              if int(value) > 0}
+    if role.kind == "mask" and not values:
+        return (display_name(role.name),)
+    largest = max([*values, int(volume.array.max()) if volume.array.size else 0, 1])
+    return tuple(display_name(values[value]) if value in values else f"label {value}"
+                 for value in range(1, largest + 1))
+
+
+def _shown_node(scene, node):
+    """The node slice views show for an input: a sequence's proxy in its browser, else the node itself (or None)."""
+    if node is not None and node.IsA("vtkMRMLSequenceNode"):
+        return sequence_browser(scene, node).GetProxyNode(node)
+    return node
+
+
+def _add_frame_outputs(scene, role, volume: Volume, cine, name: str, summary: Mapping) -> tuple[dict, object]:
+    """({key: node}, node to show or None) for a cine-shaped output of the sequence `cine` (see add_method_outputs).
+    The frames are the summary's "frames" (from 0), by default all of the cine's; InputError when their number is not
+    the output's."""
+    count, frames = cine.GetNumberOfDataNodes(), volume.array
+    reported = summary.get("frames")
+    numbers = list(range(count)) if reported is None else [int(frame) for frame in reported]
+    if len(numbers) != len(frames):
+        raise InputError(f"the command wrote {role.name} of {len(frames)} frame(s) for frames {numbers} of the cine "
+                         f"'{cine.GetName()}'")
+    names = label_names(role, volume, summary) if role.kind in ("labels", "mask") else None
+    if numbers == list(range(count)) and count > 1:
+        sequence, proxy = add_synchronized_sequence(scene, volume, name, cine, label_names=names)
+        return {role.name: sequence}, proxy
+    shown = _shown_node(scene, cine)
+    phases = {summary.get(f"{phase.lower()}_frame"): f" ({phase})" for phase in ("ED", "ES")}
+    nodes = {}
+    for number, frame in zip(numbers, frames):
+        title = f"{name}, frame {number + 1}{phases.get(number, '')}"
+        nodes[f"{role.name} frame {number + 1}"] = (
+            add_segments_node(scene, volume.with_array(frame), names, title, reference_node=shown) if names is not None
+            else add_volume_node(scene, volume.with_array(frame), title, reference_node=shown))
+    return nodes, None
