@@ -116,7 +116,7 @@ def measure(heart: dict[str, float], slices: int, repeats: int, seed: int) -> di
     tracking: dict[str, list[tuple[float, float]]] = {name: [] for name in threads}
     for _ in range(repeats):  # serial and threaded interleaved, so both see the same machine load
         for name, count in threads.items():
-            tracking[name].append(timed(lambda: lagrangian_displacement(frames, 0, threads=count))[1:])
+            tracking[name].append(timed(lambda count=count: lagrangian_displacement(frames, 0, threads=count))[1:])
     tracking_seconds, tracking_cpu = map(float, np.median(tracking["serial" if crop[0].size < THREADED_MIN_PIXELS
                                                                    else "threaded"], axis=0))
     wall = {name: float(np.median([seconds for seconds, _ in runs])) for name, runs in tracking.items()}
