@@ -10,24 +10,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_registry import toy_spec
 
 from CMRSynthesisLib.batch import read_study_list
 from CMRSynthesisLib.cli import main
 from CMRSynthesisLib.errors import InputError
 from CMRSynthesisLib.io import read_volume, write_volume
-from CMRSynthesisLib.methods import get_spec, register, unregister
+from CMRSynthesisLib.methods import get_spec
 from CMRSynthesisLib.volume import Volume
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture
-def toy():
-    spec = toy_spec()
-    register(spec)
-    yield spec
-    unregister(spec.name)
 
 
 def write_list(path: Path, rows: list[dict]) -> Path:
