@@ -264,8 +264,6 @@ def test_the_t1_series_reader_leaves_a_synthetic_t1_map_beside_the_molli_images_
     assert any("SYNTHETIC T1 map" in line for line in again.skipped)
 
 
-@pytest.mark.xfail(strict=True, reason="io/cine.py picks the most complete, then latest, stack among repeated "
-                   "acquisitions and does not yet prefer acquired images to a SYNTHETIC series of the same slices")
 def test_the_cine_reader_prefers_the_acquired_cine_to_a_synthetic_one_in_the_same_study_folder(tmp_path):
     _, cine = _cine_source(tmp_path / "study" / "cine")
     write_derived_series(cine.with_array(cine.array * 2), tmp_path / "study" / "synthetic", method="cine_generation",

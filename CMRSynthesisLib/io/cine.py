@@ -360,8 +360,9 @@ def _pick_stack(frames: list[Frame]) -> tuple[list[_Slice], list[str], list[str]
 
     Images are binned by position along the first image's normal; a stack key (series, CardiacNumberOfImages, and
     AcquisitionNumber where it splits a series into repeated runs of several images) tells acquisitions apart. Keys
-    are taken most complete first (every slice as many images as CardiacNumberOfImages, then most slices, then most
-    images), then latest series and acquisition number; a key whose positions overlap those taken is left out.
+    are taken acquired before synthetic (ImageType SYNTHETIC, as our DICOM export writes), then most complete
+    (every slice as many images as CardiacNumberOfImages, then most slices, then most images), then latest series
+    and acquisition number; a key whose positions overlap those taken is left out.
     """
     normal = _normal(frames[0])
     bins = group_by_position(frames)
@@ -382,7 +383,8 @@ def _pick_stack(frames: list[Frame]) -> tuple[list[_Slice], list[str], list[str]
     def preference(key: tuple) -> tuple:
         counts = [len(run) for run in stacks[key].values()]
         complete = len(set(counts)) == 1 and (key[2] is None or counts[0] >= key[2])
-        return (complete, len(counts), 0 if complete else sum(counts), key[1] if key[1] is not None else -1,
+        acquired = not any("SYNTHETIC" in frame.image_type for run in stacks[key].values() for frame in run)
+        return (acquired, complete, len(counts), 0 if complete else sum(counts), key[1] if key[1] is not None else -1,
                 key[3] if key[3] is not None else -1)
 
     taken: dict[int, tuple] = {}
@@ -404,8 +406,8 @@ def _pick_stack(frames: list[Frame]) -> tuple[list[_Slice], list[str], list[str]
         return [frame for run in stacks[key].values() for frame in run]
 
     skipped = [f"{len(members(key))} image(s) of {_describe_key(key, members(key))} repeat slice positions of "
-               f"{_describe_key(winner, members(winner))}: a repeated acquisition, left out (the most complete stack "
-               f"is read; of equally complete ones, the latest series): {frame_names(members(key))}"
+               f"{_describe_key(winner, members(winner))}: a repeated acquisition or a synthetic series, left out (an "
+               f"acquired stack before a synthetic one, then the most complete, then the latest series): {frame_names(members(key))}"
                for key, winner in left]
     notes = []
     if left:
