@@ -153,6 +153,25 @@ def build_parser() -> argparse.ArgumentParser:
         parser_of_method.add_argument("--out-dir", type=Path, required=True, help="folder of the study folders")
         add_settings(parser_of_method, spec)
         parser_of_method.set_defaults(batch=True)
+    evaluate = commands.add_parser(
+        "evaluate", help="run held-out phantom subjects through a method and its baselines: metrics.json, figure, "
+        "table", description="Evaluate METHOD on held-out phantom subjects of each split against its baselines, all "
+        "with the same settings and seed, in one run. Writes OUT_DIR/<split>/metrics.json (mean, SD and n per model "
+        "and metric, every case, paired Wilcoxon tests of the method against each model), figure.png and table.md, "
+        "and OUT_DIR/table.md. A baseline that cannot run here is reported as unavailable, with the reason.")
+    evaluated = evaluate.add_subparsers(dest="evaluate_method", required=True, metavar="METHOD")
+    for spec in specs:
+        if spec.evaluation is None:
+            continue
+        aliases = [spec.command] if spec.command != spec.name else []
+        parser_of_method = evaluated.add_parser(spec.name, aliases=aliases, help=spec.help)
+        parser_of_method.add_argument("--out-dir", type=Path, required=True, help="folder for the results")
+        parser_of_method.add_argument("--split", default=",".join(spec.evaluation.splits),
+                                      help=f"held-out splits, separated by commas: {', '.join(spec.evaluation.splits)}")
+        parser_of_method.add_argument("--subjects", type=int, default=spec.evaluation.subjects,
+                                      help="phantom subjects per split")
+        add_settings(parser_of_method, spec)
+        parser_of_method.set_defaults(evaluate=True)
     return parser
 
 
@@ -353,6 +372,20 @@ def run_batch_command(spec: Any, args: argparse.Namespace, progress: Reporter) -
     return {"outputs": outputs, "summary": {"rank": context.rank, "world_size": context.world_size, **result}}
 
 
+def run_evaluate_command(spec: Any, args: argparse.Namespace, progress: Reporter) -> dict[str, Any]:
+    """`cmrsynth evaluate METHOD`: the method's declared evaluation (`evaluation.evaluate`) on the chosen splits, with
+    the command line's settings, checkpoints and device."""
+    from .evaluation import evaluate, parse_splits
+    from .method_commands import method_options
+
+    result = evaluate(spec, args.out_dir, splits=parse_splits(args.split, spec.evaluation), subjects=args.subjects,
+                      options=method_options(spec, args), checkpoint=args.checkpoint,
+                      checkpoints={role.name: getattr(args, role.name) for role in spec.checkpoints[1:]},
+                      device=args.device, progress=progress)
+    result.pop("documents")  # in metrics.json; the result keeps the summary
+    return result
+
+
 def run_phantom(args: argparse.Namespace, progress: Reporter) -> dict[str, Any]:
     from . import phantom
 
@@ -377,6 +410,8 @@ def _run(args: argparse.Namespace, reporter: Reporter) -> dict[str, Any]:
         return run_aha(args, reporter)
     if args.command == "strain":
         return run_strain(args, reporter)
+    if getattr(args, "evaluate", False):
+        return run_evaluate_command(method_specs(strict=False)[args.method], args, reporter)
     if getattr(args, "batch", False):
         return run_batch_command(method_specs(strict=False)[args.method], args, reporter)
     if getattr(args, "method", None):
@@ -409,7 +444,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     if json_mode:
         emit(sys.stdout, "result", **result)
-    elif args.command == "demo":
+    elif args.command in ("demo", "evaluate"):
         print(result["table"])
     else:
         print(json.dumps(result, indent=2))

@@ -1,61 +1,49 @@
 """`cmrsynth demo`: localized scar enhancement of held-out phantom subjects, evaluated as in paper 002 (Table 1).
 
-Two families are evaluated, each in its own sub-folder: the in-distribution test split, and the out-of-distribution
-family (noisier, stronger shading of another form, other contrast and intensity scale), which shows whether the
-shipped models generalise beyond the acquisition they were trained on. For each held-out subject with scar: the shipped
-segmenter finds the heart ROI on the whole stack; the scarred slices (largest scar first) are enhanced inside that ROI
-by partial diffusion with the mean of k samples. Metrics are computed against the tissue-specific gamma-corrected
-target on the ground-truth ROI crop (SSIM, PSNR, MSE, NMSE, LPIPS when available) and CNR(scar, myo), CNR(scar,
-blood) for input, enhanced and target. Writes the volumes, a PNG figure (input / enhanced / target / difference with
-the ROI contour) and metrics.json per family, and prints a table per family.
+The demo is the evaluation harness (`CMRSynthesisLib.evaluation`, the same run as `cmrsynth evaluate
+scar_enhancement`) with `--slices` scarred slices per subject, plus what a person wants to look at. Two families are
+evaluated, each in its own sub-folder: the in-distribution test split, and the out-of-distribution family (noisier,
+stronger shading of another form, other contrast and intensity scale), which shows whether the shipped models
+generalise beyond the acquisition they were trained on. For each held-out subject with scar: the shipped segmenter
+finds the heart ROI on the whole stack; the scarred slices (largest scar first) are enhanced inside that ROI by partial
+diffusion with the mean of k samples. Metrics are computed against the tissue-specific gamma-corrected target on the
+ground-truth ROI crop (SSIM, PSNR, MSE, NMSE, LPIPS when available) and CNR(scar, myo), CNR(scar, blood) for input,
+enhanced and target. Writes per family the harness's metrics.json, figure.png and table.md, the volumes and a PNG
+figure (input / enhanced / target / difference with the ROI contour), and prints a table per family.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import time
+import dataclasses
+import functools
+import io
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from . import phantom
+from .evaluation import evaluate
 from .io import atomic_write_bytes, write_volumes
-from .methods import load_method
-from .methods.scar_enhancement import enhancement_target
-from .metrics import contrast_metrics, lpips_status, region_metrics, summarise
+from .methods import get_spec
+from .methods.registry import EvaluationCase
+from .methods.scar_enhancement import METHOD, enhancement_target, evaluation_cases, scarred_subjects, slice_metrics
+from .metrics import lpips_status
 from .progress import Reporter
 
 TABLE_ROWS = (("Baseline (input LGE)", "input"), ("Enhanced (this run)", "enhanced"), ("Target (gamma)", "target"))
+MODEL_PREFIX = {"input": "input", METHOD: "enhanced", "target": "target"}  # harness model -> table key prefix
 
 
 def _dice(a: np.ndarray, b: np.ndarray) -> float:
     return float(2 * np.logical_and(a, b).sum() / max(a.sum() + b.sum(), 1))
 
 
-def _finite_or_none(value: Any) -> Any:
-    """JSON has no infinity: a non-finite number (the PSNR of identical images) is written as null."""
-    return None if isinstance(value, float) and not np.isfinite(value) else value
-
-
 def heldout_cases(subjects: int, slices: int, segmenter, split: str = "test") -> list[dict[str, Any]]:
     """Held-out phantom subjects with scar (test split or the ood family; validation for choosing models): each with
     its study, the segmenter's ROI (z, y, x) and up to `slices` scarred slice indices (largest scar inside the ROI
-    first)."""
-    cases = []
-    for subject_id in phantom.subject_ids(split, 4 * subjects):
-        study = phantom.lge_study(subject_id)
-        if not study["masks"]["scar"].any():
-            continue
-        roi = segmenter.segment(study["lge"])
-        inside = (study["masks"]["scar"] & roi).reshape(len(roi), -1).sum(axis=1)
-        chosen = sorted(int(i) for i in np.argsort(-inside)[:slices] if inside[i] > 0)
-        if chosen:
-            cases.append({"study": study, "roi": roi, "slices": chosen})
-        if len(cases) == subjects:
-            break
-    return cases
+    first); see `scar_enhancement.scarred_subjects`."""
+    return scarred_subjects(split, subjects, slices, segmenter)
 
 
 def evaluate_slice(image: np.ndarray, enhanced: np.ndarray, masks: dict[str, np.ndarray], roi: np.ndarray,
@@ -66,66 +54,75 @@ def evaluate_slice(image: np.ndarray, enhanced: np.ndarray, masks: dict[str, np.
                                    config.get("roi_margin_px", 4), config["blood_reference"])
     row: dict[str, Any] = {"roi_dice": _dice(roi, masks["heart_roi"])}
     for name, values in (("input", image), ("enhanced", enhanced), ("target", target)):
-        values = values.astype(np.float32)
-        metrics = contrast_metrics(values, masks["scar"], masks["myocardium"], masks["blood"])
-        if name != "target":  # the target against itself has no quality to measure
-            metrics.update(region_metrics(target, values, masks["heart_roi"]))
-        row.update({f"{name}_{key}": value for key, value in metrics.items() if not key.endswith("reason")})
+        # the target against itself has no quality to measure
+        metrics = slice_metrics(values, None if name == "target" else target, masks)
+        row.update({f"{name}_{key}": value for key, value in metrics.items()})
     return row, target
 
 
 def run_demo(args: argparse.Namespace, progress: Reporter) -> dict[str, Any]:
-    """Run the demo on each family of args.split ("test", "ood" or "test,ood"); returns {"outputs": {family: paths},
-    "table": the printed tables, "summary": {family: headline metrics}}."""
-    method = load_method("scar_enhancement", args.checkpoint, device=args.device, segmenter=args.segmenter)
+    """Run the demo on each family of args.split ("test", "ood" or "test,ood") through the evaluation harness;
+    returns {"outputs": {family: paths}, "table": the printed tables, "summary": {family: headline metrics}}."""
+    spec = get_spec(METHOD)
+    evaluation = dataclasses.replace(spec.evaluation, cases=functools.partial(evaluation_cases, slices=args.slices))
     families = [family.strip() for family in args.split.split(",")]
+    kept: dict[str, list[tuple[EvaluationCase, np.ndarray]]] = {family: [] for family in families}
+
+    def keep(case: EvaluationCase, model: str, output: Any) -> None:
+        if model == METHOD:  # the enhanced stack: only the case's slice was enhanced
+            kept[case.family].append((case, output.array[case.slice]))
+
+    options = {"steps": args.steps, "samples": args.samples, "seed": args.seed, "sampler": args.sampler,
+               "ddim_steps": args.ddim_steps}
+    command = (f"cmrsynth demo --out {args.out} --split {args.split} --subjects {args.subjects} --slices "
+               f"{args.slices} --steps {args.steps} --samples {args.samples} --sampler {args.sampler} --ddim-steps "
+               f"{args.ddim_steps} --seed {args.seed} --device {args.device}")
+    result = evaluate(spec, Path(args.out), splits=families, subjects=args.subjects, options=options,
+                      checkpoint=args.checkpoint, checkpoints={"segmenter": args.segmenter}, device=args.device,
+                      progress=progress, evaluation=evaluation, on_output=keep, command=command)
     outputs, tables, headline = {}, [], {}
-    for number, family in enumerate(families):
-        report = lambda f, m, n=number, name=family: progress((n + f) / len(families), f"{name}: {m}")
-        summary, paths = _run_family(method, family, Path(args.out) / family, args, report)
-        outputs[family], headline[family] = paths, {
-            key: summary["mean_sd"].get(key) for key in ("enhanced_ssim", "enhanced_cnr_scar_myo",
-                                                         "input_cnr_scar_myo", "enhanced_cnr_scar_blood",
-                                                         "input_cnr_scar_blood")}
+    for family in families:
+        document = result["documents"][family]
+        folder = Path(args.out) / family
+        figure = _write_volumes_and_figure(kept[family], folder)
+        written = result["outputs"][family]
+        outputs[family] = {"figure": str(figure.resolve()), "metrics": written["metrics"],
+                           "metrics_figure": written["figure"], "table": written["table"]}
+        summary = demo_summary(document)
+        headline[family] = {key: summary["mean_sd"].get(key) for key in (
+            "enhanced_ssim", "enhanced_cnr_scar_myo", "input_cnr_scar_myo", "enhanced_cnr_scar_blood",
+            "input_cnr_scar_blood")}
         tables.append(format_table(summary))
     return {"outputs": outputs, "table": "\n\n".join(tables), "summary": headline}
 
 
-def _run_family(method, family: str, out: Path, args: argparse.Namespace, progress) -> tuple[dict[str, Any], dict]:
-    """Enhance and evaluate the held-out subjects of one family into `out`; returns (metrics summary, output paths)."""
-    cases = heldout_cases(args.subjects, args.slices, method.segmenter, split=family)
-    rows, panels, started = [], [], time.time()
-    for number, case in enumerate(cases):
-        lge, masks, roi, chosen = case["study"]["lge"], case["study"]["masks"], case["roi"], case["slices"]
-        subject = case["study"]["subject"].subject_id
-        report = lambda f, m, n=number: progress((n + f) / len(cases), f"subject {n + 1}/{len(cases)}: {m}")
-        images = lge.array[chosen]
-        enhanced, _ = method.enhance_slices(images, roi[chosen], steps=args.steps, samples=args.samples,
-                                            seed=args.seed, sampler=args.sampler, ddim_steps=args.ddim_steps,
-                                            progress=report,
-                                            slice_keys=[lge.slice_keys()[z] for z in chosen])  # as `enhance` would
-        volume = lge.array.copy()
-        volume[chosen] = enhanced
+def demo_summary(document: dict[str, Any]) -> dict[str, Any]:
+    """The demo table's view of one family's metrics.json: "mean_sd" keyed "<input|enhanced|target>_<metric>" (and
+    the case facts, e.g. roi_dice), the family, the subject and slice counts, and the LPIPS status."""
+    mean_sd = {f"{prefix}_{metric}": stats for name, prefix in MODEL_PREFIX.items()
+               for metric, stats in document["models"][name].items()}
+    mean_sd.update(document["case_facts"])
+    return {"family": document["family"], "subjects": len(document["subjects"]), "slices": len(document["cases"]),
+            "lpips": lpips_status()[1], "mean_sd": mean_sd}
+
+
+def _write_volumes_and_figure(kept: list[tuple[EvaluationCase, np.ndarray]], out: Path) -> Path:
+    """Per subject lge.nrrd, enhanced.nrrd (its evaluated slices enhanced) and roi.nrrd (the segmenter's ROI) in
+    out/subject_XXXXXXX/, and out/demo_figure.png with a row per evaluated slice."""
+    subjects: dict[int, dict[str, Any]] = {}
+    panels = []
+    for case, enhanced in kept:
+        lge = case.inputs["lge"]
+        entry = subjects.setdefault(case.subject, {"lge": lge, "roi": case.context["roi"], "volume": lge.array.copy()})
+        entry["volume"][case.slice] = enhanced
+        panels.append((case.subject, case.slice, lge.array[case.slice].astype(np.float32),
+                       enhanced.astype(np.float32), case.reference, case.context["roi"][case.slice]))
+    for subject, entry in subjects.items():
         folder = out / f"subject_{subject:07d}"
-        write_volumes([(lge, folder / "lge.nrrd"), (lge.with_array(volume), folder / "enhanced.nrrd"),
-                       (lge.with_array(roi.astype(np.uint8)), folder / "roi.nrrd")])
-        for index, z in enumerate(chosen):
-            slice_masks = {name: masks[name][z] for name in ("scar", "myocardium", "blood", "heart_roi")}
-            row, target = evaluate_slice(images[index], enhanced[index], slice_masks, roi[z], method.config)
-            rows.append({"subject": subject, "slice": z, **row})
-            panels.append((subject, z, images[index].astype(np.float32), enhanced[index].astype(np.float32), target,
-                           roi[z]))
-    progress(1.0, "writing figure and metrics")
-    figure = _figure(panels, out / "demo_figure.png")
-    summary = {"family": family, "subjects": len(cases), "slices": len(rows),
-               "seconds": round(time.time() - started, 1),
-               "settings": {"t0": args.steps, "samples": args.samples, "sampler": args.sampler, "seed": args.seed,
-                            "device": str(method.device)},
-               "lpips": lpips_status()[1], "mean_sd": summarise(rows),
-               "per_slice": [{key: _finite_or_none(value) for key, value in row.items()} for row in rows]}
-    metrics_path = out / "metrics.json"
-    atomic_write_bytes(metrics_path, json.dumps(summary, indent=2, allow_nan=False).encode())
-    return summary, {"figure": str(figure), "metrics": str(metrics_path)}
+        lge = entry["lge"]
+        write_volumes([(lge, folder / "lge.nrrd"), (lge.with_array(entry["volume"]), folder / "enhanced.nrrd"),
+                       (lge.with_array(entry["roi"].astype(np.uint8)), folder / "roi.nrrd")])
+    return _figure(panels, out / "demo_figure.png")
 
 
 def format_table(summary: dict[str, Any]) -> str:
@@ -136,6 +133,8 @@ def format_table(summary: dict[str, Any]) -> str:
         entry = stats.get(key)
         if not entry or entry.get("mean") is None:
             return "n/a"
+        if entry.get("sd") is None:  # a single slice has no SD
+            return f"{entry['mean'] * scale:.2f}"
         return f"{entry['mean'] * scale:.2f} ± {entry['sd'] * scale:.2f}"
 
     header = f"{'':24}{'SSIM %':>16}{'PSNR dB':>16}{'LPIPS':>10}{'CNR(scar,myo)':>18}{'CNR(scar,blood)':>18}"
@@ -176,7 +175,7 @@ def _figure(panels: list, path: Path) -> Path:
         for axis in row:
             axis.set_axis_off()
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110)
     plt.close(fig)
-    return path
+    return atomic_write_bytes(path, buffer.getvalue())

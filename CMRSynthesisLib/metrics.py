@@ -250,3 +250,92 @@ def summarise(rows: list[dict[str, Any]]) -> dict[str, dict[str, float | int | N
             "n_nonfinite": int(data.size - finite.size),
         }
     return summary
+
+
+# --- agreement of paired measurements (AHA segments, global values) ---------------------------------------------
+
+
+def _paired(predicted: Any, true: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Two 1D float64 arrays of the same length."""
+    predicted = np.asarray(predicted, dtype=np.float64).ravel()
+    true = np.asarray(true, dtype=np.float64).ravel()
+    if predicted.shape != true.shape:
+        raise InputError(f"paired measurements need as many predicted ({predicted.size}) as true ({true.size}) values")
+    return predicted, true
+
+
+def bland_altman(predicted: Any, true: Any) -> dict[str, float | int]:
+    """Bland-Altman agreement of paired measurements (Bland & Altman, Lancet 1986; i: 307-310).
+
+    predicted, true: sequences of n >= 2 finite values in the same units (e.g. mean myocardial T1 in ms per AHA
+    segment, pooled over subjects). With the differences d = predicted - true: "bias" = mean(d), "sd" = SD(d) (sample,
+    ddof=1), the 95 % limits of agreement "loa_low" / "loa_high" = bias -+ 1.96 SD, and "n". InputError for unequal
+    lengths, fewer than 2 pairs or non-finite values.
+    """
+    predicted, true = _paired(predicted, true)
+    if predicted.size < 2:
+        raise InputError(f"Bland-Altman limits need at least 2 paired values; got {predicted.size}")
+    if not (np.all(np.isfinite(predicted)) and np.all(np.isfinite(true))):
+        raise InputError("Bland-Altman analysis got NaN or infinite values; leave missing measurements out")
+    difference = predicted - true
+    bias, sd = float(difference.mean()), float(difference.std(ddof=1))
+    return {"n": int(difference.size), "bias": bias, "sd": sd, "loa_low": bias - 1.96 * sd, "loa_high": bias + 1.96 * sd}
+
+
+def pearson_r(predicted: Any, true: Any) -> tuple[float, float]:
+    """Pearson's correlation coefficient r of paired finite values and its two-sided p-value (scipy.stats.pearsonr,
+    H0: r = 0). InputError for fewer than 3 pairs, non-finite values, or a constant sequence (r undefined)."""
+    from scipy import stats
+
+    predicted, true = _paired(predicted, true)
+    if predicted.size < 3:
+        raise InputError(f"Pearson's r needs at least 3 paired values; got {predicted.size}")
+    if not (np.all(np.isfinite(predicted)) and np.all(np.isfinite(true))):
+        raise InputError("Pearson's r got NaN or infinite values; leave missing measurements out")
+    if np.ptp(predicted) == 0 or np.ptp(true) == 0:
+        raise InputError("Pearson's r is undefined when one of the sequences is constant")
+    result = stats.pearsonr(predicted, true)
+    return float(result.statistic), float(result.pvalue)
+
+
+def agreement(predicted: Any, true: Any) -> dict[str, float | int | None]:
+    """Pearson r (and its p-value "p_r") and Bland-Altman statistics (see `bland_altman`) of paired measurements,
+    over the pairs where both values are finite (a missing AHA segment is NaN and is left out); "n" counts those
+    pairs. A statistic that is undefined for these pairs (r below 3 pairs or for a constant sequence, limits below 2
+    pairs) is None."""
+    predicted, true = _paired(predicted, true)
+    keep = np.isfinite(predicted) & np.isfinite(true)
+    predicted, true = predicted[keep], true[keep]
+    result: dict[str, float | int | None] = {"n": int(predicted.size), "r": None, "p_r": None, "bias": None,
+                                             "sd": None, "loa_low": None, "loa_high": None}
+    if predicted.size >= 3 and np.ptp(predicted) > 0 and np.ptp(true) > 0:
+        result["r"], result["p_r"] = pearson_r(predicted, true)
+    if predicted.size >= 2:
+        result.update(bland_altman(predicted, true))
+    return result
+
+
+def segment_means(labels: Any, values: Any, mask: Any = None) -> np.ndarray:
+    """Mean of a map in each of the 16 AHA segments (Cerqueira et al. 2002), as 16 floats, NaN for a segment without
+    a usable voxel.
+
+    labels: AHA segment labels (z, y, x), 0 outside the myocardium and 1-16 inside (`analysis.aha.aha_segments(...)
+    .labels.array`); values: the map on the same grid (e.g. T1 in ms); mask: optional boolean selection on that grid
+    (e.g. values > 0, the voxels whose T1 fit succeeded). Non-finite voxels are ignored. InputError for arrays of
+    different shapes.
+    """
+    labels, values = np.asarray(labels), np.asarray(values, dtype=np.float64)
+    if labels.shape != values.shape:
+        raise InputError(f"AHA labels of shape {labels.shape} and the map of shape {values.shape} differ")
+    usable = np.isfinite(values)
+    if mask is not None:
+        mask = np.asarray(mask).astype(bool)
+        if mask.shape != values.shape:
+            raise InputError(f"the mask of shape {mask.shape} does not match the map of shape {values.shape}")
+        usable &= mask
+    means = np.full(16, np.nan)
+    for segment in range(1, 17):
+        selected = values[usable & (labels == segment)]
+        if selected.size:
+            means[segment - 1] = selected.mean()
+    return means

@@ -126,18 +126,145 @@ class Option:
 @dataclasses.dataclass(frozen=True)
 class Sampling:
     """Diffusion sampling settings a method takes in `run` (steps, samples, sampler, ddim_steps, seed) and their
-    defaults. `steps_help` says what `steps` means for this method (e.g. the partial-diffusion start step t0)."""
+    defaults. `steps_help` says what `steps` means for this method (e.g. the partial-diffusion start step t0); steps
+    None: the method has no such setting (it samples from pure noise through the whole chain)."""
 
-    steps: int
+    steps: int | None
     samples: int
     sampler: str = "ddpm"
     ddim_steps: int = 20
     steps_help: str = "diffusion steps"
 
     def defaults(self) -> dict[str, Any]:
-        """The `run` keywords and their defaults: steps, samples, sampler, ddim_steps, seed."""
-        return {"steps": self.steps, "samples": self.samples, "sampler": self.sampler, "ddim_steps": self.ddim_steps,
-                "seed": 0}
+        """The `run` keywords and their defaults: steps (left out when None: a method sampling from pure noise has
+        no start step to choose), samples, sampler, ddim_steps, seed."""
+        steps = {} if self.steps is None else {"steps": self.steps}
+        return {**steps, "samples": self.samples, "sampler": self.sampler, "ddim_steps": self.ddim_steps, "seed": 0}
+
+
+@dataclasses.dataclass(frozen=True)
+class EvaluationCase:
+    """One held-out case of an evaluation (see `Evaluation`): what every model reads and what its output is compared
+    with.
+
+    subject: phantom subject id; family: the split it was drawn from ("test", "ood"); inputs: the method's `run`
+    inputs (role name -> Volume, ...); reference: the ground truth the outputs are compared with (any object the
+    metric functions understand: a Volume, a 2D array, ...); slice: the slice index in the subject's stack the case is
+    about (None: the whole stack); context: whatever else the metric functions need (tissue masks, the ROI used,
+    AHA segments), never written out; facts: numbers about the case itself rather than a model (e.g. the Dice of the
+    ROI a segmenter found), written in the case's row and summarised once.
+    """
+
+    subject: int
+    family: str
+    inputs: dict[str, Any]
+    reference: Any
+    slice: int | None = None
+    context: dict[str, Any] = dataclasses.field(default_factory=dict)
+    facts: dict[str, float] = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass(frozen=True)
+class Baseline:
+    """A model the method is compared with on the same cases: a baseline, an ablation or another checkpoint.
+
+    name: its key in metrics.json (a lower-case identifier); label: its row in the table; help: one line on what it
+    is. load(context) -> predict, where `context` is a `CMRSynthesisLib.evaluation.EvaluationContext` (the spec, the
+    loaded method, device, the other checkpoints given, the run options) and predict(case, progress) -> output, the
+    object the metric functions compare with the case's reference. A baseline that cannot be had here (its checkpoint
+    missing or tampered: CheckpointError; anything else: `evaluation.ModelUnavailable(reason)`) is reported as
+    "unavailable: <why>", never with numbers. Helpers: `evaluation.checkpoint_baseline`, `evaluation.input_baseline`.
+    """
+
+    name: str
+    label: str
+    load: Callable[[Any], Callable[..., Any]]
+    help: str = ""
+
+    def __post_init__(self) -> None:
+        _check_name(self.name, "baseline")
+
+
+@dataclasses.dataclass(frozen=True)
+class ReferenceRow:
+    """The reference itself as a row of the table, for scale (e.g. the CNRs of the enhancement target): `metrics(
+    reference, case) -> {metric: float | None}`; its name is its key in metrics.json."""
+
+    name: str
+    label: str
+    metrics: Callable[[Any, EvaluationCase], dict[str, Any]]
+
+    def __post_init__(self) -> None:
+        _check_name(self.name, "reference row")
+
+
+@dataclasses.dataclass(frozen=True)
+class Column:
+    """A column of the evaluation table. key: a per-case metric (shown as mean ± SD over cases, times `scale`) or an
+    agreement statistic "<quantity>.<stat>" with stat one of r, bias, loa (limits of agreement), n; header: the
+    column title (with units); digits: decimals shown."""
+
+    key: str
+    header: str
+    scale: float = 1.0
+    digits: int = 2
+
+
+@dataclasses.dataclass(frozen=True)
+class Evaluation:
+    """How `cmrsynth evaluate METHOD` measures a method on held-out phantom subjects (engine:
+    `CMRSynthesisLib.evaluation`). Every case goes through the method and every baseline in one run, with the same
+    settings (seed included: a method draws one generator per slice from the seed and the slice's position).
+
+    cases(split, subjects, method) -> [EvaluationCase]: the held-out cases of one split (a name in `splits`) from the
+    first `subjects` suitable phantom subjects; `method` is the loaded method, for what the cases need from it (a
+    segmenter's ROI, its config's crop size); raise InputError when the split yields none.
+    metrics: functions (output, reference, case) -> {metric: float | None}, merged per case and model; None: not
+    computable here (e.g. LPIPS without its weights), left out of the statistics.
+    columns: the table's columns, in order (see Column). higher_is_better / lower_is_better: metric names by
+    direction (the paired comparison says which model is better; metrics in neither have no direction).
+    baselines: the other models, table rows in this order before the method's (`method_label`).
+    predict(method, case, options, progress) -> output: how the method (and a `checkpoint_baseline`) runs on a case;
+    None: `method.run(case.inputs, progress=progress, **options)[main output]`.
+    reference_row: the reference's own metrics as a row after the method's (None: no such row).
+    agreement(output, reference, case) -> {quantity: (predicted values, true values)}: paired measurements (e.g. the
+    16 AHA segment means of a map) pooled over the cases of each model for Pearson R, bias and limits of agreement
+    (Bland & Altman 1986) and a Bland-Altman figure; units: {metric or quantity: units} for figure axes.
+    unavailable_metrics() -> {metric: reason}: metrics that cannot be computed on this machine (shown so in the table).
+    published: rows of numbers from the paper, (label, {column key: text}), shown in italics below the others.
+    splits: the held-out splits a user may ask for (default all of them); subjects: the default per split.
+    title: the table's caption.
+    """
+
+    cases: Callable[[str, int, Any], list[EvaluationCase]]
+    metrics: tuple[Callable[[Any, Any, EvaluationCase], dict[str, Any]], ...]
+    columns: tuple[Column, ...]
+    higher_is_better: tuple[str, ...] = ()
+    lower_is_better: tuple[str, ...] = ()
+    baselines: tuple[Baseline, ...] = ()
+    method_label: str = "Method (this run)"
+    predict: Callable[..., Any] | None = None
+    reference_row: ReferenceRow | None = None
+    agreement: Callable[[Any, Any, EvaluationCase], dict[str, tuple[Any, Any]]] | None = None
+    units: dict[str, str] = dataclasses.field(default_factory=dict)
+    unavailable_metrics: Callable[[], dict[str, str]] | None = None
+    published: tuple[tuple[str, dict[str, str]], ...] = ()
+    splits: tuple[str, ...] = ("test", "ood")
+    subjects: int = 6
+    title: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.metrics or not self.columns or not self.splits:
+            raise ValueError("an evaluation needs at least one metric function, table column and split")
+        if self.subjects < 1:
+            raise ValueError(f"an evaluation's default number of subjects must be at least 1; got {self.subjects}")
+        names = [baseline.name for baseline in self.baselines]
+        names += [self.reference_row.name] if self.reference_row is not None else []
+        if len(set(names)) < len(names):
+            raise ValueError(f"an evaluation's baselines and reference row need distinct names; got {names}")
+        both = sorted(set(self.higher_is_better) & set(self.lower_is_better))
+        if both:
+            raise ValueError(f"metric(s) {', '.join(both)} cannot be both higher and lower is better")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -149,7 +276,8 @@ class MethodSpec:
     checkpoints by role name)` returns an object with `run(inputs, *, progress, **options) -> dict of Volumes` and a
     `device` attribute; the first checkpoint role is the method's own (`checkpoint`). summarise: optional
     `summarise(inputs, outputs) -> dict` of facts for the command's JSON result. recipes: training recipe names that
-    produce its checkpoints.
+    produce its checkpoints. evaluation: how `cmrsynth evaluate` measures it on held-out phantom subjects against its
+    baselines (None: the method is not offered there).
     """
 
     name: str
@@ -165,6 +293,7 @@ class MethodSpec:
     sampling: Sampling | None = None
     summarise: Callable[[dict[str, Any], dict[str, Any]], dict[str, Any]] | None = None
     recipes: tuple[str, ...] = ()
+    evaluation: Evaluation | None = None
 
     def __post_init__(self) -> None:
         _check_name(self.name, "method")

@@ -29,6 +29,8 @@ from ..diffusion.model import DiffusionModel
 from ..diffusion.networks import build_network, load_weights
 from ..diffusion.samplers import DEFAULT_DDIM_STEPS, SAMPLERS, sample, timestep_pairs
 from ..errors import CheckpointError, InputError
+from ..evaluation import input_baseline
+from ..metrics import contrast_metrics, lpips_status, region_metrics
 from ..preprocess import (
     IntensityScale,
     SquareCrop,
@@ -42,7 +44,18 @@ from ..preprocess import (
 )
 from ..progress import Progress, report
 from ..volume import Volume
-from .registry import CheckpointRole, InputRole, MethodSpec, Option, OutputRole, Sampling
+from .registry import (
+    CheckpointRole,
+    Column,
+    Evaluation,
+    EvaluationCase,
+    InputRole,
+    MethodSpec,
+    Option,
+    OutputRole,
+    ReferenceRow,
+    Sampling,
+)
 
 METHOD = "scar_enhancement"
 SEGMENTER_METHOD = "heart_segmentation"
@@ -400,6 +413,95 @@ def _summary(inputs: dict[str, Any], outputs: dict[str, Volume]) -> dict[str, An
             "notes": list(settings.pop("notes", []))}
 
 
+# --- evaluation (`cmrsynth evaluate scar_enhancement`, `cmrsynth demo`) -------------------------------------------
+
+
+def scarred_subjects(split: str, subjects: int, slices: int, segmenter: HeartSegmenter) -> list[dict[str, Any]]:
+    """The first `subjects` phantom subjects of `split` with scar inside the segmenter's ROI (looking at up to 4x as
+    many): each {"study": phantom.lge_study, "roi": the segmenter's ROI (z, y, x) on the whole stack, "slices": up to
+    `slices` scarred slice indices, largest scar inside the ROI first, in increasing order}."""
+    from .. import phantom
+
+    found = []
+    for subject_id in phantom.subject_ids(split, 4 * subjects):
+        study = phantom.lge_study(subject_id)
+        if not study["masks"]["scar"].any():
+            continue
+        roi = segmenter.segment(study["lge"])
+        inside = (study["masks"]["scar"] & roi).reshape(len(roi), -1).sum(axis=1)
+        chosen = sorted(int(i) for i in np.argsort(-inside)[:slices] if inside[i] > 0)
+        if chosen:
+            found.append({"study": study, "roi": roi, "slices": chosen})
+        if len(found) == subjects:
+            break
+    return found
+
+
+def slice_metrics(values: np.ndarray, target: np.ndarray | None, masks: dict[str, np.ndarray]) -> dict[str, Any]:
+    """Paper-002 metrics of one 2D slice (paper section 3.3): CNR(scar, myo) and CNR(scar, blood) on the ground-truth
+    masks, and, against the gamma `target` (None: not measured), SSIM, PSNR (dB), MSE, NMSE and LPIPS (None when
+    unavailable) on the crop around the ground-truth heart ROI. Intensities are taken as float32, in input units."""
+    values = values.astype(np.float32)
+    metrics: dict[str, Any] = dict(contrast_metrics(values, masks["scar"], masks["myocardium"], masks["blood"]))
+    if target is not None:
+        metrics.update(region_metrics(target, values, masks["heart_roi"]))
+    return {key: value for key, value in metrics.items() if not key.endswith("reason")}
+
+
+def evaluation_cases(split: str, subjects: int, method: ScarEnhancement, slices: int = 2) -> list[EvaluationCase]:
+    """One case per scarred slice (up to `slices` per subject) of the held-out subjects of `split` with scar
+    (`scarred_subjects`): inputs the subject's whole LGE stack and the segmenter's ROI on that slice only (so `run`
+    enhances that slice, seeded by its position as in any stack); reference the tissue-specific gamma target of the
+    slice (`enhancement_target`, with the enhancer's crop settings); facts the Dice of the ROI used against the
+    ground-truth heart ROI. InputError when no subject of the split has scar the segmenter's ROI covers."""
+    config, cases = method.config, []
+    for found in scarred_subjects(split, subjects, slices, method.segmenter):
+        lge, masks, roi = found["study"]["lge"], found["study"]["masks"], found["roi"]
+        for z in found["slices"]:
+            slice_masks = {name: masks[name][z] for name in ("scar", "myocardium", "blood", "heart_roi")}
+            target, _ = enhancement_target(lge.array[z], slice_masks["scar"], slice_masks["blood"],
+                                           slice_masks["heart_roi"], config["crop_size"],
+                                           config.get("roi_margin_px", 4), config["blood_reference"])
+            only = np.zeros(roi.shape, dtype=np.uint8)
+            only[z] = roi[z]
+            dice = 2 * np.logical_and(roi[z], slice_masks["heart_roi"]).sum() / max(
+                roi[z].sum() + slice_masks["heart_roi"].sum(), 1)
+            cases.append(EvaluationCase(
+                subject=int(found["study"]["subject"].subject_id), family=split,
+                inputs={"lge": lge, "roi": lge.with_array(only)}, reference=target, slice=z,
+                context={"masks": slice_masks, "roi": roi}, facts={"roi_dice": float(dice)}))
+    if not cases:
+        raise InputError(f"no {split} phantom subject with scar inside the segmenter's heart ROI among the first "
+                         f"{4 * subjects}")
+    return cases
+
+
+def _case_metrics(output: Volume, target: np.ndarray, case: EvaluationCase) -> dict[str, Any]:
+    return slice_metrics(output.array[case.slice], target, case.context["masks"])
+
+
+def _lpips_note() -> dict[str, str]:
+    available, reason = lpips_status()
+    return {} if available else {"lpips": reason}
+
+
+EVALUATION = Evaluation(
+    cases=evaluation_cases, metrics=(_case_metrics,),
+    columns=(Column("ssim", "SSIM %", scale=100.0), Column("psnr", "PSNR dB"), Column("lpips", "LPIPS"),
+             Column("cnr_scar_myo", "CNR(scar, myo)"), Column("cnr_scar_blood", "CNR(scar, blood)")),
+    higher_is_better=("ssim", "psnr", "cnr_scar_myo", "cnr_scar_blood"), lower_is_better=("mse", "nmse", "lpips"),
+    baselines=(input_baseline("input", "Baseline (input LGE)", "lge", "the LGE as acquired, not enhanced"),),
+    method_label="Enhanced (this run)",
+    reference_row=ReferenceRow("target", "Target (gamma)",
+                               lambda target, case: slice_metrics(target, None, case.context["masks"])),
+    unavailable_metrics=_lpips_note,
+    published=(("Paper: baseline (real HCM LGE)", {"cnr_scar_myo": "3.62", "cnr_scar_blood": "0.85"}),
+               ("Paper: ours (real HCM LGE)", {"ssim": "96.06", "psnr": "43.75", "lpips": "0.04",
+                                               "cnr_scar_myo": "4.97", "cnr_scar_blood": "1.65"})),
+    subjects=6, title="Scar enhancement (paper 002), SSIM/PSNR on the ROI crop against the gamma target",
+)
+
+
 SPEC = MethodSpec(
     name=METHOD, command="enhance", title="Scar enhancement (LGE)",
     help="localized scar enhancement of an LGE stack",
@@ -415,5 +517,5 @@ SPEC = MethodSpec(
                  CheckpointRole("segmenter", "heart-ROI segmenter checkpoint folder", SHIPPED_SEGMENTER)),
     options=(Option("roi_label", int, None, "the heart ROI's label when --roi is a label map"),),
     sampling=Sampling(steps=250, samples=5, steps_help="partial-diffusion start step t0 (paper: 250)"),
-    summarise=_summary, recipes=("scar_enhancement", "scar_enhancement_segmenter"),
+    summarise=_summary, recipes=("scar_enhancement", "scar_enhancement_segmenter"), evaluation=EVALUATION,
 )
