@@ -8,6 +8,11 @@ and one hand-written row per analysis task. A row names the panel widgets it sho
 Logic writes the input nodes to a temporary folder, runs the same `cmrsynth` command line that CLI users run (with
 Slicer's Python, out of process, so the GUI stays live and Cancel can kill it), polls its JSON progress with a QTimer,
 and brings the results back as new nodes over the input.
+
+Only widget and scene glue lives here. What needs no Qt or Slicer is in the library, tested without Slicer:
+CMRSynthesisLib.method_tasks (a method task's settings, their values, what Apply waits for, its command line),
+analysis_tasks (the same for the analysis tasks, their result tables, the kept files), dependencies (what must be
+installed), mrml (scene <-> files and result nodes).
 """
 
 # ruff: noqa: UP045
@@ -17,16 +22,12 @@ and brings the results back as new nodes over the input.
 import dataclasses
 import enum
 import importlib
-import importlib.metadata
 import json
 import logging
-import platform
-import re
 import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, Optional, Union
@@ -34,7 +35,6 @@ from typing import Annotated, Any, Optional, Union
 import qt
 import slicer
 import vtk
-from packaging.requirements import Requirement
 from slicer import (
     vtkMRMLLabelMapVolumeNode,
     vtkMRMLMarkupsFiducialNode,
@@ -57,21 +57,13 @@ SOURCE_ROOT = MODULE_DIR if (MODULE_DIR / "CMRSynthesisLib").is_dir() else MODUL
 if str(SOURCE_ROOT) not in sys.path:
     sys.path.insert(0, str(SOURCE_ROOT))
 
-from CMRSynthesisLib import mrml  # these need only numpy, vtk and slicer, which Slicer has
+# These need only numpy, vtk, slicer and packaging, which Slicer has (and read on Python 3.9).
+from CMRSynthesisLib import analysis_tasks, dependencies, method_tasks, mrml
 from CMRSynthesisLib.errors import Cancelled, CMRSynthesisError, InputError
-from CMRSynthesisLib.methods.registry import (
-    INPUT_KINDS,
-    MethodSpec,
-    OutputRole,
-    method_specs,
-    unavailable_methods,
-)
+from CMRSynthesisLib.method_tasks import NODE_CLASSES, MolliChoice
+from CMRSynthesisLib.methods.registry import MethodSpec, method_specs, unavailable_methods
 from CMRSynthesisLib.process import CliProcess, Result, State, child_environment, cli_command, remarks
 
-PYTHON_REQUIRED = (3, 11)  # the pinned packages (scikit-image 0.26, matplotlib 3.11) need it: Slicer 5.10 or later
-TORCH_REQUIREMENT = ">=2.8"  # MONAI 1.6 needs torch 2.8 or newer
-# Packages Slicer ships that Resources/requirements.txt could pull in: pip keeps them at their installed versions.
-SLICER_OWNED_PACKAGES = ("torch", "SimpleITK", "numpy", "scipy", "pydicom", "Pillow", "packaging", "requests")
 logger = logging.getLogger(__name__)
 
 
@@ -139,21 +131,10 @@ class Quantity(enum.Enum):
 
 
 TASK_PARAMETER = "task"  # the parameter node's string parameter holding the chosen task's key
-CHOOSE_CINE = "Choose the cine: a loaded sequence of volumes over one heartbeat."
 STRAIN_DISPLAY = "peak_circumferential_strain"  # display.py quantity: vik, -30 to 30 %
-TWO_ANCHORS = "Anchor the segments with either an RV mask or insertion points, not both."
-GLOBAL_STRAIN_CURVES = ("global circumferential (%)", "global radial (%)")  # columns of the strain curves table
 T1_RESULT_NAMES = {"t1": "T1", "a": "T1 A", "b": "T1 B", "t1_star": "T1*", "r2": "T1 R2", "failed": "T1 failed fits"}
 OVERLAY_OPACITY = 0.5
 KEPT_FOLDER = "CMRSynthesis"  # under Slicer's default scene folder: copies of the AHA table and bullseye files
-
-# Method inputs by kind (methods.registry.INPUT_KINDS): a node selector of these node classes is generated for each
-# role of these kinds; a cine role uses the panel's cine selector, a MOLLI role its MOLLI widgets, a phenotype role a
-# JSON file field.
-NODE_KINDS = {"lge": ("vtkMRMLScalarVolumeNode",), "t2w": ("vtkMRMLScalarVolumeNode",),
-              "bssfp": ("vtkMRMLScalarVolumeNode",), "map": ("vtkMRMLScalarVolumeNode",),
-              "mask": ("vtkMRMLSegmentationNode", "vtkMRMLLabelMapVolumeNode")}
-SAMPLERS = ("ddpm", "ddim")
 # The panel's fixed widgets (Resources/UI/CMRSynthesis.ui) that only some tasks show, in groups.
 INPUT_VOLUME = ("inputVolumeLabel", "inputVolumeSelector")
 CINE = ("cineSequenceLabel", "cineSequenceSelector", "frameIntervalLabel", "frameIntervalSpinBox")
@@ -222,9 +203,20 @@ class CMRSynthesisParameterNode:
         key = f"{method}.{name}"
         return self.parameterNode.GetParameter(key) if self.parameterNode.HasParameter(key) else None
 
+    def methodTexts(self, spec: MethodSpec) -> dict:
+        """The text kept for each of method_tasks.stored_names(spec) (see methodText)."""
+        return {name: self.methodText(spec.name, name) for name in method_tasks.stored_names(spec)}
+
     def setMethodValue(self, method: str, name: str, value: Any) -> None:
         """Keep a value of method `method` (see methodText): None is kept as empty text (not given)."""
-        self.parameterNode.SetParameter(f"{method}.{name}", _valueText(value))
+        self.parameterNode.SetParameter(f"{method}.{name}", method_tasks.value_text(value))
+
+    def molliChoice(self) -> MolliChoice:
+        """The MOLLI source images as chosen: the folder, whether a sequence is chosen, and the inversion times (as
+        typed, else from the sequence's index)."""
+        sequence = self.molliSequence
+        times = self.inversionTimes.strip() or (mrml.inversion_times_from_index(sequence) if sequence is not None else "")
+        return MolliChoice(self.molliFolder.strip(), sequence is not None, times)
 
 
 @dataclasses.dataclass
@@ -271,8 +263,8 @@ class CMRSynthesisWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         placeWidget.placeButton().show()
         placeWidget.placeMultipleMarkups = slicer.qSlicerMarkupsPlaceWidget.ForcePlaceMultipleMarkups
         self.setupTasks()
-        if _pythonTooOld():
-            self.ui.statusLabel.text = f"CMR Synthesis needs {_pythonTooOld()}."
+        if dependencies.python_too_old():
+            self.ui.statusLabel.text = f"CMR Synthesis needs {dependencies.python_too_old()}."
         self.initializeParameterNode()
 
     def setupTasks(self) -> None:
@@ -322,7 +314,7 @@ class CMRSynthesisWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             parameters.inputVolume = volumes[0]
         for row in self.logic.tasks:
             for role in row.method.inputs if row.method is not None else ():
-                if role.kind in NODE_KINDS and role.kind != "mask" and role.required and parameters.methodInput(
+                if role.kind in NODE_CLASSES and role.kind != "mask" and role.required and parameters.methodInput(
                         row.key, role.name) is None:
                     parameters.setMethodInput(row.key, role.name, volumes[0])
 
@@ -489,11 +481,11 @@ class MethodPanel:
     """The widgets of one method task, made from its declaration (methods.registry.MethodSpec) the way Slicer's CLI
     modules make theirs from an XML description, in the containers the .ui provides.
 
-    Inputs: a node selector for each volume or mask role (a cine role uses the panel's cine selector, a MOLLI role its
-    MOLLI widgets), a JSON file field for a phenotype role; then one widget per option by its type: a check box for
-    a bool, a combo box for choices, a spin box for a number with a default, else a line edit (empty: not given).
-    Advanced: the sampling settings of a diffusion method and one folder field per checkpoint role (empty: the
-    shipped demo model). Every widget keeps its value in the parameter node as the user changes it and shows the
+    Inputs: a node selector for each volume or mask role (method_tasks.NODE_CLASSES; a cine role uses the panel's cine
+    selector, a MOLLI role its MOLLI widgets), a JSON file field for a phenotype role; then one editor per option
+    (method_tasks.Setting.editor: a check box, a combo box, a spin box or a line edit whose empty text means "not
+    given"). Advanced: the sampling settings of a diffusion method and one folder field per checkpoint role (empty:
+    the shipped demo model). Every widget keeps its value in the parameter node as the user changes it and shows the
     node's value on `updateFromParameters`, so scenes save and restore them. `widgets` holds the editing widget of
     each role, option and setting by name.
     """
@@ -505,17 +497,18 @@ class MethodPanel:
         inputs, advanced = (self._addPage(frame) for frame in (inputsFrame, advancedFrame))
         method = spec.name
         for role in spec.inputs:
-            if role.kind in NODE_KINDS:
+            if role.kind in NODE_CLASSES:
                 self._add(inputs, role.name, role.help, self._nodeSelector(role),
                           lambda parameters, name=role.name: parameters.methodInput(method, name),
                           lambda parameters, node, name=role.name: parameters.setMethodInput(method, name, node))
             elif role.kind == "phenotype":
                 self._addPath(inputs, role.name, role.help, "" if role.required else "optional", chooseFile)
-        for field in methodFields(spec):
-            self._add(advanced if field.sampling else inputs, field.name, field.help, self._fieldEditor(field),
-                      lambda parameters, field=field: _shownValue(parameters, spec, field),
-                      lambda parameters, value, name=field.name: parameters.setMethodValue(method, name, value),
-                      ownLabel=field.type is bool)
+        for setting in method_tasks.settings(spec):
+            self._add(advanced if setting.sampling else inputs, setting.name, setting.help, self._editor(setting),
+                      lambda parameters, setting=setting: method_tasks.shown_value(
+                          setting, parameters.methodText(method, setting.name)),
+                      lambda parameters, value, name=setting.name: parameters.setMethodValue(method, name, value),
+                      ownLabel=setting.editor == "check")
         for role in spec.checkpoints:
             self._addPath(advanced, role.name, role.help, f"shipped demo model ({role.shipped})", chooseFolder)
 
@@ -531,9 +524,10 @@ class MethodPanel:
                 update(parameters)
         finally:
             self._updating = False
-        if "ddim_steps" in self.widgets and self.spec.sampling is not None:
-            sampler = next(field for field in methodFields(self.spec) if field.name == "sampler")
-            self.widgets["ddim_steps"].enabled = methodValue(parameters, self.spec, sampler, strict=False) == "ddim"
+        sampler = next((setting for setting in method_tasks.settings(self.spec) if setting.name == "sampler"), None)
+        if "ddim_steps" in self.widgets and sampler is not None:
+            text = parameters.methodText(self.spec.name, "sampler")
+            self.widgets["ddim_steps"].enabled = method_tasks.setting_value(sampler, text, strict=False) == "ddim"
 
     def _addPage(self, frame):
         page = qt.QWidget()
@@ -560,7 +554,7 @@ class MethodPanel:
         if ownLabel:
             form.addRow(row or widget)
         else:
-            form.addRow(f"{mrml.display_name(name)}:", row or widget)
+            form.addRow(f"{method_tasks.display_name(name)}:", row or widget)
         self.widgets[name] = widget
 
         def update(parameters) -> None:
@@ -573,7 +567,7 @@ class MethodPanel:
     @staticmethod
     def _nodeSelector(role) -> tuple:
         selector = slicer.qMRMLNodeComboBox()
-        selector.nodeTypes = list(NODE_KINDS[role.kind])
+        selector.nodeTypes = list(NODE_CLASSES[role.kind])
         selector.showChildNodeTypes = role.kind == "mask"  # an image role takes no labelmap
         selector.noneEnabled = not role.required
         selector.noneDisplay = "(none)"
@@ -582,26 +576,27 @@ class MethodPanel:
         return selector, "currentNodeChanged(vtkMRMLNode*)", selector.currentNode, selector.setCurrentNode
 
     @staticmethod
-    def _fieldEditor(field: "Field") -> tuple:
-        if field.type is bool:
-            widget = qt.QCheckBox(mrml.display_name(field.name))
+    def _editor(setting: method_tasks.Setting) -> tuple:
+        """The editor of a setting, of the kind method_tasks chose: (widget, change signal, read(), show(value))."""
+        if setting.editor == "check":
+            widget = qt.QCheckBox(method_tasks.display_name(setting.name))
             return widget, "toggled(bool)", lambda: widget.checked, lambda value: setattr(widget, "checked", value)
-        if field.choices is not None:
-            items = ([None] if field.default is None else []) + list(field.choices)
+        if setting.editor == "choice":
+            items = setting.items
             widget = qt.QComboBox()
             for item in items:
                 widget.addItem("(default)" if item is None else str(item))
             return (widget, "currentIndexChanged(int)", lambda: items[widget.currentIndex],
                     lambda value: setattr(widget, "currentIndex", items.index(value) if value in items else 0))
-        if field.type in (int, float) and field.default is not None:
-            widget = qt.QSpinBox() if field.type is int else qt.QDoubleSpinBox()
-            if field.type is float:
+        if setting.editor == "number":
+            widget = qt.QSpinBox() if setting.type is int else qt.QDoubleSpinBox()
+            if setting.type is float:
                 widget.decimals = 3
-            widget.setRange(*(field.limits or (-(2**31 - 1), 2**31 - 1)))
-            signal = "valueChanged(int)" if field.type is int else "valueChanged(double)"
+            widget.setRange(*setting.spin_range)
+            signal = "valueChanged(int)" if setting.type is int else "valueChanged(double)"
             return widget, signal, lambda: widget.value, lambda value: setattr(widget, "value", value)
-        widget = qt.QLineEdit()  # text, or a number without a default: empty means "not given"
-        widget.placeholderText = "default" if field.default is None else _valueText(field.default)
+        widget = qt.QLineEdit()
+        widget.placeholderText = "default" if setting.default is None else method_tasks.value_text(setting.default)
         return widget, "textChanged(QString)", lambda: widget.text, lambda value: setattr(widget, "text", value)
 
     def _addPath(self, form, name: str, help: str, placeholder: str, choose: Callable) -> None:
@@ -665,9 +660,10 @@ def taskTable() -> list:
     """The Task box: a task per method of the registry (in its order), one per method module that cannot be imported
     yet (PyTorch missing: Apply offers the installation), then the analysis tasks. A Slicer too old for the library
     lists no methods (their modules need a newer Python; the panel says so)."""
-    specs = {} if _pythonTooOld() else method_specs(strict=False)
+    tooOld = bool(dependencies.python_too_old())
+    specs = {} if tooOld else method_specs(strict=False)
     rows = [methodTask(spec) for spec in specs.values()]
-    for module, reason in ({} if _pythonTooOld() else unavailable_methods()).items():
+    for module, reason in ({} if tooOld else unavailable_methods()).items():
         if module not in specs:
             label = f"{module.replace('_', ' ').capitalize()} (not installed)"
             rows.append(TaskRow(module, label, (), lambda parameters: "", help=f"{label}: it {reason}.",
@@ -686,7 +682,9 @@ def analysisTasks() -> list:
         TaskRow("t1map", "T1 map (MOLLI / ShMOLLI)",
                 INPUT_VOLUME + MOLLI + ("fitMaskLabel", "fitMaskSelector", "advancedCollapsibleButton",
                                         "t1SchemeLabel", "t1SchemeComboBox") + OUTPUTS,
-                _t1MapMissing, _t1MapCommand, _importT1Maps, reference=lambda parameters: parameters.inputVolume,
+                lambda parameters: analysis_tasks.t1map_missing(
+                    parameters.molliChoice(), fit_mask=parameters.fitMaskNode, show_over=parameters.inputVolume),
+                _t1MapCommand, _importT1Maps, reference=lambda parameters: parameters.inputVolume,
                 sourceName=_molliName, help="T1 map fitted voxel by voxel from MOLLI / ShMOLLI source images",
                 inputLabel=("Show over:", ("Optional: a volume on the source images' grid (e.g. the loaded series) to "
                                            "show the T1 map over; with none, or on another grid, the T1 map is shown "
@@ -694,14 +692,19 @@ def analysisTasks() -> list:
                 outputLabel="T1 map:"),
         TaskRow("ecv", "ECV", INPUT_VOLUME + ("postVolumeLabel", "postVolumeSelector", "haematocritLabel",
                                               "haematocritSpinBox", "resamplePostCheckBox") + MASKS + OUTPUTS,
-                _ecvMissing, _ecvCommand, _importEcv, reference=lambda parameters: parameters.inputVolume,
+                lambda parameters: analysis_tasks.ecv_missing(
+                    native=parameters.inputVolume, post=parameters.postVolume, blood=parameters.bloodNode),
+                _ecvCommand, _importEcv, reference=lambda parameters: parameters.inputVolume,
                 sourceName=_inputVolumeName, help="Extracellular volume (%) from native and post-contrast T1 maps",
                 inputLabel=("Native T1 map:", ("Native (pre-contrast) T1 map in ms: the ECV map is made on its grid "
                                                "and shown over it. It is read, never modified.")),
                 outputLabel="ECV map:"),
         TaskRow("aha", "AHA 16 segments", INPUT_VOLUME + MASKS + ANCHORS + ("quantityLabel", "quantityComboBox",
                                                                            "allowMissingCheckBox"),
-                _ahaMissing, _ahaCommand, _importAha, reference=lambda parameters: parameters.inputVolume,
+                lambda parameters: analysis_tasks.aha_missing(
+                    values=parameters.inputVolume, myocardium=parameters.myocardiumNode, rv=parameters.rvNode,
+                    points=parameters.insertionPoints),
+                _ahaCommand, _importAha, reference=lambda parameters: parameters.inputVolume,
                 sourceName=_inputVolumeName, help="The LV myocardium in the 16 AHA segments: table and bullseye",
                 inputLabel=("Map:", ("Map to report per segment (T1 in ms or ECV in %), e.g. a result of the T1 map "
                                      "or ECV task; the masks are taken on its grid. It is read, never modified."))),
@@ -716,77 +719,21 @@ def analysisTasks() -> list:
 def methodTask(spec: MethodSpec) -> TaskRow:
     """The task of a method, from its declaration alone: its panel (MethodPanel, the cine or MOLLI widgets for such
     inputs, the latest-result selector when its main result is a volume), what Apply waits for, its generated
-    `cmrsynth` command line and the import of its outputs by kind."""
+    `cmrsynth` command line and the import of its outputs by kind (see method_tasks)."""
     kinds = {role.kind for role in spec.inputs}
-    main = spec.main_output
-    volumeResult = main.kind not in ("labels", "mask") and not main.frames
+    resultLabel = method_tasks.latest_result_label(spec)
     widgets = METHOD + (CINE if "cine" in kinds else ()) + (MOLLI if "molli" in kinds else ()) + (
-        OUTPUTS if volumeResult else ())
+        OUTPUTS if resultLabel else ())
     return TaskRow(
         spec.name, spec.title, widgets,
-        missing=lambda parameters: _methodMissing(spec, parameters),
+        missing=lambda parameters: method_tasks.missing_input(
+            spec, _methodInputs(spec, parameters), parameters.methodTexts(spec), parameters.molliChoice()),
         command=lambda parameters, workdir: _methodCommand(spec, parameters, workdir),
         importer=lambda run, result, outcome: _importMethodResults(spec, run, result, outcome),
-        reference=lambda parameters: _methodInputs(spec, parameters).get(main.grid),
-        sourceName=lambda parameters: _inputName(spec, parameters, main.grid),
+        reference=lambda parameters: _methodInputs(spec, parameters).get(spec.main_output.grid),
+        sourceName=lambda parameters: _inputName(spec, parameters, spec.main_output.grid),
         inputs=lambda parameters: _methodInputs(spec, parameters),
-        help=f"{spec.help}. Method: {spec.paper}.", method=spec,
-        outputLabel=f"{mrml.display_name(main.name)} {'map' if main.kind == 'map' else 'volume'}:" if volumeResult
-        else "")
-
-
-@dataclasses.dataclass(frozen=True)
-class Field:
-    """A setting of a method task as the panel shows it: one of its options, or (sampling True) one of its diffusion
-    sampling settings. limits: the range of a number's spin box (None: any 32-bit value)."""
-
-    name: str
-    type: type
-    default: Any
-    help: str
-    choices: Optional[tuple] = None
-    limits: Optional[tuple] = None
-    sampling: bool = False
-
-
-def methodFields(spec: MethodSpec) -> list:
-    """The settings of a method task: its options, then its sampling settings (steps, samples, sampler, DDIM steps,
-    seed) with the method's defaults."""
-    fields = [Field(option.name, option.type, option.default, option.help, option.choices) for option in spec.options]
-    if spec.sampling is not None:
-        defaults = spec.sampling.defaults()
-        fields += [
-            Field("steps", int, defaults["steps"], spec.sampling.steps_help, limits=(1, 9999), sampling=True),
-            Field("samples", int, defaults["samples"], "k samples, run as one batch: their mean is the result, their "
-                  "SD the uncertainty", limits=(1, 64), sampling=True),
-            Field("sampler", str, defaults["sampler"], "ddpm: every step; ddim: a faster coarse grid (DDIM steps)",
-                  choices=SAMPLERS, sampling=True),
-            Field("ddim_steps", int, defaults["ddim_steps"], "DDIM steps (with the ddim sampler): fewer is faster",
-                  limits=(1, 1000), sampling=True),
-            Field("seed", int, defaults["seed"], "random seed: same seed, same inputs, same result",
-                  limits=(0, 2**31 - 1), sampling=True),
-        ]
-    return fields
-
-
-def methodValue(parameters: CMRSynthesisParameterNode, spec: MethodSpec, field: Field, strict: bool = True) -> Any:
-    """The value of a method's setting in the parameter node, of the field's type; the default when never set, None
-    for empty text. An unreadable or out-of-range value raises InputError, or gives the default when not `strict`."""
-    text = parameters.methodText(spec.name, field.name)
-    if text is None:
-        return field.default
-    text, problem = text.strip(), ""
-    try:
-        value = None if text == "" else (text.lower() == "true") if field.type is bool else field.type(text)
-    except ValueError:
-        value, problem = None, f"it is not {'a whole number' if field.type is int else 'a number'}"
-    if value is not None and field.choices is not None and value not in field.choices:
-        problem = f"choose one of {', '.join(map(str, field.choices))}"
-    elif value is not None and field.limits is not None and not field.limits[0] <= value <= field.limits[1]:
-        problem = f"it must lie in {field.limits[0]}..{field.limits[1]}"
-    if problem and strict:
-        raise InputError(f"{mrml.display_name(field.name)} '{text}': {problem}.")
-    return field.default if problem else value
+        help=f"{spec.help}. Method: {spec.paper}.", method=spec, outputLabel=resultLabel)
 
 
 @dataclasses.dataclass
@@ -835,33 +782,30 @@ class CMRSynthesisLogic(ScriptedLoadableModuleLogic):
     def missingDependencies(self) -> list:
         """What this Slicer lacks, as text to show: a new enough Python (Slicer), else every requirement (torch
         and Resources/requirements.txt) that no installed version satisfies."""
-        if _pythonTooOld():
-            return [_pythonTooOld()]
-        requirements = [f"torch{TORCH_REQUIREMENT}"] + _requirementLines()
-        return [problem for problem in map(_unmetRequirement, requirements) if problem]
+        return dependencies.missing(resourcePath("requirements.txt"))
 
     def installDependencies(self) -> None:
         """torch (missing or too old) through the PyTorch extension's PyTorchUtils, then Resources/requirements.txt
         with pip, under constraints that hold every package Slicer owns at its installed version. Asks the user
         first; raises when declined or failed, and at once when Slicer itself is too old."""
-        if _pythonTooOld():
-            raise CMRSynthesisError(f"CMR Synthesis needs {_pythonTooOld()}. Install a newer Slicer.")
-        torchRequirement = f"torch{TORCH_REQUIREMENT}"
-        if _unmetRequirement(torchRequirement):
+        tooOld = dependencies.python_too_old()
+        if tooOld:
+            raise CMRSynthesisError(f"CMR Synthesis needs {tooOld}. Install a newer Slicer.")
+        torchRequirement = f"torch{dependencies.TORCH_REQUIREMENT}"
+        if dependencies.unmet_requirement(torchRequirement):
             try:
                 import PyTorchUtils
             except ModuleNotFoundError as error:
                 raise CMRSynthesisError("Install the 'PyTorch' extension from the Extensions Manager, restart "
                                         "Slicer, then press Apply again.") from error
-            torch = PyTorchUtils.PyTorchUtilsLogic().installTorch(askConfirmation=True,
-                                                                  torchVersionRequirement=TORCH_REQUIREMENT)
-            stillUnmet = _unmetRequirement(torchRequirement)
+            torch = PyTorchUtils.PyTorchUtilsLogic().installTorch(
+                askConfirmation=True, torchVersionRequirement=dependencies.TORCH_REQUIREMENT)
+            stillUnmet = dependencies.unmet_requirement(torchRequirement)
             if torch is None or stillUnmet:
                 raise CMRSynthesisError(f"PyTorch was not installed: {stillUnmet or torchRequirement} is needed.")
         with tempfile.TemporaryDirectory() as folder:
             constraints = Path(folder) / "constraints.txt"
-            constraints.write_text("".join(f"{name}=={version}\n" for name, version in _installedVersions(
-                SLICER_OWNED_PACKAGES).items()))
+            constraints.write_text(dependencies.constraints())
             try:
                 from slicer import packaging as slicerPackaging  # Slicer >= 5.12
             except ImportError:
@@ -869,8 +813,8 @@ class CMRSynthesisLogic(ScriptedLoadableModuleLogic):
             if slicerPackaging is not None:
                 slicerPackaging.pip_ensure(slicerPackaging.load_requirements(resourcePath("requirements.txt")),
                                            constraints=str(constraints), requester="CMR Synthesis")
-            elif slicer.util.confirmOkCancelDisplay("CMR Synthesis will install these Python packages:\n\n"
-                                                    + "\n".join(_requirementLines())):
+            elif slicer.util.confirmOkCancelDisplay("CMR Synthesis will install these Python packages:\n\n" + "\n".join(
+                    dependencies.requirement_lines(resourcePath("requirements.txt")))):
                 slicer.util.pip_install(["-r", resourcePath("requirements.txt"), "-c", str(constraints)])
             else:
                 raise CMRSynthesisError("Installation of the Python packages was declined.")
@@ -957,7 +901,7 @@ class CMRSynthesisLogic(ScriptedLoadableModuleLogic):
         return outcome
 
 
-# ---- method tasks: made from the declaration ---------------------------------------------------------------------
+# ---- method tasks: made from the declaration (method_tasks) ------------------------------------------------------
 
 
 def _methodInputs(spec: MethodSpec, parameters: CMRSynthesisParameterNode) -> dict:
@@ -969,7 +913,7 @@ def _methodInputs(spec: MethodSpec, parameters: CMRSynthesisParameterNode) -> di
             nodes[role.name] = parameters.cineSequence
         elif role.kind == "molli":
             nodes[role.name] = parameters.molliSequence
-        elif role.kind in NODE_KINDS:
+        elif role.kind in NODE_CLASSES:
             nodes[role.name] = parameters.methodInput(spec.name, role.name)
         else:
             nodes[role.name] = None
@@ -984,87 +928,29 @@ def _inputName(spec: MethodSpec, parameters: CMRSynthesisParameterNode, roleName
     return Path(parameters.molliFolder.strip()).name if parameters.molliFolder.strip() else spec.title
 
 
-def _methodMissing(spec: MethodSpec, parameters: CMRSynthesisParameterNode) -> str:
-    """What a method task still needs: each required input (by its kind), a readable value for every setting."""
-    nodes = _methodInputs(spec, parameters)
-    for role in spec.inputs:
-        label, problem = mrml.display_name(role.name), ""
-        if role.kind == "molli":
-            problem = _molliMissing(parameters, role.required)
-        elif role.kind == "phenotype":
-            path = (parameters.methodText(spec.name, role.name) or "").strip()
-            if role.required and not path:
-                problem = f"Choose the {label} file: {INPUT_KINDS[role.kind]}."
-            elif path and not Path(path).is_file():
-                problem = f"The {label} file {path} does not exist."
-        elif role.required and nodes[role.name] is None:
-            problem = CHOOSE_CINE if role.kind == "cine" else f"Choose the {label}: {INPUT_KINDS[role.kind]}."
-        if problem:
-            return problem
-    if any(nodes[role.name] is not None for role in spec.inputs if role.kind == "mask"):
-        try:
-            _maskGrid(spec, nodes)
-        except InputError as error:
-            return str(error)
-    for field in methodFields(spec):
-        try:
-            methodValue(parameters, spec, field)
-        except InputError as error:
-            return str(error)
-    return ""
-
-
 def _methodCommand(spec: MethodSpec, parameters: CMRSynthesisParameterNode, workdir: Path) -> tuple:
-    """(command, options) of the method's generated `cmrsynth` sub-command (method_commands): each input written into
-    `workdir` by its kind (a mask on the grid of the method's first image input), every output asked for in
-    workdir/results, the settings, the checkpoint folders (empty: the shipped ones) and the device."""
-    nodes = _methodInputs(spec, parameters)
-    options = {}
+    """(command, options) of the method's generated `cmrsynth` sub-command (method_tasks.method_command): each input
+    node written into `workdir` by its kind (a mask on the grid of the method's first image input)."""
+    nodes, files = _methodInputs(spec, parameters), {}
     for role in spec.inputs:
-        node, path = nodes[role.name], workdir / f"{role.name}.nrrd"
-        if role.kind == "cine":
-            options[role.name] = _writeCine(parameters, workdir / f"{role.name}.nii") if node is not None else None
-        elif role.kind == "molli":
-            options[role.name] = _writeMolli(parameters, path)
-        elif role.kind == "phenotype":
-            options[role.name] = (parameters.methodText(spec.name, role.name) or "").strip() or None
-        elif node is None:
-            options[role.name] = None
-        elif role.kind == "mask":
-            options[role.name] = _writeMask(node, _maskGrid(spec, nodes), path)
-        else:
-            options[role.name] = mrml.write_node_to_file(node, path)
-    kinds = {role.kind for role in spec.inputs}
-    if "cine" in kinds:
-        options["frame_interval_ms"] = parameters.frameInterval or None
-    if "molli" in kinds:
-        options["ti"] = parameters.inversionTimes.strip() or _indexInversionTimes(parameters.molliSequence) or None
-    main, *others = spec.outputs
-    options["out"] = _resultPath(workdir, main)
-    options.update({f"{role.name}_out": _resultPath(workdir, role) for role in others})
-    options.update({field.name: methodValue(parameters, spec, field) for field in methodFields(spec)})
-    options.update({role.name: (parameters.methodText(spec.name, role.name) or "").strip() or None
-                    for role in spec.checkpoints})
-    options["device"] = parameters.device
-    return spec.command, options
-
-
-def _resultPath(workdir: Path, role: OutputRole) -> Path:
-    """Where the command writes output `role`: a cine-shaped one as 4D NIfTI (with its trigger-time sidecar)."""
-    return workdir / "results" / f"{role.name}{'.nii.gz' if role.frames else '.nrrd'}"
-
-
-def _maskGrid(spec: MethodSpec, nodes: dict):
-    """The volume node whose grid a method's masks are taken on: its first image input (a sequence's first item)."""
-    for role in spec.inputs:
-        node = nodes.get(role.name)
-        if node is not None and role.kind != "mask":
-            return node.GetNthDataNode(0) if node.IsA("vtkMRMLSequenceNode") else node
-    raise InputError(f"{spec.title}: a mask is taken on the grid of an image input; choose the image first.")
+        node, path = nodes[role.name], method_tasks.input_file(workdir, role)
+        if role.kind == "molli":
+            files[role.name] = _writeMolli(parameters, path)
+        elif node is not None and role.kind == "cine":
+            files[role.name] = mrml.write_cine_to_file(node, path, frame_interval_ms=parameters.frameInterval or None)
+        elif node is not None and role.kind == "mask":
+            grid = nodes[method_tasks.mask_grid_role(spec, nodes)]
+            grid = grid.GetNthDataNode(0) if grid.IsA("vtkMRMLSequenceNode") else grid
+            files[role.name] = mrml.write_mask_to_file(node, grid, path)
+        elif node is not None:
+            files[role.name] = mrml.write_node_to_file(node, path)
+    return method_tasks.method_command(spec, workdir, files, parameters.methodTexts(spec), device=parameters.device,
+                                       frame_interval_ms=parameters.frameInterval,
+                                       inversion_times=parameters.molliChoice().inversion_times)
 
 
 def _importMethodResults(spec: MethodSpec, run: "_Run", result: Result, outcome: Outcome) -> None:
-    """The outputs by kind over the inputs they lie on (mrml.add_method_outputs); the main result, when it is a
+    """The outputs by kind over the inputs they lie on (mrml.add_method_outputs); the main result, when it is one
     volume, becomes the latest result."""
     from CMRSynthesisLib.io import read_volume
 
@@ -1072,42 +958,11 @@ def _importMethodResults(spec: MethodSpec, run: "_Run", result: Result, outcome:
     outcome.nodes = mrml.add_method_outputs(slicer.mrmlScene, spec.outputs, volumes, run.inputs, result.summary,
                                             source_name=run.sourceName, opacity=OVERLAY_OPACITY)
     main = outcome.nodes.get(spec.main_output.name)
-    if main is not None and main.IsA("vtkMRMLScalarVolumeNode") and not main.IsA("vtkMRMLLabelMapVolumeNode"):
+    if main is not None and method_tasks.latest_result_label(spec):
         run.parameters.outputVolume = main
 
 
-def _shownValue(parameters: CMRSynthesisParameterNode, spec: MethodSpec, field: "Field") -> Any:
-    """What a setting's widget shows: a line edit the text as typed (even while not valid), others the value."""
-    text = parameters.methodText(spec.name, field.name)
-    isText = field.type is not bool and field.choices is None and (field.type is str or field.default is None)
-    if isText:
-        return _valueText(field.default) if text is None else text
-    value = methodValue(parameters, spec, field, strict=False)
-    return field.default if value is None else value  # a spin box or check box cannot show "not given"
-
-
-def _valueText(value: Any) -> str:
-    """A setting's value as the parameter node keeps it: None as empty text, a bool as true / false."""
-    if value is None:
-        return ""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return str(value)
-
-
-# ---- analysis tasks: written by hand -----------------------------------------------------------------------------
-
-
-def _molliMissing(parameters: CMRSynthesisParameterNode, required: bool = True) -> str:
-    """What MOLLI source images still need: a DICOM folder or a loaded sequence (not both), with inversion times."""
-    folder, sequence = parameters.molliFolder.strip(), parameters.molliSequence
-    if not folder and sequence is None:
-        return "Choose the source images: a DICOM folder or a loaded sequence." if required else ""
-    if folder and sequence is not None:
-        return "Choose either a DICOM folder or a sequence, not both."
-    if sequence is not None and not parameters.inversionTimes.strip() and not _indexInversionTimes(sequence):
-        return "Give the inversion times of the sequence's items (ms, separated by commas)."
-    return ""
+# ---- analysis tasks: written by hand (analysis_tasks) ------------------------------------------------------------
 
 
 def _molliName(parameters: CMRSynthesisParameterNode) -> str:
@@ -1130,30 +985,17 @@ def _writeMolli(parameters: CMRSynthesisParameterNode, path: Path) -> Optional[P
     return Path(parameters.molliFolder.strip()) if parameters.molliFolder.strip() else None
 
 
-def _t1MapMissing(parameters: CMRSynthesisParameterNode) -> str:
-    problem = _molliMissing(parameters)
-    if not problem and parameters.molliFolder.strip() and parameters.fitMaskNode is not None and (
-            parameters.inputVolume is None):
-        return ("With a DICOM folder, the fit mask is taken on the grid of the 'Show over' volume: choose the loaded "
-                "source series there.")
-    return problem
-
-
 def _t1MapCommand(parameters: CMRSynthesisParameterNode, workdir: Path) -> tuple:
     """A fit mask goes onto the source grid: the sequence's, or the 'Show over' volume's."""
     sequence = parameters.molliSequence
     maskGrid = parameters.inputVolume if sequence is None else sequence.GetNthDataNode(0)
-    options = {
-        "molli": _writeMolli(parameters, workdir / "molli.nrrd"),
-        "out": workdir / "T1.nrrd",
-        "ti": parameters.inversionTimes.strip() or _indexInversionTimes(sequence) or None,
-        "mask": _writeMask(parameters.fitMaskNode, maskGrid, workdir / "mask.nrrd"),
-        "scheme": parameters.t1Scheme,
-    }
-    return "t1map", options
+    return analysis_tasks.t1map_command(
+        workdir, molli=_writeMolli(parameters, workdir / "molli.nrrd"),
+        mask=_writeMask(parameters.fitMaskNode, maskGrid, workdir / "mask.nrrd"),
+        inversion_times=parameters.molliChoice().inversion_times, scheme=parameters.t1Scheme)
 
 
-def _importT1Maps(run: _Run, result: Result, outcome: Outcome) -> None:
+def _importT1Maps(run: "_Run", result: Result, outcome: Outcome) -> None:
     """"<source> T1", "<source> T1 A", ... and the failed-fit labelmap. The T1 map, in its colour map, lies over
     the 'Show over' volume when that is on the source grid; otherwise it is shown alone."""
     from CMRSynthesisLib.io import read_volume
@@ -1176,32 +1018,18 @@ def _importT1Maps(run: _Run, result: Result, outcome: Outcome) -> None:
     outcome.nodes = nodes
 
 
-def _ecvMissing(parameters: CMRSynthesisParameterNode) -> str:
-    if parameters.inputVolume is None:
-        return "Choose the native T1 map."
-    if parameters.postVolume is None:
-        return "Choose the post-contrast T1 map."
-    if parameters.bloodNode is None:
-        return "Choose the LV blood pool: its native and post-contrast T1s scale the ECV."
-    return ""
-
-
 def _ecvCommand(parameters: CMRSynthesisParameterNode, workdir: Path) -> tuple:
     """Both maps as they are; the masks on the native map's grid."""
     native = parameters.inputVolume
-    options = {
-        "native": mrml.write_node_to_file(native, workdir / "native.nrrd"),
-        "post": mrml.write_node_to_file(parameters.postVolume, workdir / "post.nrrd"),
-        "haematocrit": parameters.haematocrit,
-        "blood": _writeMask(parameters.bloodNode, native, workdir / "blood.nrrd"),
-        "myocardium": _writeMask(parameters.myocardiumNode, native, workdir / "myocardium.nrrd"),
-        "resample": parameters.resamplePost,
-        "out": workdir / "ECV.nrrd",
-    }
-    return "ecv", options
+    return analysis_tasks.ecv_command(
+        workdir, native=mrml.write_node_to_file(native, workdir / "native.nrrd"),
+        post=mrml.write_node_to_file(parameters.postVolume, workdir / "post.nrrd"),
+        blood=_writeMask(parameters.bloodNode, native, workdir / "blood.nrrd"),
+        myocardium=_writeMask(parameters.myocardiumNode, native, workdir / "myocardium.nrrd"),
+        haematocrit=parameters.haematocrit, resample=parameters.resamplePost)
 
 
-def _importEcv(run: _Run, result: Result, outcome: Outcome) -> None:
+def _importEcv(run: "_Run", result: Result, outcome: Outcome) -> None:
     """"<native> ECV" in its colour map over the native T1 map."""
     from CMRSynthesisLib.io import read_volume
 
@@ -1213,35 +1041,19 @@ def _importEcv(run: _Run, result: Result, outcome: Outcome) -> None:
     outcome.nodes = {"ecv": ecv}
 
 
-def _ahaMissing(parameters: CMRSynthesisParameterNode) -> str:
-    if parameters.inputVolume is None:
-        return "Choose the map to report per segment."
-    if parameters.myocardiumNode is None:
-        return "Choose the LV myocardium to divide into segments."
-    if parameters.rvNode is None and parameters.insertionPoints is None:
-        return "Anchor the segments: choose an RV mask or the RV insertion points."
-    if parameters.rvNode is not None and parameters.insertionPoints is not None:
-        return TWO_ANCHORS
-    return ""
-
-
 def _ahaCommand(parameters: CMRSynthesisParameterNode, workdir: Path) -> tuple:
     """The masks on the map's grid; placed insertion points in RAS in the map's own frame."""
     values = parameters.inputVolume
-    options = {
-        "myocardium": _writeMask(parameters.myocardiumNode, values, workdir / "myocardium.nrrd"),
-        "map": mrml.write_node_to_file(values, workdir / "map.nrrd"),
-        "blood": _writeMask(parameters.bloodNode, values, workdir / "blood.nrrd"),
-        "rv": _writeMask(parameters.rvNode, values, workdir / "rv.nrrd"),
-        **_insertionPointOptions(parameters.insertionPoints, values),
-        "quantity": parameters.quantity.value,
-        "allow_missing": parameters.allowMissing,
-        "out_dir": workdir / "aha",
-    }
-    return "aha", options
+    return analysis_tasks.aha_command(
+        workdir, values=mrml.write_node_to_file(values, workdir / "map.nrrd"),
+        myocardium=_writeMask(parameters.myocardiumNode, values, workdir / "myocardium.nrrd"),
+        blood=_writeMask(parameters.bloodNode, values, workdir / "blood.nrrd"),
+        rv=_writeMask(parameters.rvNode, values, workdir / "rv.nrrd"),
+        points=_insertionPoints(parameters.insertionPoints, values), quantity=parameters.quantity.value,
+        allow_missing=parameters.allowMissing)
 
 
-def _importAha(run: _Run, result: Result, outcome: Outcome) -> None:
+def _importAha(run: "_Run", result: Result, outcome: Outcome) -> None:
     """The 16 named AHA segments as a segmentation over the map, the per-segment values as a table node and the
     bullseye picture as an image node, laid out in a table view; the CSV / JSON table and the bullseye PNG are
     copied to a kept folder."""
@@ -1269,42 +1081,29 @@ def _importAha(run: _Run, result: Result, outcome: Outcome) -> None:
 
 
 def _strainMissing(parameters: CMRSynthesisParameterNode) -> str:
-    """A cine of two frames or more, one way of anchoring the segments, ED / ES frames within the cine."""
-    sequence = parameters.cineSequence
-    if sequence is None:
-        return CHOOSE_CINE
-    frames = sequence.GetNumberOfDataNodes()
-    if frames < 2:
-        return f"The cine '{sequence.GetName()}' has {frames} frame(s): strain needs the motion between frames."
-    if parameters.rvNode is not None and parameters.insertionPoints is not None:
-        return TWO_ANCHORS
-    for phase, frame in (("ED", parameters.edFrame), ("ES", parameters.esFrame)):
-        if frame > frames:
-            return f"The {phase} frame {frame} is past the cine's last frame ({frames})."
-    return ""
+    cine = parameters.cineSequence
+    return analysis_tasks.strain_missing(
+        None if cine is None else cine.GetName(), 0 if cine is None else cine.GetNumberOfDataNodes(),
+        rv=parameters.rvNode, points=parameters.insertionPoints, ed=parameters.edFrame, es=parameters.esFrame)
 
 
 def _strainCommand(parameters: CMRSynthesisParameterNode, workdir: Path) -> tuple:
     """The cine as a 4D file with its trigger times; the masks (at ED) on the cine's grid; placed insertion points
-    in RAS in the frame of the cine's proxy volume. The panel counts frames from 1, the command from 0."""
+    in RAS in the frame of the cine's proxy volume."""
     sequence = parameters.cineSequence
     grid = sequence.GetNthDataNode(0)
     browser = mrml.sequence_browser(slicer.mrmlScene, sequence, create=False)
     shown = browser.GetProxyNode(sequence) if browser is not None else grid
-    options = {
-        "cine": _writeCine(parameters, workdir / "cine.nii"),
-        "myocardium": _writeMask(parameters.myocardiumNode, grid, workdir / "myocardium.nrrd"),
-        "blood": _writeMask(parameters.bloodNode, grid, workdir / "blood.nrrd"),
-        "rv": _writeMask(parameters.rvNode, grid, workdir / "rv.nrrd"),
-        **_insertionPointOptions(parameters.insertionPoints, shown),
-        "ed": parameters.edFrame - 1 if parameters.edFrame else None,
-        "es": parameters.esFrame - 1 if parameters.esFrame else None,
-        "out_dir": workdir / "strain",
-    }
-    return "strain", options
+    return analysis_tasks.strain_command(
+        workdir, cine=mrml.write_cine_to_file(sequence, workdir / "cine.nii",
+                                              frame_interval_ms=parameters.frameInterval or None),
+        myocardium=_writeMask(parameters.myocardiumNode, grid, workdir / "myocardium.nrrd"),
+        blood=_writeMask(parameters.bloodNode, grid, workdir / "blood.nrrd"),
+        rv=_writeMask(parameters.rvNode, grid, workdir / "rv.nrrd"),
+        points=_insertionPoints(parameters.insertionPoints, shown), ed=parameters.edFrame, es=parameters.esFrame)
 
 
-def _importStrain(run: _Run, result: Result, outcome: Outcome) -> None:
+def _importStrain(run: "_Run", result: Result, outcome: Outcome) -> None:
     """The circumferential strain map (in %) as a sequence that plays with the cine, over it, in its colour map
     and with no colour where it has no value; the global and per-segment curves as a table and a plot; the peak
     strains per segment as a table; the bullseye picture (with segments only); the tables and the chart laid out in
@@ -1320,155 +1119,43 @@ def _importStrain(run: _Run, result: Result, outcome: Outcome) -> None:
     mrml.hide_nan_voxels(shown)
     browser = mrml.sequence_browser(scene, cine)
     mrml.show_overlay(scene, browser.GetProxyNode(cine), shown, OVERLAY_OPACITY)
-    rows = _strainCurveRows(summary)
+    rows = analysis_tasks.strain_curve_rows(summary)
     curves = mrml.add_table_node(scene, rows, f"{name} strain curves")
-    x = "time (ms)" if "time (ms)" in rows[0] else "frame"
-    strains = [column for column in rows[0] if column.endswith("(%)")]
+    x, strains = analysis_tasks.strain_chart_columns(rows)
     outcome.nodes = {
         "circumferential": sequence,
         "curves": curves,
         "chart": mrml.add_plot_chart(scene, curves, x, strains, f"{name} strain", x_title=x,
-                                     y_title="Green-Lagrange strain (%)", emphasised=GLOBAL_STRAIN_CURVES),
-        "peaks": mrml.add_table_node(scene, _strainPeakRows(summary), f"{name} peak strain"),
+                                     y_title="Green-Lagrange strain (%)",
+                                     emphasised=analysis_tasks.GLOBAL_STRAIN_CURVES),
+        "peaks": mrml.add_table_node(scene, analysis_tasks.strain_peak_rows(summary), f"{name} peak strain"),
     }
     if "bullseye" in result.outputs:
         outcome.nodes["bullseye"] = mrml.add_image_node(scene, mrml.rgb_from_png(result.outputs["bullseye"]),
                                                         f"{name} strain bullseye")
     outcome.views = (outcome.nodes["peaks"], outcome.nodes.get("bullseye"), outcome.nodes["chart"])
-    peaks = (f"Global peak circumferential strain {100.0 * summary['global_peak_circumferential_strain']:.1f} %, "
-             f"radial {100.0 * summary['global_peak_radial_strain']:.1f} % (ED frame {summary['ed_frame'] + 1}, "
-             f"ES frame {summary['es_frame'] + 1}).")
     kept = [result.outputs[key] for key in ("json", "curves", "bullseye") if key in result.outputs]
     outcome.folder, where = _keepFiles(kept, f"{name} strain", "strain.json and the figures (PNG)")
-    outcome.message = f"{peaks} {where}"
+    outcome.message = f"{analysis_tasks.strain_sentence(summary)} {where}"
 
 
 # ---- helpers -----------------------------------------------------------------------------------------------------
 
 
-def _writeCine(parameters: CMRSynthesisParameterNode, path: Path) -> Path:
-    """The cine sequence written as a 4D file with its trigger times (from the index, else the frame interval)."""
-    from CMRSynthesisLib.io import write_cine
-
-    return write_cine(mrml.cine_from_sequence_node(parameters.cineSequence,
-                                                   frame_interval_ms=parameters.frameInterval or None), path)
-
-
-def _insertionPointOptions(points, reference) -> dict:
-    """The --insertion-points and --points-space options of two placed points (RAS, in `reference`'s frame)."""
-    if points is None:
-        return {"insertion_points": None, "points_space": None}
-    text = ";".join(",".join(f"{coordinate:.3f}" for coordinate in point)
-                    for point in mrml.control_points_ras(points, reference, count=2))
-    return {"insertion_points": text, "points_space": "ras"}
-
-
-def _strainCurveRows(summary: dict) -> list:
-    """One row per frame of strain.json's curves: the frame (from 1), its trigger time when known, and the global
-    circumferential and radial and each segment's circumferential strain in %."""
-    curves = summary["curves"]
-    times = curves.get("trigger_time_ms")
-    segments = [segment for segment in summary.get("segments") or [] if not segment["missing"]]
-    rows = []
-    for index, frame in enumerate(curves["frame"]):
-        row = {"frame": frame + 1, **({"time (ms)": times[index]} if times is not None else {})}
-        for column, key in zip(GLOBAL_STRAIN_CURVES, ("global_circumferential", "global_radial")):
-            row[column] = 100.0 * curves[key][index]
-        for segment in segments:
-            row[f"{segment['segment']} {segment['name']} (%)"] = 100.0 * segment["circumferential_curve"][index]
-        rows.append(row)
-    return rows
-
-
-def _strainPeakRows(summary: dict) -> list:
-    """The global row, then one per AHA segment of strain.json: core voxels, peak circumferential and radial strain
-    (%) and the frames (from 1) of the peaks; a segment without myocardium has empty values."""
-    def percent(value: Optional[float]) -> Optional[float]:
-        return None if value is None else 100.0 * value
-
-    def number(frame: Optional[int]) -> Optional[int]:
-        return None if frame is None else frame + 1
-
-    rows = [{"region": "global", "voxels": summary["core_voxels"],
-             "peak circumferential (%)": percent(summary["global_peak_circumferential_strain"]),
-             "peak circumferential frame": number(summary["global_peak_circumferential_frame"]),
-             "peak radial (%)": percent(summary["global_peak_radial_strain"]),
-             "peak radial frame": number(summary["global_peak_radial_frame"])}]
-    for segment in summary.get("segments") or []:
-        rows.append({"region": f"{segment['segment']} {segment['name']}", "voxels": segment["n"],
-                     "peak circumferential (%)": percent(segment["peak_circumferential"]),
-                     "peak circumferential frame": number(segment["peak_circumferential_frame"]),
-                     "peak radial (%)": percent(segment["peak_radial"]),
-                     "peak radial frame": number(segment["peak_radial_frame"])})
-    return rows
-
-
-def _indexInversionTimes(sequence: Optional[vtkMRMLSequenceNode]) -> str:
-    """A sequence's index values ("100,180,...") when its index is the inversion time in ms; else empty."""
-    if sequence is None or "inversion" not in sequence.GetIndexName().lower() or sequence.GetIndexUnit() not in (
-            "", "ms"):
-        return ""
-    return ",".join(sequence.GetNthIndexValue(index) for index in range(sequence.GetNumberOfDataNodes()))
+def _insertionPoints(points, reference):
+    """The two placed RV insertion points in RAS in `reference`'s frame, as rows; None for none."""
+    return None if points is None else mrml.control_points_ras(points, reference, count=2)
 
 
 def _writeMask(node, referenceNode: vtkMRMLScalarVolumeNode, path: Path) -> Optional[Path]:
     """The mask of a segmentation or labelmap node on the reference volume's grid, written to `path`; None for none."""
-    from CMRSynthesisLib.io import write_volume
-
-    return None if node is None else write_volume(mrml.volume_from_roi(node, referenceNode), path)
+    return None if node is None else mrml.write_mask_to_file(node, referenceNode, path)
 
 
 def _keepFiles(paths: list, title: str, what: str) -> tuple:
-    """Copy result files into a new folder "<title> <date time>" under Slicer's default scene folder / KEPT_FOLDER
-    (the temporary folder goes after import); " (2)", " (3)", ... is added when a run of the same second has that
-    folder. Returns (folder, a sentence saying where `what` was saved), or (None, why not)."""
-    name = re.sub(r'[\\/:*?"<>|]+', "_", f"{title} {time.strftime('%Y-%m-%d %H%M%S')}")
-    folder = Path(slicer.app.defaultScenePath) / KEPT_FOLDER / name
-    number = 1
-    while folder.exists():
-        number += 1
-        folder = folder.with_name(f"{name} ({number})")
-    try:
-        folder.mkdir(parents=True)
-        for path in paths:
-            shutil.copy2(path, folder / Path(path).name)
-    except OSError as error:
-        return None, f"{what} could not be saved: {error}"
-    return folder, f"{what} saved in {folder}."
-
-
-def _requirementLines() -> list:
-    lines = Path(resourcePath("requirements.txt")).read_text().splitlines()
-    return [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
-
-
-def _pythonTooOld() -> str:
-    """What to install when this Slicer's Python is older than PYTHON_REQUIRED; empty when it is new enough."""
-    if sys.version_info >= PYTHON_REQUIRED:
-        return ""
-    required = ".".join(map(str, PYTHON_REQUIRED))
-    return (f"Slicer 5.10 or later (its packages need Python {required} or newer; this Slicer has Python "
-            f"{platform.python_version()})")
-
-
-def _unmetRequirement(requirement: str) -> Optional[str]:
-    """`requirement` (a pip requirement line) with the reason, when no installed version satisfies it; else None."""
-    parsed = Requirement(requirement)
-    try:
-        installed = importlib.metadata.version(parsed.name)
-    except importlib.metadata.PackageNotFoundError:
-        return f"{requirement} (not installed)"
-    return None if parsed.specifier.contains(installed, prereleases=True) else f"{requirement} (found {installed})"
-
-
-def _installedVersions(names) -> dict:
-    versions = {}
-    for name in names:
-        try:
-            versions[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            pass
-    return versions
+    """Copy result files into a new folder under Slicer's default scene folder / KEPT_FOLDER (see
+    analysis_tasks.keep_files): (folder or None, a sentence saying where `what` was saved, or why not)."""
+    return analysis_tasks.keep_files(paths, Path(slicer.app.defaultScenePath) / KEPT_FOLDER, title, what)
 
 
 def _pythonExecutable() -> str:

@@ -17,6 +17,7 @@ import vtk
 from vtk.util import numpy_support
 
 from .errors import InputError
+from .method_tasks import display_name  # how identifiers read for the user (label names)
 from .volume import Volume
 
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])  # its own inverse: also RAS -> LPS
@@ -294,6 +295,30 @@ def write_node_to_file(node, path: str | Path, *, protected: Iterable[str | Path
     return write_volume(volume_from_node(node), path, protected=protected)
 
 
+def write_mask_to_file(roi_node, reference_volume_node, path: str | Path) -> Path:
+    """Write the mask of a segmentation or labelmap node on the reference volume's grid (see volume_from_roi) to NRRD
+    / NIfTI (chosen by the suffix); returns the path."""
+    from .io import write_volume
+
+    return write_volume(volume_from_roi(roi_node, reference_volume_node), path)
+
+
+def write_cine_to_file(sequence_node, path: str | Path, *, frame_interval_ms: float | None = None) -> Path:
+    """Write a volume sequence as a 4D cine file with its trigger times (see cine_from_sequence_node and
+    io.write_cine: a trigger-time sidecar beside it); returns the path."""
+    from .io import write_cine
+
+    return write_cine(cine_from_sequence_node(sequence_node, frame_interval_ms=frame_interval_ms), path)
+
+
+def inversion_times_from_index(sequence_node) -> str:
+    """A sequence's index values as comma-separated text ("100,180,...") when its index is the inversion time in ms
+    (its name holds "inversion", its unit is ms or none); else empty."""
+    if "inversion" not in sequence_node.GetIndexName().lower() or sequence_node.GetIndexUnit() not in ("", "ms"):
+        return ""
+    return ",".join(sequence_node.GetNthIndexValue(index) for index in range(sequence_node.GetNumberOfDataNodes()))
+
+
 def _vtk_compatible(array: np.ndarray, name: str) -> np.ndarray:
     """A C-contiguous array of a type VTK renders: bool -> uint8, 64-bit integers -> int32 (range-checked)."""
     if array.dtype == bool:
@@ -548,18 +573,6 @@ def _label_colours(scene, names: Sequence[str], name: str):
 
 
 # --- results of a registered method (panel)
-
-NAME_WORDS = {"lge": "LGE", "roi": "ROI", "ddim": "DDIM", "ddpm": "DDPM", "ed": "ED", "es": "ES", "lv": "LV",
-              "rv": "RV", "sd": "SD", "t1": "T1", "t2": "T2", "t2w": "T2w", "bssfp": "bSSFP", "molli": "MOLLI",
-              "ecv": "ECV"}
-"""How the words of an identifier read in names shown to the user (see display_name); other words stay as written."""
-
-
-def display_name(identifier: str) -> str:
-    """An identifier (a role, option, setting or label name) as the user reads it: lv_blood -> "LV blood",
-    roi_label -> "ROI label", ddim_steps -> "DDIM steps"."""
-    text = " ".join(NAME_WORDS.get(word, word) for word in identifier.split("_"))
-    return text[:1].upper() + text[1:]
 
 
 def add_method_outputs(scene, outputs: Sequence, volumes: Mapping[str, Volume], inputs: Mapping[str, object],

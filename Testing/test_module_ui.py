@@ -45,8 +45,10 @@ from PySide6.QtWidgets import (
 
 from CMRSynthesisLib import mrml, mrml_checks
 from CMRSynthesisLib.analysis.ecv import HAEMATOCRIT_RANGE
+from CMRSynthesisLib.analysis_tasks import GLOBAL_STRAIN_CURVES, TWO_ANCHORS
 from CMRSynthesisLib.cli import build_parser, main
 from CMRSynthesisLib.io import read_cine, read_volume, write_cine, write_volume
+from CMRSynthesisLib.method_tasks import CHOOSE_CINE
 from CMRSynthesisLib.methods import registry
 from CMRSynthesisLib.methods.registry import (
     CheckpointRole,
@@ -462,7 +464,7 @@ def test_cine_strain_applies_only_with_its_inputs(module, widget, scene):
     parameters.cineSequence = _cine(scene, 3)
     assert _apply(widget) == (True, "Run the task")  # the masks are optional: the cine segmenter finds them
     parameters.rvNode, parameters.insertionPoints = _labelmap(scene, "RV"), _points(scene, (0, 0, 0), (1, 1, 1))
-    assert _apply(widget) == (False, module.TWO_ANCHORS)
+    assert _apply(widget) == (False, TWO_ANCHORS)
     parameters.rvNode = None
     parameters.edFrame, parameters.esFrame = 3, 4
     assert _apply(widget) == (False, "The ES frame 4 is past the cine's last frame (3).")
@@ -477,7 +479,7 @@ def test_cine_segmentation_applies_with_a_cine(module, widget, scene):
     parameters = widget._parameterNode
     parameters.task = "cine_segmentation"
     enabled, why = _apply(widget)
-    assert not enabled and why == module.CHOOSE_CINE
+    assert not enabled and why == CHOOSE_CINE
     parameters.cineSequence = _cine(scene, 1)  # a single frame is segmented as one frame
     parameters.rvNode, parameters.insertionPoints = _labelmap(scene, "RV"), _points(scene, (0, 0, 0), (1, 1, 1))
     assert _apply(widget) == (True, "Run the task")
@@ -633,12 +635,12 @@ def test_strain_results_come_back_as_nodes(module, scene, tmp_path):
     curves = nodes["curves"]
     assert curves.GetNumberOfRows() == 3 and curves.GetColumnName(0) == "frame"
     assert curves.GetCellText(2, 0) == "3" and float(curves.GetCellText(2, 1)) == 80.0
-    global_circumferential = curves.GetTable().GetColumnByName(module.GLOBAL_STRAIN_CURVES[0])
+    global_circumferential = curves.GetTable().GetColumnByName(GLOBAL_STRAIN_CURVES[0])
     assert global_circumferential.GetValue(1) == pytest.approx(100.0 * summary["curves"]["global_circumferential"][1])
     chart = nodes["chart"]
     series = [chart.GetNthPlotSeriesNode(index).GetName() for index in range(chart.GetNumberOfPlotSeriesNodes())]
     present = [row for row in summary["segments"] if not row["missing"]]
-    assert series[:2] == list(module.GLOBAL_STRAIN_CURVES) and len(series) == 2 + len(present) > 2
+    assert series[:2] == list(GLOBAL_STRAIN_CURVES) and len(series) == 2 + len(present) > 2
     assert chart.GetNthPlotSeriesNode(0).GetXColumnName() == "time (ms)"
     peaks = nodes["peaks"]
     assert peaks.GetNumberOfRows() == 17 and peaks.GetCellText(0, 0) == "global"
@@ -1046,7 +1048,7 @@ def test_every_input_kind_gets_its_widget_and_flag(module, widget, scene, tmp_pa
         assert not {f"{key}.cine", f"{key}.molli", f"{key}.steps"} & shown
         assert "outputsCollapsibleButton" not in shown  # the main result is cine-shaped
         parameters = widget._parameterNode
-        assert _apply(widget) == (False, module.CHOOSE_CINE)
+        assert _apply(widget) == (False, CHOOSE_CINE)
         parameters.cineSequence = _cine(scene, 3)
         assert _apply(widget) == (True, "Run the task")
         parameters.molliSequence = mrml_checks.add_test_sequence(scene)
