@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from monai.networks.nets import BasicUNet, DiffusionModelUNet, UNet
+from monai.networks.nets import BasicUNet, DiffusionModelUNet, PatchDiscriminator, UNet
 
 from ..errors import CheckpointError
 
@@ -17,6 +17,7 @@ NETWORKS: dict[str, type[torch.nn.Module]] = {
     "DiffusionModelUNet": DiffusionModelUNet,
     "UNet": UNet,
     "BasicUNet": BasicUNet,
+    "PatchDiscriminator": PatchDiscriminator,
 }
 
 

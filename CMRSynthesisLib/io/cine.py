@@ -224,7 +224,7 @@ def write_cine(cine: Volume, path: str | Path, *, protected: Iterable[str | Path
     record: dict[str, Any] = {"trigger_times_ms": times}
     if interval is not None:
         record["frame_interval_ms"] = interval
-    for key in ("rr_interval_ms", "trigger_times_by_slice_ms"):
+    for key in ("rr_interval_ms", "trigger_times_by_slice_ms", "field_strength_t"):
         if cine.metadata.get(key) is not None:
             record[key] = np.asarray(cine.metadata[key], dtype=float).tolist()
     tag = uuid.uuid4().hex[:12]
@@ -302,7 +302,20 @@ def _read_dicom(path: str | Path | Sequence[str | Path], frame_interval_ms: floa
         metadata["rr_interval_ms"] = rr
     if first.units:
         metadata["units"] = first.units
+    field = _field_strength(first.header.get("magnetic_field_strength"))
+    if field is not None:
+        metadata["field_strength_t"] = field
     return Volume(array, geometry["spacing"], geometry["origin"], geometry["direction"], metadata)
+
+
+def _field_strength(value: str | None) -> float | None:
+    """MagneticFieldStrength (T) as a number; None when absent or not a plausible field (0.1-12 T: some scanners
+    write gauss or nothing)."""
+    try:
+        field = float(value) if value is not None else None
+    except ValueError:
+        return None
+    return field if field is not None and 0.1 <= field <= 12.0 else None
 
 
 def _normal(frame: Frame) -> np.ndarray:
@@ -543,7 +556,7 @@ def _frame_times(slices: list[_Slice], frame_interval_ms: float | None, partial:
     else:
         where = "the phases present are a partial cine" if partial and expected else f"no {tag_name('NominalInterval')}"
         raise InputError(f"no usable trigger times: {problem}; {where}, so the frames cannot be timed; give "
-                         "frame_interval_ms (the time between frames, in ms)")
+                         "the time between frames in ms (--frame-interval-ms; frame_interval_ms in Python)")
     note = f"{problem}: the frames were ordered by {order} and {how}"
     return times, rr, f"fallback: ordered by {order}, {how}", [note]
 
@@ -699,14 +712,15 @@ def _read_file(path: Path, frame_interval_ms: float | None) -> Volume:
     else:
         raise InputError(f"{path}: the file states no frame timing (NIfTI pixdim[4] with a time unit in xyzt_units, an "
                          f"NRRD time axis, or a sidecar {sidecar.name} with \"trigger_times_ms\" or "
-                         "\"frame_interval_ms\"); give frame_interval_ms (the time between frames, in ms)")
+                         "\"frame_interval_ms\"); give the time between frames in ms (--frame-interval-ms; "
+                         "frame_interval_ms in Python)")
     if frame_interval_ms is not None and source != "the frame interval given":
         notes.append(f"the frame interval given ({frame_interval_ms:g} ms) was not used: {source} times the frames")
     if len(times) != count:
         raise InputError(f"{path}: {source} gives {len(times)} trigger time(s) for the file's {count} frame(s)")
     metadata = {**volume.metadata, "trigger_times_ms": [float(time) for time in times], "time_source": source,
                 "notes": notes, "skipped": []}
-    for key in ("rr_interval_ms", "trigger_times_by_slice_ms"):
+    for key in ("rr_interval_ms", "trigger_times_by_slice_ms", "field_strength_t"):
         if record.get(key) is not None:
             metadata[key] = record[key]
     return Volume(volume.array, volume.spacing, volume.origin, volume.direction, metadata)
@@ -714,7 +728,8 @@ def _read_file(path: Path, frame_interval_ms: float | None) -> Volume:
 
 def _read_sidecar(path: Path) -> dict[str, Any]:
     """The cine keys of a JSON sidecar, checked: "trigger_times_ms" (numbers), "frame_interval_ms" and
-    "rr_interval_ms" (positive numbers), "trigger_times_by_slice_ms" (lists of numbers)."""
+    "rr_interval_ms" (positive numbers), "trigger_times_by_slice_ms" (lists of numbers), and the field strength in
+    tesla as "field_strength_t" (ours) or "MagneticFieldStrength" (BIDS) -> "field_strength_t"."""
     try:
         record = json.loads(path.read_text())
     except (OSError, ValueError) as err:
@@ -735,6 +750,12 @@ def _read_sidecar(path: Path) -> dict[str, Any]:
                 checked[key] = np.asarray(value, dtype=float).tolist()
             except (TypeError, ValueError) as err:
                 raise InputError(f"{path}: \"{key}\" must hold numbers (ms); got {value!r}") from err
+    for key in ("field_strength_t", "MagneticFieldStrength"):  # ours, and a BIDS sidecar's (dcm2niix)
+        value = record.get(key)
+        if value is not None and "field_strength_t" not in checked:
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.1 <= value <= 12.0:
+                raise InputError(f"{path}: \"{key}\" must be a field strength in tesla; got {value!r}")
+            checked["field_strength_t"] = float(value)
     return checked
 
 

@@ -151,7 +151,8 @@ def read_frames(path: Path, dataset: pydicom.Dataset) -> list[Frame]:
                          "the frames cannot be placed")
     pixels = _decode(dataset, path, count)
     header = {"modality": dataset.get("Modality"), "series_description": dataset.get("SeriesDescription"),
-              "series_instance_uid": dataset.get("SeriesInstanceUID")}
+              "series_instance_uid": dataset.get("SeriesInstanceUID"),
+              "magnetic_field_strength": dataset.get("MagneticFieldStrength")}
     header = {key: str(value) if value is not None else None for key, value in header.items()}
     rescale_type = _lookup(dataset, 0, "RescaleType", "PixelValueTransformationSequence")
     units = str(rescale_type) if rescale_type not in (None, "US") else None

@@ -1,0 +1,326 @@
+"""T1Diff: a native T1 map synthesised from a cine (paper 004, "T1Diff: Cardiac T1 Mapping Synthesis from Cine MRI
+based on Diffusion Model").
+
+Per short-axis slice, on a square LV crop (`crop_size` pixels of `pixel_mm`, centred on the LV found by the cine
+segmenter at ED):
+- the cine frames, resampled in time to `frames` phases from ED over one heartbeat and percentile-normalised, feed the
+  **modality encoder** E_m (a U-Net) whose feature maps are c_mod (paper: "Modality Encoder");
+- the **anatomical structure encoder** E_a is the shipped cine segmenter (frozen; the paper uses GF-UNet and says any
+  anatomical encoder serves): its class probabilities at ED (a_d) and ES (a_s) give the morphokinetic condition
+  c_mor = [a_d, a_s - a_d] (the change of anatomy from ED to ES, i.e. the wall's motion);
+- the disentangled conditions [c_mod, c_mor] and the field strength (a constant channel: native T1 depends on B0)
+  are concatenated with x_t at the input of a conditional pixel DDPM (MONAI DiffusionModelUNet), T = 1000, trained
+  with the epsilon loss (paper eq. 6) on T1 maps scaled to [-1, 1] (T1 / T1_SCALE_MS * 2 - 1).
+Sampling starts from pure noise: DDPM through every step as the paper, or DDIM (faster). k samples per slice run as
+one batch; the result is their mean and the per-voxel SD, in ms, pasted back onto the cine's grid (the crop resampled
+to the input pixels); voxels outside the crop hold 0 (no value). Each slice draws from its own generator (seed,
+slice position).
+
+Two other variants share this module and checkpoint format (config "variant") so the evaluation compares them on
+equal terms: "raw_ddpm", the paper's ablation "DDPM w/o Dis C" (the same DDPM conditioned on the raw cine frames, no
+encoders), and "pix2pix", the baseline of Isola et al. 2017 (a U-Net generator from the raw frames, trained with L1
+and a PatchGAN).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from scipy import ndimage
+
+from ..analysis.cardiac_phases import blood_pool_volumes_ml, ed_es_frames
+from ..checkpoints import load_checkpoint, shipped_checkpoint
+from ..device import check_seed, resolve_device, slice_generator
+from ..diffusion.conditioning import Condition
+from ..diffusion.model import DiffusionModel
+from ..diffusion.networks import build_network, load_weights
+from ..diffusion.samplers import SAMPLERS, sample, timestep_pairs
+from ..errors import CheckpointError, InputError
+from ..progress import Progress, report
+from ..volume import Volume
+from .cine_segmentation import CineSegmenter
+from .registry import CheckpointRole, InputRole, MethodSpec, Option, OutputRole, Sampling
+
+METHOD = "t1_from_cine"
+SHIPPED_CHECKPOINT = "t1_from_cine"
+SHIPPED_SEGMENTER = "cine_segmenter"
+VARIANTS = ("t1diff", "raw_ddpm", "pix2pix")
+T1_SCALE_MS = 2500.0  # T1 in [0, T1_SCALE_MS] ms maps onto [-1, 1]
+ANATOMY_CHANNELS = 8  # segmenter probabilities at ED (4) and their change to ES (4)
+FIELD_STRENGTHS_T = (1.5, 3.0)
+PERCENTILES = (1.0, 99.0)
+
+
+def field_channel(field_strength_t: float) -> float:
+    """The field-strength condition's value: -1 at 1.5 T, +1 at 3 T (linear in between)."""
+    return (float(field_strength_t) - 2.25) / 0.75
+
+
+def to_unit(t1_ms: np.ndarray) -> np.ndarray:
+    """T1 in ms -> the model's [-1, 1] scale (clipped to [0, T1_SCALE_MS] ms first)."""
+    return np.clip(t1_ms, 0.0, T1_SCALE_MS) / T1_SCALE_MS * 2.0 - 1.0
+
+
+def to_ms(unit: np.ndarray) -> np.ndarray:
+    """The model's [-1, 1] scale -> T1 in ms."""
+    return (np.asarray(unit) + 1.0) / 2.0 * T1_SCALE_MS
+
+
+class LVCrop:
+    """A square crop of `size` pixels of `pixel_mm` centred at `centre` (row, column; input pixel units) of a slice
+    with pixel spacing spacing_yx (mm): `extract` resamples images onto it (bilinear), `paste` resamples a crop back
+    onto the slice's pixels (bilinear; 0 outside the crop)."""
+
+    def __init__(self, centre: Sequence[float], spacing_yx: Sequence[float], size: int, pixel_mm: float) -> None:
+        self.centre = np.asarray(centre, dtype=float)
+        self.spacing = np.asarray(spacing_yx, dtype=float)
+        self.size, self.pixel_mm = int(size), float(pixel_mm)
+
+    def extract(self, images: np.ndarray) -> np.ndarray:
+        """(..., y, x) slice images -> (..., size, size) float32 on the crop grid (edge values beyond the slice)."""
+        offsets = (np.arange(self.size) - (self.size - 1) / 2.0) * self.pixel_mm
+        rows = self.centre[0] + offsets / self.spacing[0]
+        cols = self.centre[1] + offsets / self.spacing[1]
+        grid = np.meshgrid(rows, cols, indexing="ij")
+        flat = np.asarray(images, dtype=np.float32).reshape(-1, *np.shape(images)[-2:])
+        out = np.stack([ndimage.map_coordinates(image, grid, order=1, mode="nearest") for image in flat])
+        return out.reshape(*np.shape(images)[:-2], self.size, self.size)
+
+    def paste(self, crop: np.ndarray, shape_yx: Sequence[int]) -> np.ndarray:
+        """A (size, size) crop back on a slice of shape_yx pixels (float32; 0 outside the crop)."""
+        rows, cols = np.mgrid[:shape_yx[0], :shape_yx[1]].astype(float)
+        crop_rows = (rows - self.centre[0]) * self.spacing[0] / self.pixel_mm + (self.size - 1) / 2.0
+        crop_cols = (cols - self.centre[1]) * self.spacing[1] / self.pixel_mm + (self.size - 1) / 2.0
+        inside = (crop_rows >= 0) & (crop_rows <= self.size - 1) & (crop_cols >= 0) & (crop_cols <= self.size - 1)
+        values = ndimage.map_coordinates(np.asarray(crop, dtype=np.float32), [crop_rows, crop_cols], order=1,
+                                         mode="nearest")
+        return np.where(inside, values, 0.0).astype(np.float32)
+
+
+def cycle_frames(frames: np.ndarray, ed_frame: int, count: int) -> np.ndarray:
+    """`count` phases over one heartbeat from ED, linearly interpolated between the cine's frames (the cine read as
+    periodic): (t, ...) -> (count, ...) float32."""
+    total = frames.shape[0]
+    positions = ed_frame + np.arange(count) * total / count
+    low = np.floor(positions).astype(int)
+    weight = (positions - low).reshape(-1, *([1] * (frames.ndim - 1)))
+    return ((1.0 - weight) * frames[low % total] + weight * frames[(low + 1) % total]).astype(np.float32)
+
+
+def normalise_frames(frames: np.ndarray) -> np.ndarray:
+    """Cine crops (count, y, x) scaled together to [0, 1] by their PERCENTILES (any intensity scale)."""
+    low, high = np.percentile(frames, PERCENTILES)
+    return np.clip((frames - low) / max(float(high - low), 1e-6), 0.0, 1.0).astype(np.float32)
+
+
+def lv_centre(labels: np.ndarray) -> tuple[float, float] | None:
+    """(row, column) centroid of the LV (blood pool and myocardium: segmenter labels 1 and 2) of a 2D label map; None
+    when the slice holds no LV."""
+    lv = (labels == 1) | (labels == 2)
+    return tuple(float(v) for v in ndimage.center_of_mass(lv)) if lv.any() else None
+
+
+def slice_conditions(variant: str, phases: int, frames: np.ndarray, probabilities_ed: np.ndarray,
+                     probabilities_es: np.ndarray, crop: LVCrop, ed_frame: int, field_strength_t: float
+                     ) -> dict[str, np.ndarray]:
+    """The condition arrays of one slice on its crop for `variant`: "phases" (phases, S, S), "anatomy" (8, S, S:
+    segmenter probabilities at ED and their change to ES; t1diff only), "field" (1, S, S). frames: the slice's cine
+    (t, y, x); probabilities at ED / ES: (4, y, x) from the cine segmenter."""
+    values = {"phases": normalise_frames(crop.extract(cycle_frames(frames, ed_frame, phases))),
+              "field": np.full((1, crop.size, crop.size), field_channel(field_strength_t), np.float32)}
+    if variant == "t1diff":
+        ed, es = crop.extract(probabilities_ed), crop.extract(probabilities_es)
+        values["anatomy"] = np.concatenate([ed, es - ed]).astype(np.float32)
+    return {condition.name: values[condition.name] for condition in conditions_of(variant)}
+
+
+class T1DiffNetwork(torch.nn.Module):
+    """The T1Diff denoiser: the modality encoder E_m applied to the cine-phase channels of the condition, its features
+    c_mod concatenated with x_t, the morphokinetic condition c_mor and the field channel, into a DiffusionModelUNet.
+
+    forward(x (B, 1 + frames + ANATOMY_CHANNELS + 1, y, x), timesteps (B,)) -> predicted noise (B, 1, y, x); the
+    input's channels are [x_t, cine phases, c_mor, field] as `DiffusionModel` concatenates them.
+    """
+
+    def __init__(self, modality_encoder: torch.nn.Module, denoiser: torch.nn.Module, frames: int) -> None:
+        super().__init__()
+        self.modality_encoder, self.denoiser, self.frames = modality_encoder, denoiser, int(frames)
+
+    def forward(self, x: torch.Tensor, timesteps: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
+        x_t, phases, rest = x[:, :1], x[:, 1:1 + self.frames], x[:, 1 + self.frames:]
+        return self.denoiser(torch.cat([x_t, self.modality_encoder(phases), rest], dim=1), timesteps)
+
+
+def build_model(config: dict[str, Any]) -> torch.nn.Module:
+    """The network of a checkpoint config by its "variant": "t1diff" (T1DiffNetwork from "modality_encoder" and
+    "denoiser" network configs), "raw_ddpm" ("denoiser"), "pix2pix" ("generator"); each a MONAI class config for
+    `build_network`. CheckpointError for an unknown variant or config."""
+    variant = config.get("variant")
+    if variant == "t1diff":
+        return T1DiffNetwork(build_network(config["modality_encoder"]), build_network(config["denoiser"]),
+                             int(config["frames"]))
+    if variant == "raw_ddpm":
+        return build_network(config["denoiser"])
+    if variant == "pix2pix":
+        return build_network(config["generator"])
+    raise CheckpointError(f"unknown T1-from-cine variant {variant!r}; known: {VARIANTS}")
+
+
+def conditions_of(variant: str) -> tuple[Condition, ...]:
+    """The conditions a variant's denoiser takes, in channel order: the cine phases, c_mor (t1diff only) and the
+    field channel, all concatenated."""
+    names = ("phases", "anatomy", "field") if variant == "t1diff" else ("phases", "field")
+    return tuple(Condition(name, "concat") for name in names)
+
+
+class T1FromCine:
+    """Native T1 maps from a cine with a trained T1Diff (or baseline) checkpoint and the cine segmenter.
+
+    config keys: variant, frames (cine phases), crop_size (pixels), pixel_mm, schedule (diffusion variants), the
+    network configs (`build_model`).
+    """
+
+    name = METHOD
+    REQUIRED_CONFIG = ("variant", "frames", "crop_size", "pixel_mm")
+
+    def __init__(self, network: torch.nn.Module, config: dict[str, Any], segmenter: CineSegmenter,
+                 device: torch.device) -> None:
+        missing = [key for key in self.REQUIRED_CONFIG if key not in config]
+        if missing:
+            raise CheckpointError(f"the T1-from-cine checkpoint config lacks {', '.join(missing)}")
+        self.config, self.segmenter, self.device = config, segmenter, device
+        self.variant = config["variant"]
+        self.network = network.to(device).eval()
+        self.model = None if self.variant == "pix2pix" else DiffusionModel.from_config(
+            self.network, config["schedule"], conditions_of(self.variant))
+
+    @classmethod
+    def load(cls, checkpoint: str | Path | None = None, device: str | torch.device = "auto",
+             segmenter: str | Path | None = None) -> T1FromCine:
+        """Load a checkpoint folder (None: the shipped demo model) and the cine segmenter (None: shipped), hash-
+        checked, on `device`. CheckpointError for a missing, tampered or foreign checkpoint."""
+        folder = Path(checkpoint) if checkpoint else shipped_checkpoint(SHIPPED_CHECKPOINT)
+        weights, config = load_checkpoint(folder, expected_method=METHOD)
+        resolved = resolve_device(device)
+        return cls(load_weights(build_model(config), weights), config,
+                   CineSegmenter.load(segmenter or shipped_checkpoint(SHIPPED_SEGMENTER), resolved), resolved)
+
+    def run(self, inputs: dict[str, Volume | None], *, samples: int = 3, seed: int = 0, sampler: str = "ddpm",
+            ddim_steps: int = 50, ed: int | None = None, es: int | None = None,
+            field_strength: float | None = None, progress: Progress | None = None) -> dict[str, Volume]:
+        """Synthesise the native T1 map of a cine (t, z, y, x) at its ED frame.
+
+        ed / es: frame indices (None: the largest and smallest LV blood pool of the segmenter's labels);
+        field_strength: tesla (None: the cine's metadata "field_strength_t", as DICOM MagneticFieldStrength gives
+        it); samples k, seed, sampler ("ddpm": every step from pure noise, T = 1000, the paper; "ddim": `ddim_steps`
+        steps). Returns "t1" (float32 ms on the cine's spatial grid, 0 outside the LV crops) and "t1_sd" (the SD of
+        the k samples, ms). InputError for a cine of fewer than 2 frames, ED = ES, frames out of range, no field
+        strength, or no LV found; Cancelled when `progress` returns False.
+        """
+        cine = inputs.get("cine")
+        if cine is None or cine.array.ndim != 4 or cine.array.shape[0] < 2:
+            shape = None if cine is None else cine.array.shape
+            raise InputError(f"T1 from cine needs a cine (t, z, y, x) of at least 2 frames; got shape {shape}")
+        cine.require_finite("the cine")
+        check_seed(seed)
+        if samples < 1:
+            raise InputError(f"the number of samples k (--samples) must be at least 1; got {samples}")
+        if sampler not in SAMPLERS:
+            raise InputError(f"unknown sampler {sampler!r} (--sampler); choose one of {SAMPLERS}")
+        field = field_strength if field_strength is not None else cine.metadata.get("field_strength_t")
+        if field is None:
+            raise InputError(f"{cine.named('the cine')} does not say its field strength (DICOM MagneticFieldStrength), "
+                             "and native T1 depends on it: give it (--field-strength 1.5 or 3)")
+        if not 1.0 <= float(field) <= 3.5:
+            raise InputError(f"field strength {field} T is outside the 1.5-3 T the model knows")
+        count = cine.array.shape[0]
+        for name, frame in (("ED", ed), ("ES", es)):
+            if frame is not None and not 0 <= frame < count:
+                raise InputError(f"the {name} frame {frame} is out of range: the cine has {count} frames (0-{count - 1})")
+        pairs = None if self.model is None else timestep_pairs(
+            sampler, self.model.schedule.num_train_timesteps - 1, self.model.schedule.num_train_timesteps, ddim_steps)
+        spacing_yx = (cine.spacing[1], cine.spacing[0])
+        report(progress, 0.0, "segmenting the cine")
+        labels = self.segmenter.segment(cine).array
+        curve = blood_pool_volumes_ml(labels, cine.spacing)
+        ed_auto, es_auto = ed_es_frames(curve)
+        ed = ed_auto if ed is None else ed
+        es = es_auto if es is None else es
+        if ed == es:
+            raise InputError(f"ED and ES are the same frame ({ed}): the morphokinetic condition needs two phases")
+        keys = cine.slice_keys()
+        t1 = np.zeros(cine.spatial_shape, np.float32)
+        sd = np.zeros(cine.spatial_shape, np.float32)
+        slices = [z for z in range(cine.spatial_shape[0]) if lv_centre(labels[ed, z]) is not None]
+        if not slices:
+            raise InputError(f"no LV found in {cine.named('the cine')} at ED (frame {ed}): nothing to map")
+        probabilities = {frame: self.segmenter.probabilities(cine.array[frame], spacing_yx) for frame in (ed, es)}
+        size, pixel = int(self.config["crop_size"]), float(self.config["pixel_mm"])
+        for number, z in enumerate(slices):
+            crop = LVCrop(lv_centre(labels[ed, z]), spacing_yx, size, pixel)
+            values = slice_conditions(self.variant, int(self.config["frames"]), cine.array[:, z],
+                                      probabilities[ed][z], probabilities[es][z], crop, ed, float(field))
+            start, end = 0.05 + 0.95 * number / len(slices), 0.05 + 0.95 * (number + 1) / len(slices)
+            mean, spread = self._slice(values, samples, slice_generator(seed, keys[z], self.device), pairs, sampler,
+                                       lambda f, m, a=start, b=end, n=number: (
+                                           progress(a + (b - a) * f, f"slice {n + 1}/{len(slices)}: {m}")
+                                           if progress else None))
+            t1[z] = crop.paste(to_ms(mean), cine.spatial_shape[1:])
+            sd[z] = crop.paste(spread * T1_SCALE_MS / 2.0, cine.spatial_shape[1:])
+        report(progress, 1.0, "T1 map synthesised")
+        reference = Volume(t1, cine.spacing, cine.origin, cine.direction,
+                           {key: cine.metadata[key] for key in ("source_files", "notes") if key in cine.metadata})
+        settings = {"method": METHOD, "variant": self.variant, "ed_frame": int(ed), "es_frame": int(es),
+                    "field_strength_t": float(field), "samples": samples, "seed": seed, "sampler": sampler,
+                    "slices": slices, "checkpoint": self.config.get("description", "")}
+        if sampler == "ddim":
+            settings["ddim_steps"] = ddim_steps
+        return {"t1": reference.with_array(t1, units="ms", quantity="t1_native", description="synthetic native T1",
+                                           synthesis=settings, field_strength_t=float(field)),
+                "t1_sd": reference.with_array(sd, units="ms", description="per-voxel SD of the k samples (ms)")}
+
+    @torch.no_grad()
+    def _slice(self, values: dict[str, np.ndarray], samples: int, generator: torch.Generator,
+               pairs: list[tuple[int, int]] | None, sampler: str, progress: Progress) -> tuple[np.ndarray, np.ndarray]:
+        """Mean and SD (in [-1, 1] units) of k samples of one slice's crop."""
+        tensors = {name: torch.from_numpy(value[None]).to(self.device) for name, value in values.items()}
+        size = next(iter(values.values())).shape[-1]
+        if self.model is None:  # pix2pix: deterministic, k is 1 in effect
+            output = self.network(torch.cat([tensors[c.name] for c in conditions_of("raw_ddpm")], dim=1))
+            mean = torch.tanh(output)[0, 0].cpu().numpy()
+            return mean, np.zeros_like(mean)
+        result = sample(self.model, pairs, shape=(1, 1, size, size), start="noise", conditions=tensors,
+                        sampler=sampler, samples=samples, generator=[generator], progress=progress)
+        return result.mean[0, 0].cpu().numpy(), result.sd[0, 0].cpu().numpy()
+
+
+def _summary(inputs: dict[str, Any], outputs: dict[str, Volume]) -> dict[str, Any]:
+    """The command's facts: the sampling settings, ED / ES, field strength, and the median T1 over the crops."""
+    t1 = outputs["t1"].array
+    values = t1[t1 > 0]
+    return {**outputs["t1"].metadata["synthesis"],
+            "median_t1_ms_in_crops": float(np.median(values)) if values.size else None}
+
+
+SPEC = MethodSpec(
+    name=METHOD, command="t1-from-cine", title="T1 map from cine",
+    help="native T1 map (ms) synthesised from a cine (T1Diff)",
+    paper="T1Diff: Cardiac T1 Mapping Synthesis from Cine MRI based on Diffusion Model (paper 004)",
+    factory=T1FromCine.load,
+    inputs=(InputRole("cine", "cine", "cine: 4D NIfTI / NRRD (time last on disk) or a DICOM cine folder"),),
+    outputs=(OutputRole("t1", "map", "synthetic native T1 map (ms) at ED on the cine's grid", grid="cine",
+                        quantity="t1_native"),
+             OutputRole("t1_sd", "sd", "per-voxel SD of the k samples (ms)", grid="cine")),
+    checkpoints=(CheckpointRole("checkpoint", "T1Diff checkpoint folder", SHIPPED_CHECKPOINT),
+                 CheckpointRole("segmenter", "cine segmenter checkpoint folder (the anatomical encoder)",
+                                SHIPPED_SEGMENTER)),
+    options=(Option("ed", int, None, "ED frame, from 0 (default: largest LV blood pool)"),
+             Option("es", int, None, "ES frame, from 0 (default: smallest LV blood pool)"),
+             Option("field_strength", float, None, "field strength in tesla (default: from the DICOM header)")),
+    sampling=Sampling(steps=None, samples=3, sampler="ddpm", ddim_steps=50),
+    summarise=_summary, recipes=("t1_from_cine", "t1_from_cine_raw_ddpm", "t1_from_cine_pix2pix"),
+)

@@ -1,0 +1,171 @@
+"""T1 from cine (T1Diff): crop geometry, the three variants end to end on CPU with tiny untrained networks (shapes,
+grid, seeds, bad input), the recipes training a few steps, and the command line."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from CMRSynthesisLib import phantom
+from CMRSynthesisLib.checkpoints import save_checkpoint
+from CMRSynthesisLib.cli import main
+from CMRSynthesisLib.errors import CheckpointError, InputError
+from CMRSynthesisLib.io import read_volume, write_cine
+from CMRSynthesisLib.methods import load_method
+from CMRSynthesisLib.methods.t1_from_cine import (
+    LVCrop,
+    T1FromCine,
+    build_model,
+    cycle_frames,
+    to_ms,
+    to_unit,
+)
+from CMRSynthesisLib.volume import Volume
+
+SCHEDULE = {"num_train_timesteps": 1000, "schedule": "linear_beta", "beta_start": 0.0001, "beta_end": 0.02,
+            "prediction_type": "epsilon"}
+FRAMES = 4
+
+
+def tiny_config(variant: str) -> dict:
+    denoiser = lambda channels: {"class": "DiffusionModelUNet", "args": {
+        "spatial_dims": 2, "in_channels": channels, "out_channels": 1, "channels": [8, 8],
+        "attention_levels": [False, False], "num_res_blocks": 1, "norm_num_groups": 8}}
+    config = {"method": "t1_from_cine", "variant": variant, "frames": FRAMES, "crop_size": 32, "pixel_mm": 3.0,
+              "description": f"tiny untrained {variant} for tests"}
+    if variant == "t1diff":
+        config.update(schedule=SCHEDULE, denoiser=denoiser(1 + 8 + 8 + 1), modality_encoder={
+            "class": "BasicUNet", "args": {"spatial_dims": 2, "in_channels": FRAMES, "out_channels": 8,
+                                           "features": [8, 8, 8, 8, 8, 8]}})
+        config["denoiser"]["args"]["in_channels"] = 1 + 8 + 8 + 1
+    elif variant == "raw_ddpm":
+        config.update(schedule=SCHEDULE, denoiser=denoiser(1 + FRAMES + 1))
+    else:
+        config["generator"] = {"class": "BasicUNet", "args": {"spatial_dims": 2, "in_channels": FRAMES + 1,
+                                                              "out_channels": 1, "features": [8, 8, 8, 8, 8, 8]}}
+    return config
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory):
+    torch.manual_seed(0)
+    root = tmp_path_factory.mktemp("t1_checkpoints")
+    folders = {}
+    for variant in ("t1diff", "raw_ddpm", "pix2pix"):
+        config = tiny_config(variant)
+        if variant == "t1diff":
+            config["modality_encoder"]["args"]["out_channels"] = 8
+        network = build_model(config)
+        folders[variant] = save_checkpoint(root / variant, network.state_dict(), config)
+    return folders
+
+
+@pytest.fixture(scope="module")
+def cine():
+    """Three slices of phantom test subject 3 (24 frames are kept of its cine), with its field strength."""
+    subject = phantom.make_subject(phantom.subject_ids("test", 4)[3])
+    full, _ = phantom.render_cine(subject)
+    middle = full.spatial_shape[0] // 2
+    array = full.array[:, middle - 1:middle + 2]
+    origin = np.asarray(full.origin) + np.reshape(full.direction, (3, 3))[:, 2] * full.spacing[2] * (middle - 1)
+    return Volume(array, full.spacing, tuple(origin), full.direction, dict(full.metadata))
+
+
+def test_a_crop_pasted_back_lands_where_it_was_taken():
+    image = np.zeros((60, 80), np.float32)
+    image[20:40, 30:50] = 1.0
+    crop = LVCrop((30.0, 40.0), (1.2, 0.8), 24, 1.5)
+    pasted = crop.paste(crop.extract(image), image.shape)
+    assert crop.extract(image).shape == (24, 24)
+    inside = pasted > 0.5
+    assert abs(inside.sum() - 400) < 60 and inside[20:40, 30:50].mean() > 0.85
+
+
+def test_cycle_frames_resample_one_heartbeat_from_ed():
+    frames = np.arange(10, dtype=np.float32)[:, None, None] * np.ones((1, 2, 2), np.float32)
+    resampled = cycle_frames(frames, ed_frame=2, count=4)
+    np.testing.assert_allclose(resampled[:, 0, 0], [2.0, 4.5, 7.0, 4.5])  # 9.5 wraps: half way from frame 9 (9) to 0 (0)
+    np.testing.assert_allclose(to_ms(to_unit(np.array([0.0, 1250.0, 9000.0]))), [0.0, 1250.0, 2500.0])
+
+
+@pytest.mark.parametrize("variant", ["t1diff", "raw_ddpm", "pix2pix"])
+def test_each_variant_maps_the_cine_on_its_grid(checkpoints, cine, variant):
+    method = load_method("t1_from_cine", checkpoints[variant], device="cpu")
+    outputs = method.run({"cine": cine}, samples=2, seed=3, sampler="ddim", ddim_steps=3)
+    t1, sd = outputs["t1"], outputs["t1_sd"]
+    assert t1.array.shape == cine.spatial_shape and t1.same_geometry(sd)
+    assert t1.spacing == cine.spacing and t1.origin == cine.origin
+    assert t1.metadata["units"] == "ms" and t1.metadata["synthesis"]["variant"] == variant
+    assert np.all((t1.array >= 0) & (t1.array <= 2500)) and (t1.array > 0).any()
+    assert t1.array[:, 0, 0].max() == 0.0  # outside the LV crops: no value
+    if variant == "pix2pix":
+        assert sd.array.max() == 0.0
+    else:
+        assert sd.array.max() > 0.0
+
+
+def test_same_seed_same_result_per_slice(checkpoints, cine):
+    method = T1FromCine.load(checkpoints["t1diff"], "cpu")
+    whole = method.run({"cine": cine}, samples=2, seed=5, sampler="ddim", ddim_steps=3)["t1"].array
+    again = method.run({"cine": cine}, samples=2, seed=5, sampler="ddim", ddim_steps=3)["t1"].array
+    np.testing.assert_array_equal(whole, again)
+    other = method.run({"cine": cine}, samples=2, seed=6, sampler="ddim", ddim_steps=3)["t1"].array
+    assert not np.array_equal(whole, other)
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda c: c.with_array(c.array[:1]), "at least 2 frames"),
+    (lambda c: Volume(c.array, c.spacing, c.origin, c.direction, {}), "field strength"),
+])
+def test_bad_cines_are_refused(checkpoints, cine, change, message):
+    with pytest.raises(InputError, match=message):
+        T1FromCine.load(checkpoints["raw_ddpm"], "cpu").run({"cine": change(cine)}, sampler="ddim", ddim_steps=2)
+
+
+def test_ed_equal_to_es_and_frames_out_of_range_are_refused(checkpoints, cine):
+    method = T1FromCine.load(checkpoints["raw_ddpm"], "cpu")
+    with pytest.raises(InputError, match="same frame"):
+        method.run({"cine": cine}, ed=3, es=3, sampler="ddim", ddim_steps=2)
+    with pytest.raises(InputError, match="out of range"):
+        method.run({"cine": cine}, ed=99, sampler="ddim", ddim_steps=2)
+
+
+def test_another_methods_checkpoint_is_refused(tmp_path):
+    folder = save_checkpoint(tmp_path / "other", {"w": torch.zeros(1)}, {"method": "scar_enhancement"})
+    with pytest.raises(CheckpointError, match="scar_enhancement"):
+        T1FromCine.load(folder, "cpu")
+
+
+def test_command_line_writes_the_map_and_its_sd(checkpoints, cine, tmp_path, capsys):
+    path = write_cine(cine, tmp_path / "cine.nii.gz")
+    out, sd = tmp_path / "t1.nrrd", tmp_path / "t1_sd.nrrd"
+    code = main(["t1-from-cine", "--cine", str(path), "--out", str(out), "--t1-sd-out", str(sd), "--checkpoint",
+                 str(checkpoints["raw_ddpm"]), "--sampler", "ddim", "--ddim-steps", "2", "--samples", "2",
+                 "--device", "cpu", "--progress", "none"])
+    assert code == 0, capsys.readouterr().err
+    result = json.loads(capsys.readouterr().out)
+    assert result["summary"]["field_strength_t"] == cine.metadata["field_strength_t"]  # from the cine's sidecar
+    t1 = read_volume(out)
+    assert t1.array.shape == cine.spatial_shape and np.allclose(t1.origin, cine.origin)
+    assert read_volume(sd).array.max() > 0
+
+
+def test_the_recipes_train_each_variant_from_one_example_cache(tmp_path):
+    from training.distributed import Context
+    from training.recipes.t1_from_cine import RECIPES
+
+    for variant, recipe in (("t1diff", "t1_from_cine"), ("raw_ddpm", "t1_from_cine_raw_ddpm"),
+                            ("pix2pix", "t1_from_cine_pix2pix")):
+        config = {**tiny_config(variant), "data": {"source": "phantom", "train_subjects": 1,
+                                                   "validation_subjects": 1, "cache": str(tmp_path / "cache")},
+                  "train": {"steps": 2, "batch_size": 2, "lr": 0.001, "ema_decay": 0.9, "seed": 0,
+                            "validate_every": 2}}
+        if variant == "pix2pix":
+            config.update(l1_weight=100.0, discriminator={"class": "PatchDiscriminator", "args": {
+                "spatial_dims": 2, "num_layers_d": 2, "channels": 8, "in_channels": FRAMES + 2, "out_channels": 1}})
+        weights, product = RECIPES[recipe](config, tmp_path / variant, Context(0, 1, torch.device("cpu")), False)
+        assert product["variant"] == variant and product["training_summary"]["steps"] == 2
+        network = build_model(product)
+        network.load_state_dict(weights)
+    assert len(list((tmp_path / "cache").glob("*.npz"))) == 2  # train and validation, rendered once
