@@ -63,7 +63,8 @@ def add_settings(parser: argparse.ArgumentParser, spec: MethodSpec) -> None:
         _add_option(parser, option)
     if spec.sampling is not None:
         sampling = spec.sampling
-        parser.add_argument("--steps", type=int, default=sampling.steps, help=sampling.steps_help)
+        if sampling.steps is not None:
+            parser.add_argument("--steps", type=int, default=sampling.steps, help=sampling.steps_help)
         parser.add_argument("--samples", type=int, default=sampling.samples,
                             help="k samples, run as one batch: their mean is the result, their SD the uncertainty")
         parser.add_argument("--sampler", choices=("ddpm", "ddim"), default=sampling.sampler,
@@ -197,7 +198,7 @@ def run_method(spec: MethodSpec, args: argparse.Namespace, progress: Reporter) -
     outputs = method.run(inputs, progress=stage(progress, 0.05, 0.95), **method_options(spec, args))
     progress(0.95, "writing the results")
     if dicom:
-        written = _write_dicom(spec, args, outputs, paths, protected)
+        written = _write_dicom(spec, args, inputs, outputs, paths, protected)
     else:
         written = write_outputs(outputs, paths, framed, protected)
     progress(1.0, "results written")
@@ -219,16 +220,21 @@ def _check_dicom_folders(paths: dict[str, Path], inputs: list[Path]) -> None:
         raise OutputError("two outputs name the same DICOM folder; give each its own")
 
 
-def _write_dicom(spec: MethodSpec, args: argparse.Namespace, outputs: dict[str, Any], paths: dict[str, Path],
-                 protected: list[Path]) -> dict[str, str]:
+def _write_dicom(spec: MethodSpec, args: argparse.Namespace, inputs: dict[str, Any], outputs: dict[str, Any],
+                 paths: dict[str, Path], protected: list[Path]) -> dict[str, str]:
     """Each output as a DICOM series (io.output.write_output): images, maps and SD maps marked SYNTHETIC, labels
-    and masks DERIVED; the checkpoint named in the header."""
+    and masks DERIVED; the checkpoint named in the header; the DICOM files of the input the output lies on (its
+    declared grid) as the source, so the series joins that study and references them (none for a NIfTI / NRRD
+    input: a new study)."""
+    from .io.itk_files import itk_suffix
     from .io.output import write_output
 
     roles = {role.name: role for role in spec.outputs}
     checkpoint = str(args.checkpoint) if args.checkpoint else f"shipped {spec.checkpoints[0].shipped}"
     for name, folder in paths.items():
+        grid = getattr(inputs[roles[name].grid], "metadata", {})
+        source = [path for path in grid.get("source_files") or [] if not itk_suffix(path)]
         write_output(outputs[name], folder, fmt="dicom", method=spec.name, checkpoint=checkpoint,
-                     synthetic=roles[name].kind in ("image", "map", "sd"),
+                     synthetic=roles[name].kind in ("image", "map", "sd"), source=source,
                      description=f"{spec.title}: {roles[name].name}", protected=protected)
     return {name: str(folder.resolve()) for name, folder in paths.items()}

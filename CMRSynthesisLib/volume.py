@@ -114,7 +114,9 @@ class Volume:
 
         name / grid_name: what the mask and this volume are, for messages ("the blood-pool mask", "the native T1
         map"). A Volume on another grid raises GeometryError saying whether it overlaps at all and what differs; an
-        array must have the spatial shape. InputError when the mask selects no voxel, unless `allow_empty`.
+        array must have the spatial shape. InputError when the mask selects no voxel, unless `allow_empty`, and when
+        it is a label map (several distinct whole-number values: which structure is meant is unknown); a probability
+        map (fractional values) is accepted as its non-zero voxels.
         """
         grid_name = self.named(grid_name)
         if isinstance(mask, Volume):
@@ -131,6 +133,11 @@ class Volume:
         selected = np.isfinite(mask) & (mask != 0) if mask.dtype.kind == "f" else mask != 0
         if not allow_empty and not selected.any():
             raise InputError(f"{name} selects no voxel")
+        values = np.unique(mask[selected])
+        if values.size > 1 and np.all(values == np.round(values)):  # a label map, not a mask or probability map
+            shown = ", ".join(f"{value:g}" for value in values[:8]) + (" ..." if values.size > 8 else "")
+            raise InputError(f"{name} holds several labels ({shown}): it is a label map, not a mask of one "
+                             "structure; give a binary mask (e.g. only the voxels of the structure's label)")
         return selected
 
     def describe_source(self) -> str:

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from CMRSynthesisLib.methods import register, unregister
+from CMRSynthesisLib.volume import Volume
 from CMRSynthesisLib.methods.registry import CheckpointRole, InputRole, MethodSpec, Option, OutputRole
 
 
@@ -25,7 +26,7 @@ class Negate:
             progress(0.5, "negating")
         values = np.where(inside, -image.array, image.array) * scale
         return {"negated": image.with_array(values.astype(np.float32)),
-                "changed": image.with_array(inside.astype(np.uint8))}
+                "changed": Volume(inside.astype(np.uint8), image.spacing, image.origin, image.direction)}  # no metadata
 
 
 def toy_spec(**changes) -> MethodSpec:

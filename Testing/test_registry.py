@@ -113,6 +113,7 @@ def test_a_method_writes_dicom_series_in_the_source_study(toy, tmp_path, capsys)
     assert "SYNTHETIC" in negated.ImageType and negated.SeriesDescription.startswith("SYNTHETIC")
     assert "SYNTHETIC" not in mask.ImageType and "DERIVED" in mask.ImageType
     assert negated.StudyInstanceUID == study and "toy_negate" in negated.DerivationDescription
+    assert mask.StudyInstanceUID == study  # an output made without the input's metadata joins the study too
     back = read_volume(out)
     assert back.same_geometry(image)
     np.testing.assert_allclose(back.array, -image.array, atol=0.01)

@@ -394,3 +394,14 @@ def test_cli_bad_input_writes_nothing(case, small_study, tmp_path, monkeypatch, 
     err = capsys.readouterr().err
     assert code == 1 and err.startswith("error: ") and expected in err, err
     assert not out.exists()
+
+
+def test_a_label_map_given_as_a_mask_and_ed_equal_to_es_are_refused():
+    """A label map (blood 1, myocardium 2) where the myocardium mask is wanted would be tracked whole; ED = ES has
+    no deformation to measure. Both are refused with what to give instead (found by a new-user trial)."""
+    ring = ring_cine(frames=6, seed=4)
+    labels = ring["myocardium"].astype(np.uint8) * 2 + ring["blood"].astype(np.uint8)
+    with pytest.raises(InputError, match=r"several labels \(1, 2\).*binary mask"):
+        myocardial_strain(ring["cine"], labels)
+    with pytest.raises(InputError, match="same frame"):
+        myocardial_strain(ring["cine"], ring["myocardium"], ed_frame=2, es_frame=2)

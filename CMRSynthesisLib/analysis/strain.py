@@ -433,7 +433,7 @@ def check_strain_inputs(cine: Volume, ed_frame: int, es_frame: int | None = None
     """Check what strain needs of a cine and the ED / ES indices; returns the number of frames.
 
     Raises InputError naming the fault: not 4D (t, z, y, x), fewer than 2 frames, trigger times that are not one
-    finite, increasing value per frame, NaN / infinite / complex voxels, ED or ES not an index of a frame.
+    finite, increasing value per frame, NaN / infinite / complex voxels, ED or ES not an index of a frame, ED = ES.
     """
     shape = cine.array.shape
     if cine.array.ndim != 4:
@@ -455,6 +455,9 @@ def check_strain_inputs(cine: Volume, ed_frame: int, es_frame: int | None = None
         if isinstance(index, bool) or not isinstance(index, int | np.integer) or not 0 <= index < frames:
             raise InputError(f"the {name} frame {index!r} is not a frame of the cine: give an index from 0 to "
                              f"{frames - 1}")
+    if es_frame is not None and es_frame == ed_frame:
+        raise InputError(f"ED and ES are the same frame ({ed_frame}): strain is the deformation from ED to the other "
+                         "frames, so ES must be another frame")
     return frames
 
 
