@@ -26,12 +26,14 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check CMRSynthesis CMRSynthesisLib training Testing benchmarks
 
 # Re-train the shipped demo checkpoints (2-core CPU: segmenter about 5 minutes, enhancer about 40, cine segmenter
-# about 20) and refresh the
-# manifest.
+# about 20, the three T1-from-cine models about 10 each after 7 minutes of rendering) and refresh the manifest.
 checkpoints: $(STAMP)
 	$(PY) -m training scar_enhancement_segmenter --config training/configs/scar_segmenter_demo.json --out Resources/checkpoints/scar_enhancement_segmenter
 	$(PY) -m training scar_enhancement --config training/configs/scar_enhancement_demo.json --out Resources/checkpoints/scar_enhancement
 	$(PY) -m training cine_segmentation --config training/configs/cine_segmenter_demo.json --out Resources/checkpoints/cine_segmenter
+	$(PY) -m training t1_from_cine --config training/configs/t1_from_cine_demo.json --out Resources/checkpoints/t1_from_cine
+	$(PY) -m training t1_from_cine_raw_ddpm --config training/configs/t1_from_cine_raw_ddpm_demo.json --out Resources/checkpoints/t1_from_cine_raw_ddpm
+	$(PY) -m training t1_from_cine_pix2pix --config training/configs/t1_from_cine_pix2pix_demo.json --out Resources/checkpoints/t1_from_cine_pix2pix
 	$(PY) -m training manifest Resources/checkpoints
 
 clean:

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 
 from CMRSynthesisLib.methods import register, unregister
-from CMRSynthesisLib.volume import Volume
 from CMRSynthesisLib.methods.registry import CheckpointRole, InputRole, MethodSpec, Option, OutputRole
+from CMRSynthesisLib.volume import Volume
 
 
 class Negate:

@@ -169,3 +169,22 @@ def test_the_recipes_train_each_variant_from_one_example_cache(tmp_path):
         network = build_model(product)
         network.load_state_dict(weights)
     assert len(list((tmp_path / "cache").glob("*.npz"))) == 2  # train and validation, rendered once
+
+
+def test_the_evaluation_compares_the_map_with_the_fitted_molli_t1(checkpoints, tmp_path, capsys):
+    """`cmrsynth evaluate t1_from_cine` on one test subject with the tiny T1Diff: image metrics over the LV crops,
+    AHA-segment agreement, the infarct rise of the reference, and both baselines as rows (run or unavailable)."""
+    out = tmp_path / "evaluation"
+    code = main(["evaluate", "t1_from_cine", "--out-dir", str(out), "--split", "test", "--subjects", "1",
+                 "--checkpoint", str(checkpoints["t1diff"]), "--sampler", "ddim", "--ddim-steps", "2",
+                 "--samples", "1", "--device", "cpu", "--progress", "none"])
+    assert code == 0, capsys.readouterr().err
+    metrics = json.loads((out / "test" / "metrics.json").read_text())
+    method = next(name for name, row in metrics["models"].items() if "psnr" in row and name not in (
+        "pix2pix", "raw_ddpm"))
+    row = metrics["models"][method]
+    assert row["psnr"]["n"] == 1 and np.isfinite(row["psnr"]["mean"]) and 0 < row["ssim"]["mean"] <= 1
+    assert set(metrics["models"]) >= {"pix2pix", "raw_ddpm"}
+    assert metrics["agreement"][method]["segment_t1"]["n"] >= 6
+    table = (out / "test" / "table.md").read_text()
+    assert "| T1Diff (this run) |" in table and "*Paper T1Diff" in table and "AHA segment R" in table

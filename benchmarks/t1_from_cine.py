@@ -1,0 +1,94 @@
+"""T1 from cine (T1Diff) speed and memory per slice, DDPM (all 1000 steps, the paper) against DDIM, on one phantom
+test subject's cine with the shipped checkpoints.
+
+Times are wall and CPU seconds of whole `run` calls (segmentation of the cine included) divided by the slices
+mapped, median of `--repeats` calls after an untimed warm-up; DDPM and DDIM are timed in the same run so their ratio
+is measured under one machine load (the load average is recorded). Memory: the peak of bytes allocated by Python and
+numpy during one traced call (tracemalloc; torch's own allocations on CPU are not seen there) and the process's
+peak RSS. Target for DDIM: under 2 s per slice on this CPU.
+
+    python benchmarks/t1_from_cine.py [--slices 2] [--samples 3] [--ddim-steps 50] [--repeats 1] [--device auto]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import time
+import tracemalloc
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from CMRSynthesisLib import phantom
+from CMRSynthesisLib.io import atomic_write_bytes
+from CMRSynthesisLib.methods import load_method
+from CMRSynthesisLib.volume import Volume
+
+
+def cine_slices(count: int) -> Volume:
+    """The middle `count` slices of the cine of phantom test subject 8, with its geometry and frame times."""
+    subject = phantom.make_subject(phantom.subject_ids("test", 1)[0])
+    cine, _ = phantom.render_cine(subject)
+    start = max(0, cine.spatial_shape[0] // 2 - count // 2)
+    origin = np.asarray(cine.origin) + np.reshape(cine.direction, (3, 3))[:, 2] * cine.spacing[2] * start
+    return Volume(cine.array[:, start:start + count], cine.spacing, tuple(origin), cine.direction, dict(cine.metadata))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--slices", type=int, default=2)
+    parser.add_argument("--samples", type=int, default=3)
+    parser.add_argument("--ddim-steps", type=int, default=50)
+    parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "t1_from_cine.json")
+    args = parser.parse_args()
+    cine = cine_slices(args.slices)
+    method = load_method("t1_from_cine", device=args.device)
+    settings = {"ddim": {"sampler": "ddim", "ddim_steps": args.ddim_steps}, "ddpm": {"sampler": "ddpm"}}
+    rows = {}
+    for name, options in settings.items():
+        def call(options: dict = options) -> dict:
+            return method.run({"cine": cine}, samples=args.samples, seed=0, **options)
+
+        call()  # warm-up
+        timings = []
+        for _ in range(args.repeats):
+            start, cpu = time.perf_counter(), time.process_time()
+            outputs = call()
+            timings.append((time.perf_counter() - start, time.process_time() - cpu))
+        mapped = len(outputs["t1"].metadata["synthesis"]["slices"])
+        tracemalloc.start()
+        call()
+        peak = tracemalloc.get_traced_memory()[1] / 2**20
+        tracemalloc.stop()
+        wall, cpu = (float(np.median(values)) / mapped for values in zip(*timings))
+        rows[name] = {"seconds_per_slice": wall, "cpu_seconds_per_slice": cpu, "slices": mapped,
+                      "peak_allocated_mb": peak, **options}
+    report = {
+        "settings": {"slices": args.slices, "samples": args.samples, "repeats": args.repeats,
+                     "matrix": list(cine.spatial_shape[1:]), "frames": int(cine.array.shape[0]),
+                     "device": str(method.device)},
+        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "torch": torch.__version__,
+                    "torch_threads": torch.get_num_threads(),
+                    "load_average_1_5_15_min_at_end": [round(v, 2) for v in os.getloadavg()],
+                    "process_peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0},
+        **rows,
+        "ddpm_over_ddim": rows["ddpm"]["seconds_per_slice"] / rows["ddim"]["seconds_per_slice"],
+        "ddim_target_seconds_per_slice": 2.0,
+        "ddim_target_met": rows["ddim"]["seconds_per_slice"] < 2.0,
+    }
+    atomic_write_bytes(args.out, (json.dumps(report, indent=2) + "\n").encode())
+    for name, row in rows.items():
+        print(f"{name}: {row['seconds_per_slice']:.2f} s/slice (CPU {row['cpu_seconds_per_slice']:.2f} s), "
+              f"peak {row['peak_allocated_mb']:.0f} MiB")
+    print(f"-> {args.out}")
+
+
+if __name__ == "__main__":
+    main()
