@@ -24,14 +24,13 @@ import json
 import os
 import platform
 import resource
-import time
-import tracemalloc
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import scipy
 import skimage
+from measure import peak_mb, timed
 from scipy.ndimage import gaussian_filter, map_coordinates
 
 from CMRSynthesisLib.analysis.strain import (
@@ -79,22 +78,6 @@ def ring_cine(slices: int, inner: float, outer: float, inner_es: float, seed: in
     cine = Volume(images, spacing=(SPACING_MM, SPACING_MM, 8.0),
                   metadata={"trigger_times_ms": [32.0 * t for t in range(FRAMES)]})
     return cine, np.repeat(ring[None], slices, axis=0), truth_cc, truth_rr
-
-
-def timed(call: Any) -> tuple[Any, float, float]:
-    """(result, wall seconds, CPU seconds of this process) of the call."""
-    start, cpu = time.perf_counter(), time.process_time()
-    result = call()
-    return result, time.perf_counter() - start, time.process_time() - cpu
-
-
-def peak_mb(call: Any) -> float:
-    """Peak MiB allocated (Python and numpy) during one call."""
-    tracemalloc.start()
-    call()
-    peak = tracemalloc.get_traced_memory()[1] / 2**20
-    tracemalloc.stop()
-    return peak
 
 
 def measure(heart: dict[str, float], slices: int, repeats: int, seed: int) -> dict[str, Any]:

@@ -19,14 +19,12 @@ import argparse
 import json
 import os
 import platform
-import time
-import tracemalloc
 import warnings
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import scipy
+from measure import peak_mb, timed
 from scipy.optimize import OptimizeWarning, curve_fit
 
 from CMRSynthesisLib.analysis.t1fit import fit_t1
@@ -70,22 +68,6 @@ def curve_fit_pixel(samples: np.ndarray, ti: np.ndarray) -> float:
     return best_t1
 
 
-def timed(call: Any) -> tuple[Any, float]:
-    """(result, wall seconds of the call)."""
-    start = time.perf_counter()
-    result = call()
-    return result, time.perf_counter() - start
-
-
-def peak_mb(call: Any) -> float:
-    """Peak MiB allocated (Python and numpy) during one call."""
-    tracemalloc.start()
-    call()
-    peak = tracemalloc.get_traced_memory()[1] / 2**20
-    tracemalloc.stop()
-    return peak
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", type=int, default=192)
@@ -101,7 +83,7 @@ def main() -> None:
     fit_t1(signal, PHILIPS_NATIVE_TI, mask)  # warm-up call, not counted
     runs = [timed(lambda: fit_t1(signal, PHILIPS_NATIVE_TI, mask)) for _ in range(args["repeats"])]
     fit = runs[0][0]
-    vector_seconds = float(np.median([seconds for _, seconds in runs]))
+    vector_seconds = float(np.median([seconds for _, seconds, _ in runs]))
     vector_peak = peak_mb(lambda: fit_t1(signal, PHILIPS_NATIVE_TI, mask))
     error = fit.t1[mask & ~fit.failed] / truth[mask & ~fit.failed] - 1.0
 
@@ -114,7 +96,7 @@ def main() -> None:
 
     with warnings.catch_warnings(), np.errstate(over="ignore"):  # trial steps overflow exp; T1 is unaffected
         warnings.simplefilter("ignore", OptimizeWarning)  # covariance not estimable: irrelevant to T1
-        loop_t1, loop_seconds = timed(lambda: loop(subset))
+        loop_t1, loop_seconds, _ = timed(lambda: loop(subset))
         loop_peak = peak_mb(lambda: loop(subset[:20]))
     loop_per_pixel = loop_seconds / subset.size
     loop_slice_seconds = loop_per_pixel * pixels
@@ -131,7 +113,7 @@ def main() -> None:
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "numpy": np.__version__,
                     "scipy": scipy.__version__, "omp_num_threads": os.environ.get("OMP_NUM_THREADS")},
         "vectorised": {"seconds_per_slice": {"median": vector_seconds,
-                                             "all": [round(seconds, 4) for _, seconds in runs]},
+                                             "all": [round(seconds, 4) for _, seconds, _ in runs]},
                        "microseconds_per_pixel": 1e6 * vector_seconds / pixels,
                        "peak_allocated_mb": vector_peak, "failed_pixels": int(fit.failed[mask].sum()),
                        "t1_error_vs_truth_percent": {"median": float(100 * np.median(error)),
