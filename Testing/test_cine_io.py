@@ -261,6 +261,10 @@ def test_trigger_time_holding_instance_numbers_needs_a_frame_interval(tmp_path):
             study.image(z, t, trigger=study.count + 1)
     with pytest.raises(InputError, match="frame_interval_ms"):
         read_cine(study.folder)
+    for reader in (read_cine, read_cine_frames):  # every phase is there: the reason is the timing, not a partial cine
+        with pytest.raises(InputError, match="no NominalInterval .* and no acquisition clock") as refused:
+            reader(study.folder)
+        assert "partial" not in str(refused.value) and "--frame-interval-ms" in str(refused.value)
     cine = read_cine(study.folder, frame_interval_ms=40)
     assert_frames(cine, [0, 1])
     assert cine.metadata["trigger_times_ms"] == [0.0, 40.0, 80.0, 120.0, 160.0]

@@ -554,7 +554,10 @@ def _frame_times(slices: list[_Slice], frame_interval_ms: float | None, partial:
         how = ("timed by that clock (ms after each slice's first image: when each image was made, which need not be "
                "its cardiac phase)")
     else:
-        where = "the phases present are a partial cine" if partial and expected else f"no {tag_name('NominalInterval')}"
+        partial_cine = rr is not None and expected is not None and count < expected
+        where = (f"the phases present are a partial cine ({count} of {expected}), so "
+                 f"{tag_name('NominalInterval')} cannot space them" if partial_cine
+                 else f"no {tag_name('NominalInterval')} and no acquisition clock")
         raise InputError(f"no usable trigger times: {problem}; {where}, so the frames cannot be timed; give "
                          "the time between frames in ms (--frame-interval-ms; frame_interval_ms in Python)")
     note = f"{problem}: the frames were ordered by {order} and {how}"
