@@ -17,12 +17,11 @@ import json
 import os
 import platform
 import resource
-import time
-import tracemalloc
 from pathlib import Path
 
 import numpy as np
 import torch
+from measure import peak_mb, timed
 
 from CMRSynthesisLib import phantom
 from CMRSynthesisLib.io import atomic_write_bytes
@@ -57,17 +56,10 @@ def main() -> None:
             return method.run({"cine": cine}, samples=args.samples, seed=0, **options)
 
         call()  # warm-up
-        timings = []
-        for _ in range(args.repeats):
-            start, cpu = time.perf_counter(), time.process_time()
-            outputs = call()
-            timings.append((time.perf_counter() - start, time.process_time() - cpu))
-        mapped = len(outputs["t1"].metadata["synthesis"]["slices"])
-        tracemalloc.start()
-        call()
-        peak = tracemalloc.get_traced_memory()[1] / 2**20
-        tracemalloc.stop()
-        wall, cpu = (float(np.median(values)) / mapped for values in zip(*timings))
+        runs = [timed(call) for _ in range(args.repeats)]
+        mapped = len(runs[0][0]["t1"].metadata["synthesis"]["slices"])
+        peak = peak_mb(call)
+        wall, cpu = (float(np.median([run[index] for run in runs])) / mapped for index in (1, 2))
         rows[name] = {"seconds_per_slice": wall, "cpu_seconds_per_slice": cpu, "slices": mapped,
                       "peak_allocated_mb": peak, **options}
     report = {
