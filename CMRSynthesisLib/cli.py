@@ -266,9 +266,9 @@ def run_strain(args: argparse.Namespace, progress: Reporter) -> dict[str, Any]:
                                                                        "circumferential_peak")}
     files = {"json": args.out_dir / "strain.json", "curves": args.out_dir / "strain_curves.png",
              **{f"{name}_times": sidecar_path(images[name]) for name in ("radial", "circumferential")}}
+    segment_files = {"segments": args.out_dir / "aha_segments.nrrd", "bullseye": args.out_dir / "strain_bullseye.png"}
     if anchored:
-        images["segments"] = args.out_dir / "aha_segments.nrrd"
-        files["bullseye"] = args.out_dir / "strain_bullseye.png"
+        images["segments"], files["bullseye"] = segment_files["segments"], segment_files["bullseye"]
     check_output_paths(list(images.values()), protected=inputs)
     check_output_paths(list(files.values()), protected=inputs, images=False)
     progress(0.0, "reading the cine")
@@ -312,9 +312,15 @@ def run_strain(args: argparse.Namespace, progress: Reporter) -> dict[str, Any]:
     for name in ("radial", "circumferential"):  # the sidecar read_cine takes the frame times from
         atomic_write_bytes(files[f"{name}_times"], times)
     details = result.summary()
+    stale = [path for path in segment_files.values()
+             if not anchored and path.exists() and path.resolve() not in {item.resolve() for item in inputs}]
+    for path in stale:  # an earlier run's segment outputs would contradict this run's strain.json
+        path.unlink()
+    removed = [f"removed {path.name} of an earlier run (no AHA segments without an RV mask or insertion points)"
+               for path in stale]
     summary = {"ed_frame": result.ed_frame, "es_frame": result.es_frame,
                "ed_es_source": {"ed": sources["ed"], "es": sources["es"] or result.es_source}, **details,
-               **extra, "notes": extra.get("notes", []) + details["notes"]}
+               **extra, "notes": extra.get("notes", []) + details["notes"] + removed}
     atomic_write_bytes(files["json"], (json.dumps(summary, indent=2) + "\n").encode("utf-8"))
     write_strain_figures(result, files["curves"], files.get("bullseye"), protected=inputs)
     progress(1.0, "strain written")

@@ -15,7 +15,7 @@ from CMRSynthesisLib.checkpoints import default_manifest, load_checkpoint, shipp
 from CMRSynthesisLib.cli import main as cli
 from CMRSynthesisLib.errors import InputError
 from CMRSynthesisLib.io import file_sha256, read_volume, write_volume
-from CMRSynthesisLib.io.cine import read_cine, write_cine
+from CMRSynthesisLib.io.cine import read_cine, sidecar_path, write_cine
 from CMRSynthesisLib.methods import load_method
 from CMRSynthesisLib.methods.cine_segmentation import (
     LABEL_VALUES,
@@ -181,6 +181,8 @@ def test_cli_segments_ed_and_es_of_a_cine(tmp_path, capsys, small_cine):
     assert set(np.unique(labels.array)) == {0, 1, 2, 3}
     volumes = summary["lv_blood_volume_ml"]
     assert volumes[str(ed)] > volumes[str(es)] > 0
+    sidecar = json.loads(sidecar_path(out).read_text())  # says which source frames the two label frames are
+    assert (sidecar["frames"], sidecar["ed_frame"], sidecar["es_frame"]) == (sorted((ed, es)), ed, es)
 
 
 def test_cli_segments_chosen_frames_and_a_3d_stack(tmp_path, capsys, small_cine):

@@ -342,6 +342,19 @@ def test_cli_with_rv_mask_and_user_phases(small_study, tmp_path, capsys):
     assert document["es_frame"] == 4 and document["ed_es_source"] == {"ed": "user", "es": "user"}
 
 
+def test_cli_rerun_without_segments_leaves_no_stale_segment_files(small_study, tmp_path, capsys):
+    paths, out = small_study["paths"], tmp_path / "strain"
+    base = ["strain", "--cine", str(paths["cine"]), "--myocardium", str(paths["myocardium"]), "--out-dir", str(out),
+            "--progress", "none"]
+    assert main([*base, f"--insertion-points={small_study['points']}"]) == 0
+    assert (out / "aha_segments.nrrd").is_file() and (out / "strain_bullseye.png").is_file()
+    capsys.readouterr()
+    assert main(base) == 0  # no RV mask or points: no segments, so the earlier run's must not stay beside it
+    document = json.loads(capsys.readouterr().out)["summary"]
+    assert not (out / "aha_segments.nrrd").exists() and not (out / "strain_bullseye.png").exists()
+    assert sum("of an earlier run" in note for note in document["notes"]) == 2
+
+
 def test_cli_without_masks_takes_them_and_ed_es_from_the_cine_segmenter(tmp_path, monkeypatch, capsys):
     """The cine starts two frames after ED; a stand-in segmenter returns the true labels of every frame."""
     ring = ring_cine(size=56, frames=8, inner=14.0, outer=21.0, inner_es=9.0, seed=6)

@@ -190,7 +190,9 @@ def times_to_ms(values: Sequence[str | float], unit: str | None, where: str) -> 
 def write_cine(cine: Volume, path: str | Path, *, protected: Iterable[str | Path] = ()) -> Path:
     """Write a cine as a 4D NIfTI (.nii, .nii.gz) or NRRD (.nrrd) file, time last on disk, and its JSON sidecar
     `<stem>.json` ("trigger_times_ms", plus "frame_interval_ms" when regular, "rr_interval_ms" and
-    "trigger_times_by_slice_ms" when known). Returns the image path.
+    "trigger_times_by_slice_ms" when known, "field_strength_t"; and for frames chosen from a longer cine, such as a
+    segmentation of ED and ES, "frames": the source frame of each frame, from 0, and "ed_frame" / "es_frame": the
+    source frames of ED and ES). Returns the image path.
 
     The header holds the frame timing too: NIfTI pixdim[4] (s, as ITK writes it) and toffset when the frames are
     evenly spaced (otherwise the time unit is cleared, so no reader takes a wrong interval); NRRD the interval as the
@@ -227,6 +229,9 @@ def write_cine(cine: Volume, path: str | Path, *, protected: Iterable[str | Path
     for key in ("rr_interval_ms", "trigger_times_by_slice_ms", "field_strength_t"):
         if cine.metadata.get(key) is not None:
             record[key] = np.asarray(cine.metadata[key], dtype=float).tolist()
+    for key in ("frames", "ed_frame", "es_frame"):
+        if cine.metadata.get(key) is not None:
+            record[key] = np.asarray(cine.metadata[key], dtype=int).tolist()
     tag = uuid.uuid4().hex[:12]
     image_temporary = path.with_name(f".{path.name[:-len(suffix)]}-{tag}.partial{suffix}")
     sidecar_temporary = sidecar.with_name(f".{sidecar.name}-{tag}.partial")
