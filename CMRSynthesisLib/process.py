@@ -24,6 +24,8 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from .progress import describe_time_left
+
 CLI_MODULE = "CMRSynthesisLib.cli"
 LIBRARY_ROOT = Path(__file__).resolve().parents[1]  # the folder holding the CMRSynthesisLib package
 LOG_LINES_KEPT = 500
@@ -175,7 +177,9 @@ class CliProcess:
         if kind == "progress":
             if self.on_progress is not None:
                 fraction = min(max(float(message.get("fraction", 0.0)), 0.0), 1.0)
-                self.on_progress(fraction, str(message.get("message", "")))
+                left = describe_time_left(_number(message.get("eta_s")))
+                text = str(message.get("message", ""))
+                self.on_progress(fraction, f"{text} ({left})" if left and fraction < 1.0 else text)
         elif kind == "result":
             self._outputs = {name: Path(path) for name, path in message.get("outputs", {}).items()}
             self._summary = dict(message.get("summary", {}))
@@ -205,6 +209,11 @@ class CliProcess:
 
     def _last_log_line(self) -> str:
         return next((line.strip() for line in reversed(self._log) if line.strip()), "no output")
+
+
+def _number(value: Any) -> float | None:
+    """A JSON number as a float; None for null or anything else."""
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
 def _json_object(line: str) -> dict[str, Any] | None:

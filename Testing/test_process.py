@@ -21,7 +21,7 @@ if mode == "ok":
     print("loading checkpoint", flush=True)
     print("a warning on stderr", file=sys.stderr, flush=True)
     for index in range(3):
-        emit("progress", fraction=(index + 1) / 3, message=f"slice {index + 1}/3")
+        emit("progress", fraction=(index + 1) / 3, message=f"slice {index + 1}/3", eta_s=[None, 150.0, 0.0][index])
     path = os.path.join(folder, "enhanced.nrrd")
     open(path, "w").close()
     emit("result", outputs={"enhanced": path}, summary={"roi_voxels": 12})
@@ -79,7 +79,7 @@ def test_success_reports_progress_log_outputs_and_summary(fake_cli, tmp_path):
     run.start()
     result = run.wait(timeout=30)
     assert result.state is State.SUCCEEDED and result.returncode == 0 and result.message == ""
-    assert progress == [(0.333, "slice 1/3"), (0.667, "slice 2/3"), (1.0, "slice 3/3")]
+    assert progress == [(0.333, "slice 1/3"), (0.667, "slice 2/3 (about 2 min left)"), (1.0, "slice 3/3")]
     assert sorted(log) == ["a warning on stderr", "loading checkpoint"]
     assert result.outputs == {"enhanced": tmp_path / "enhanced.nrrd"}
     assert result.summary == {"roi_voxels": 12}
@@ -97,7 +97,7 @@ def test_polling_drains_lines_without_blocking(fake_cli):
         states.append(State.RUNNING)
         time.sleep(0.01)
     assert states and run.state is State.SUCCEEDED
-    assert progress == ["slice 1/3", "slice 2/3", "slice 3/3"]
+    assert progress == ["slice 1/3", "slice 2/3 (about 2 min left)", "slice 3/3"]
 
 
 def test_handled_error_shows_the_tools_own_message(fake_cli):

@@ -23,7 +23,7 @@ from skimage.morphology import convex_hull_image
 from skimage.transform import resize
 
 from ..checkpoints import load_checkpoint, shipped_checkpoint
-from ..device import check_seed, resolve_device, slice_generator
+from ..device import check_seed, resolve_device
 from ..diffusion.conditioning import Condition
 from ..diffusion.model import DiffusionModel
 from ..diffusion.networks import build_network, load_weights
@@ -43,6 +43,7 @@ from ..preprocess import (
     to_dtype,
 )
 from ..progress import Progress, report
+from ..slice_runner import run_slices
 from ..volume import Volume
 from .registry import (
     CheckpointRole,
@@ -335,19 +336,16 @@ class ScarEnhancement:
         size, margin = int(self.config["crop_size"]), int(self.config["roi_margin_px"])
         enhanced = images.copy()
         spread = np.zeros(images.shape, dtype=np.float32)
-        for number, (image, roi, key) in enumerate(zip(images, rois, keys)):
+
+        def enhance(number: int, generator: torch.Generator, slice_progress: Progress) -> None:
+            image, roi = images[number], rois[number]
             crop, scale = slice_frame(image, roi, size, margin)
             x = scale.forward(crop.extract(image))
             m = (crop.extract(roi, order=0) > 0.5).astype(np.float32)
-
-            def slice_progress(fraction: float, message: str, number: int = number) -> bool | None:
-                overall = 0.1 + 0.9 * (number + fraction) / len(images)
-                return progress(overall, f"slice {number + 1}/{len(images)}: {message}") if progress else None
-
             crop_image = torch.from_numpy(x[None, None]).to(self.device)
             result = sample(self.model, pairs, image=crop_image, mask=torch.from_numpy(m[None, None]).to(self.device),
                             conditions={"image": crop_image}, sampler=sampler, samples=samples,
-                            generator=[slice_generator(seed, key, self.device)], progress=slice_progress)
+                            generator=[generator], progress=slice_progress)
             mean, sd = result.mean[0, 0].cpu().numpy(), result.sd[0, 0].cpu().numpy()
             region, change = crop.restore(scale.inverse(mean) - scale.inverse(x))
             inside = roi[region]
@@ -355,6 +353,8 @@ class ScarEnhancement:
             enhanced[number][region] = np.where(inside, to_dtype(values, images.dtype), image[region])
             region, values = crop.restore(sd * 0.5 * (scale.high - scale.low))
             spread[number][region] = np.where(inside, values, 0.0)
+
+        run_slices(keys, enhance, seed=seed, device=self.device, progress=progress, start=0.1, end=1.0)
         return enhanced, spread
 
 

@@ -34,7 +34,7 @@ from scipy import ndimage
 
 from ..analysis.cardiac_phases import blood_pool_volumes_ml, ed_es_frames
 from ..checkpoints import load_checkpoint, shipped_checkpoint
-from ..device import check_seed, resolve_device, slice_generator
+from ..device import check_seed, resolve_device
 from ..diffusion.conditioning import Condition
 from ..diffusion.model import DiffusionModel
 from ..diffusion.networks import build_network, load_weights
@@ -42,6 +42,7 @@ from ..diffusion.samplers import SAMPLERS, sample, timestep_pairs
 from ..errors import CheckpointError, InputError
 from ..evaluation import checkpoint_baseline
 from ..progress import Progress, report
+from ..slice_runner import run_slices
 from ..volume import Volume
 from .cine_segmentation import CineSegmenter
 from .registry import (
@@ -272,17 +273,18 @@ class T1FromCine:
             raise InputError(f"no LV found in {cine.named('the cine')} at ED (frame {ed}): nothing to map")
         probabilities = {frame: self.segmenter.probabilities(cine.array[frame], spacing_yx) for frame in (ed, es)}
         size, pixel = int(self.config["crop_size"]), float(self.config["pixel_mm"])
-        for number, z in enumerate(slices):
+
+        def synthesise(number: int, generator: torch.Generator, slice_progress: Progress) -> None:
+            z = slices[number]
             crop = LVCrop(lv_centre(labels[ed, z]), spacing_yx, size, pixel)
             values = slice_conditions(self.variant, int(self.config["frames"]), cine.array[:, z],
                                       probabilities[ed][z], probabilities[es][z], crop, ed, float(field))
-            start, end = 0.05 + 0.95 * number / len(slices), 0.05 + 0.95 * (number + 1) / len(slices)
-            mean, spread = self._slice(values, samples, slice_generator(seed, keys[z], self.device), pairs, sampler,
-                                       lambda f, m, a=start, b=end, n=number: (
-                                           progress(a + (b - a) * f, f"slice {n + 1}/{len(slices)}: {m}")
-                                           if progress else None))
+            mean, spread = self._slice(values, samples, generator, pairs, sampler, slice_progress)
             t1[z] = crop.paste(to_ms(mean), cine.spatial_shape[1:])
             sd[z] = crop.paste(spread * T1_SCALE_MS / 2.0, cine.spatial_shape[1:])
+
+        run_slices([keys[z] for z in slices], synthesise, seed=seed, device=self.device, progress=progress,
+                   start=0.05, end=1.0)
         report(progress, 1.0, "T1 map synthesised")
         reference = Volume(t1, cine.spacing, cine.origin, cine.direction,
                            {key: cine.metadata[key] for key in ("source_files", "notes") if key in cine.metadata})
