@@ -463,3 +463,37 @@ def test_torchrun_ddp_trains_several_networks(toy, tmp_path):
     for key, value in ranks[0].items():  # both networks: trained, and kept equal across ranks by DDP
         assert torch.equal(value, ranks[1][key]), key
         assert not torch.equal(value, initial[key]), key
+
+
+class _EchoNoisy(torch.nn.Module):
+    """A stand-in x0 predictor that returns its noisy input x_t (channel 0): near t = 0 that is the image the forward
+    noise started from."""
+
+    def forward(self, x: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
+        return x[:, :1]
+
+
+def test_enhancer_validation_measures_the_start_from_the_original_image():
+    from CMRSynthesisLib.diffusion.model import DiffusionModel
+    from CMRSynthesisLib.methods.scar_enhancement import CONDITIONS
+    from training.recipes.scar_enhancement import enhancer_validation
+
+    generator = torch.Generator().manual_seed(3)
+    target = torch.rand((6, 1, 16, 16), generator=generator) * 2 - 1
+    condition = (target + 0.5 * torch.rand((6, 1, 16, 16), generator=generator)).clamp(-1, 1)
+    roi = torch.zeros((6, 1, 16, 16))
+    roi[..., 4:12, 4:12] = 1.0
+    examples = {"target": target, "condition": condition, "roi": roi}
+    schedule = {"num_train_timesteps": 1000, "schedule": "linear_beta", "beta_start": 0.0001, "beta_end": 0.02,
+                "prediction_type": "sample"}
+    model = DiffusionModel.from_config(_EchoNoisy(), schedule, CONDITIONS)
+    gap = float(((condition - target) ** 2 * roi).sum() / roi.sum())  # what starting from the input costs here
+    as_target = enhancer_validation(model, examples, batch=4, max_timestep=1, from_input=0.0)
+    assert set(as_target) == {"validation_loss", "validation_loss_from_input"}
+    assert as_target["validation_loss"] < 0.01 * gap  # noised from the target, the echo is nearly right
+    assert as_target["validation_loss_from_input"] == pytest.approx(gap, rel=0.05)  # from the input: it is not
+    mixed = enhancer_validation(model, examples, batch=4, max_timestep=1, from_input=0.5)
+    assert 0.1 * gap < mixed["validation_loss"] < 0.9 * gap
+    assert mixed == enhancer_validation(model, examples, batch=4, max_timestep=1, from_input=0.5)  # fixed draws
+    epsilon = DiffusionModel.from_config(_EchoNoisy(), {**schedule, "prediction_type": "epsilon"}, CONDITIONS)
+    assert set(enhancer_validation(epsilon, examples, 4, 1, 0.0)) == {"validation_loss"}

@@ -129,6 +129,36 @@ def blood_reference(slices: LabelledSlices, crop_size: int, margin: int) -> floa
     return float(np.mean(means))
 
 
+def enhancer_validation(model: DiffusionModel, examples: dict[str, torch.Tensor], batch: int, max_timestep: int,
+                        from_input: float) -> dict[str, float]:
+    """The enhancer's ROI losses over validation crops (examples "target", "condition", "roi": (N, 1, y, x)), in
+    mini-batches of `batch`, with fixed timesteps below `max_timestep`, noise and choices (generator seeded 0):
+
+    - "validation_loss": as trained: the fraction `from_input` of the crops noised from the original image, the rest
+      from the target (`noise_from_input_fraction`; the same choice for every call);
+    - "validation_loss_from_input": as used: every crop noised from the original image, where partial diffusion
+      starts at inference (prediction_type "sample" only; absent otherwise, where training never does it).
+    Both are weighted by ROI voxels.
+    """
+    ways = {"validation_loss": from_input}
+    if model.prediction_type == "sample":
+        ways["validation_loss_from_input"] = 1.0
+    losses = {}
+    for name, fraction in ways.items():
+        fixed = torch.Generator(device=examples["roi"].device).manual_seed(0)
+        total = voxels = 0.0
+        for start in range(0, len(examples["roi"]), batch):
+            part = {key: value[start:start + batch] for key, value in examples.items()}
+            pick = torch.rand((len(part["roi"]), 1, 1, 1), generator=fixed, device=fixed.device) < fraction
+            source = torch.where(pick, part["condition"], part["target"]) if fraction > 0 else None
+            loss = diffusion_loss(model, part["target"], conditions={"image": part["condition"]}, mask=part["roi"],
+                                  source=source, max_timestep=max_timestep, generator=fixed)
+            count = float(part["roi"].sum())
+            total, voxels = total + float(loss) * count, voxels + count
+        losses[name] = total / max(voxels, 1.0)
+    return losses
+
+
 def train_enhancer(config: dict[str, Any], out: Path, context: Context, resume: bool) -> tuple[dict, dict]:
     """Train the conditional ROI DDPM; returns (weights, checkpoint config)."""
     train_cfg = config["train"]
@@ -161,16 +191,8 @@ def train_enhancer(config: dict[str, Any], out: Path, context: Context, resume: 
                               max_timestep=max_t, generator=generator)
 
     def validate(model: torch.nn.Module) -> dict[str, float]:
-        """ROI noise loss over the validation crops, in mini-batches, at fixed random timesteps and noise."""
-        fixed = torch.Generator(device=context.device).manual_seed(0)
         checker = DiffusionModel.from_config(model, config["schedule"], CONDITIONS)
-        total = voxels = 0.0
-        for start in range(0, len(val["roi"]), batch):
-            part = {key: value[start:start + batch] for key, value in val.items()}
-            loss = diffusion_loss(checker, part["target"], conditions={"image": part["condition"]}, mask=part["roi"],
-                                  max_timestep=max_t, generator=fixed)
-            total, voxels = total + float(loss) * float(part["roi"].sum()), voxels + float(part["roi"].sum())
-        return {"validation_loss": total / max(voxels, 1.0)}
+        return enhancer_validation(checker, val, batch, max_t, from_input)
 
     if resume:
         trainer.resume()
