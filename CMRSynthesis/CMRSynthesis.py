@@ -517,7 +517,7 @@ class MethodPanel:
             page.visible = visible
 
     def updateFromParameters(self, parameters: CMRSynthesisParameterNode) -> None:
-        """Show the parameter node's values; DDIM steps are editable with the ddim sampler only."""
+        """Show the parameter node's values; DDIM steps and eta are editable with the ddim sampler only."""
         self._updating = True
         try:
             for update in self._updaters:
@@ -525,9 +525,12 @@ class MethodPanel:
         finally:
             self._updating = False
         sampler = next((setting for setting in method_tasks.settings(self.spec) if setting.name == "sampler"), None)
-        if "ddim_steps" in self.widgets and sampler is not None:
+        if sampler is not None:
             text = parameters.methodText(self.spec.name, "sampler")
-            self.widgets["ddim_steps"].enabled = method_tasks.setting_value(sampler, text, strict=False) == "ddim"
+            ddim = method_tasks.setting_value(sampler, text, strict=False) == "ddim"
+            for name in ("ddim_steps", "ddim_eta"):
+                if name in self.widgets:
+                    self.widgets[name].enabled = ddim
 
     def _addPage(self, frame):
         page = qt.QWidget()
@@ -590,9 +593,11 @@ class MethodPanel:
                     lambda value: setattr(widget, "currentIndex", items.index(value) if value in items else 0))
         if setting.editor == "number":
             widget = qt.QSpinBox() if setting.type is int else qt.QDoubleSpinBox()
+            widget.setRange(*setting.spin_range)
             if setting.type is float:
                 widget.decimals = 3
-            widget.setRange(*setting.spin_range)
+                low, high = setting.spin_range
+                widget.singleStep = min(1.0, (high - low) / 10)
             signal = "valueChanged(int)" if setting.type is int else "valueChanged(double)"
             return widget, signal, lambda: widget.value, lambda value: setattr(widget, "value", value)
         widget = qt.QLineEdit()

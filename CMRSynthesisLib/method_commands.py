@@ -71,6 +71,8 @@ def add_settings(parser: argparse.ArgumentParser, spec: MethodSpec) -> None:
                             help="ddpm: every step; ddim: a faster coarse grid")
         parser.add_argument("--ddim-steps", type=int, default=sampling.ddim_steps, help="DDIM steps (with --sampler "
                             "ddim)")
+        parser.add_argument("--ddim-eta", type=float, default=sampling.ddim_eta, help="DDIM noise level in [0, 1] "
+                            "(with --sampler ddim): 0 deterministic, 1 as much noise as DDPM")
         parser.add_argument("--seed", type=int, default=0, help="random seed: same seed, same result, per slice")
     for role in spec.checkpoints:
         parser.add_argument(_flag(role.name), type=Path, help=f"{role.help} (default: the shipped demo model "

@@ -42,11 +42,13 @@ SAMPLING_HELP = {
     "samples": "k samples, run as one batch: their mean is the result, their SD the uncertainty",
     "sampler": "ddpm: every step; ddim: a faster coarse grid (DDIM steps)",
     "ddim_steps": "DDIM steps (with the ddim sampler): fewer is faster",
+    "ddim_eta": "DDIM noise level (with the ddim sampler): 0 deterministic, 1 as much noise as DDPM",
     "seed": "random seed: same seed, same inputs, same result",
 }
 """Tooltips of the sampling settings (`steps` says what it means for each method: `Sampling.steps_help`)."""
 
-SAMPLING_LIMITS = {"steps": (1, 9999), "samples": (1, 64), "ddim_steps": (1, 1000), "seed": (0, 2**31 - 1)}
+SAMPLING_LIMITS = {"steps": (1, 9999), "samples": (1, 64), "ddim_steps": (1, 1000), "ddim_eta": (0.0, 1.0),
+                   "seed": (0, 2**31 - 1)}
 """Spin-box ranges of the sampling settings."""
 
 SAMPLERS = ("ddpm", "ddim")

@@ -86,15 +86,17 @@ def test_settings_are_the_options_then_the_sampling_settings():
     the method's own help for steps; each gets the editor its type asks for."""
     found = method_tasks.settings(SMOOTH)
     assert [setting.name for setting in found] == ["radius", "mode", "strict", "scale", "label", "note", "level",
-                                                   "steps", "samples", "sampler", "ddim_steps", "seed"]
-    assert [setting.sampling for setting in found] == [False] * 7 + [True] * 5
+                                                   "steps", "samples", "sampler", "ddim_steps", "ddim_eta", "seed"]
+    assert [setting.sampling for setting in found] == [False] * 7 + [True] * 6
     editors = {setting.name: setting.editor for setting in found}
     assert editors == {"radius": "number", "mode": "choice", "strict": "check", "scale": "text", "label": "text",
                        "note": "text", "level": "choice", "steps": "number", "samples": "number",
-                       "sampler": "choice", "ddim_steps": "number", "seed": "number"}
+                       "sampler": "choice", "ddim_steps": "number", "ddim_eta": "number", "seed": "number"}
     steps, sampler = _setting(SMOOTH, "steps"), _setting(SMOOTH, "sampler")
     assert (steps.type, steps.default, steps.limits, steps.help) == (int, 10, (1, 9999), "diffusion steps")
     assert (sampler.type, sampler.default, sampler.choices) == (str, "ddpm", ("ddpm", "ddim"))
+    eta = _setting(SMOOTH, "ddim_eta")
+    assert (eta.type, eta.default, eta.spin_range) == (float, 0.0, (0.0, 1.0))
     assert [(setting.name, setting.default) for setting in found[7:]] == list(SMOOTH.option_defaults().items())[7:]
     assert _setting(SMOOTH, "level").items == [None, 1, 2, 3] and _setting(SMOOTH, "mode").items == ["gauss", "box"]
     assert _setting(SMOOTH, "radius").spin_range == (-(2**31 - 1), 2**31 - 1)
@@ -104,22 +106,22 @@ def test_settings_are_the_options_then_the_sampling_settings():
 def test_a_method_without_a_start_step_shows_no_steps():
     """T1Diff samples from pure noise: its sampling settings lack steps; a method without sampling has none."""
     assert [setting.name for setting in method_tasks.settings(EVERY_KIND)] == ["samples", "sampler", "ddim_steps",
-                                                                               "seed"]
+                                                                               "ddim_eta", "seed"]
     assert _setting(EVERY_KIND, "sampler").default == "ddim"
     assert method_tasks.settings(MethodSpec(**{**vars(SMOOTH), "name": "plain", "command": "plain",
                                                "options": (), "sampling": None})) == []
 
 
 def test_stored_names():
-    assert method_tasks.stored_names(EVERY_KIND) == ["samples", "sampler", "ddim_steps", "seed", "profile",
-                                                     "checkpoint"]
+    assert method_tasks.stored_names(EVERY_KIND) == ["samples", "sampler", "ddim_steps", "ddim_eta", "seed",
+                                                     "profile", "checkpoint"]
 
 
 def test_values_kept_as_text_read_back():
     """Every value of every setting survives value_text -> setting_value; never set gives the default, empty text
     gives None (not given)."""
     values = {"radius": 7, "mode": "box", "strict": True, "scale": 0.25, "label": -3, "note": "a, b", "level": 2,
-              "steps": 50, "samples": 4, "sampler": "ddim", "ddim_steps": 12, "seed": 0}
+              "steps": 50, "samples": 4, "sampler": "ddim", "ddim_steps": 12, "ddim_eta": 0.5, "seed": 0}
     for setting in method_tasks.settings(SMOOTH):
         value = values[setting.name]
         assert method_tasks.setting_value(setting, method_tasks.value_text(value)) == value, setting.name

@@ -798,22 +798,23 @@ def test_scar_enhancement_panel(module, widget, scene):
     assert (roi.nodeTypes, roi.noneEnabled) == (["vtkMRMLSegmentationNode", "vtkMRMLLabelMapVolumeNode"], True)
     inputs, advanced = (page.layout().rows for page in panel.pages)
     assert [label for label, _ in inputs] == ["LGE:", "ROI:", "ROI label:"]
-    assert [label for label, _ in advanced] == ["Steps:", "Samples:", "Sampler:", "DDIM steps:", "Seed:",
-                                                "Checkpoint:", "Segmenter:"]
+    assert [label for label, _ in advanced] == ["Steps:", "Samples:", "Sampler:", "DDIM steps:", "DDIM eta:",
+                                                "Seed:", "Checkpoint:", "Segmenter:"]
     widgets = panel.widgets
     assert widgets["roi_label"].slots.keys() == {"textChanged(QString)"}  # an int without a default: a line edit
     assert (widgets["steps"].value, widgets["samples"].value, widgets["ddim_steps"].value, widgets["seed"].value) == (
         250, 5, 20, 0)
     assert (widgets["steps"].minimum, widgets["seed"].maximum) == (1, 2**31 - 1)
     assert widgets["sampler"].items == ["ddpm", "ddim"] and widgets["sampler"].currentIndex == 0
-    assert not widgets["ddim_steps"].enabled
+    assert not widgets["ddim_steps"].enabled and not widgets["ddim_eta"].enabled
+    assert (widgets["ddim_eta"].value, widgets["ddim_eta"].minimum, widgets["ddim_eta"].maximum) == (0.0, 0.0, 1.0)
     assert widgets["segmenter"].placeholderText.startswith("shipped demo model")
     assert widgets["steps"].toolTip.startswith("partial-diffusion start step t0")
     enabled, why = _apply(widget)
     assert not enabled and why == "Choose the LGE: late gadolinium enhancement (LGE) image stack."
     _user_edits(lge, mrml_checks.add_test_volume(scene, "LGE"))
     _user_edits(widgets["sampler"], 1)
-    assert _apply(widget) == (True, "Run the task") and widgets["ddim_steps"].enabled
+    assert _apply(widget) == (True, "Run the task") and widgets["ddim_steps"].enabled and widgets["ddim_eta"].enabled
     _user_edits(widgets["roi_label"], "two")
     assert _apply(widget) == (False, "ROI label 'two': it is not a whole number.")
     _user_edits(widgets["roi_label"], "")
@@ -943,7 +944,7 @@ def test_a_method_registered_at_run_time_gets_a_task_panel_and_command(module, t
     assert parameters.task == toy.name
     shown = _shown(widget, toy.name)
     assert {f"{toy.name}.{name}" for name in ("t2w", "mask", "radius", "mode", "strict", "scale", "steps", "samples",
-                                              "sampler", "ddim_steps", "seed", "checkpoint")} <= shown
+                                              "sampler", "ddim_steps", "ddim_eta", "seed", "checkpoint")} <= shown
     assert {"methodInputsFrame", "methodAdvancedFrame", "deviceComboBox", "outputsCollapsibleButton"} <= shown
     assert not {"cineSequenceSelector", "molliFolderLineEdit", "inputVolumeSelector"} & shown
     assert not {name for name in shown if name.startswith(("scar_enhancement.", "cine_segmentation."))}
@@ -953,7 +954,7 @@ def test_a_method_registered_at_run_time_gets_a_task_panel_and_command(module, t
                        "radius": "valueChanged(int)", "mode": "currentIndexChanged(int)", "strict": "toggled(bool)",
                        "scale": "textChanged(QString)", "steps": "valueChanged(int)", "samples": "valueChanged(int)",
                        "sampler": "currentIndexChanged(int)", "ddim_steps": "valueChanged(int)",
-                       "seed": "valueChanged(int)", "checkpoint": "textChanged(QString)"}
+                       "ddim_eta": "valueChanged(double)", "seed": "valueChanged(int)", "checkpoint": "textChanged(QString)"}
     assert (widgets["radius"].value, widgets["mode"].items, widgets["strict"].checked, widgets["scale"].text) == (
         2, ["gauss", "box"], False, "")
     assert (widgets["steps"].value, widgets["samples"].value, widgets["strict"].args) == (10, 2, ("Strict",))

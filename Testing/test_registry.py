@@ -28,7 +28,8 @@ def test_the_method_modules_declare_themselves():
     assert specs["scar_enhancement"].command == "enhance" and specs["cine_segmentation"].command == "segment"
     assert get_spec("cine_segmentation").main_output.name == "labels"
     assert specs["scar_enhancement"].option_defaults() == {"roi_label": None, "steps": 250, "samples": 5,
-                                                           "sampler": "ddpm", "ddim_steps": 20, "seed": 0}
+                                                           "sampler": "ddpm", "ddim_steps": 20, "ddim_eta": 0.0,
+                                                           "seed": 0}
 
 
 def test_unknown_method_names_the_known_ones():

@@ -111,6 +111,16 @@ def ddim_step(schedule: NoiseSchedule, x0: torch.Tensor, eps: torch.Tensor, t: i
     return x_prev + sigma * noise if eta > 0 and noise is not None else x_prev
 
 
+def sampler_eta(sampler: str, eta: float) -> float:
+    """The eta `sample` takes for a user's setting: `eta` for "ddim" (InputError, naming --ddim-eta, unless
+    0 <= eta <= 1), 0 for "ddpm" (its steps have their own variance; the setting does not apply)."""
+    if sampler != "ddim":
+        return 0.0
+    if not 0.0 <= float(eta) <= 1.0:
+        raise InputError(f"the DDIM noise level eta (--ddim-eta) must be in [0, 1]; got {eta}")
+    return float(eta)
+
+
 def check_chain(pairs: Sequence[tuple[int, int]], num_train_timesteps: int) -> None:
     """InputError unless `pairs` is a non-empty chain (t, t_prev), each t_prev < t and the next pair's t, from a t
     below T down to t_prev >= CLEAN."""

@@ -125,21 +125,24 @@ class Option:
 
 @dataclasses.dataclass(frozen=True)
 class Sampling:
-    """Diffusion sampling settings a method takes in `run` (steps, samples, sampler, ddim_steps, seed) and their
-    defaults. `steps_help` says what `steps` means for this method (e.g. the partial-diffusion start step t0); steps
-    None: the method has no such setting (it samples from pure noise through the whole chain)."""
+    """Diffusion sampling settings a method takes in `run` (steps, samples, sampler, ddim_steps, ddim_eta, seed) and
+    their defaults. `steps_help` says what `steps` means for this method (e.g. the partial-diffusion start step t0);
+    steps None: the method has no such setting (it samples from pure noise through the whole chain). ddim_eta: the
+    DDIM noise level (0 deterministic, 1 the DDPM posterior's variance on the coarse grid; Song et al. 2021)."""
 
     steps: int | None
     samples: int
     sampler: str = "ddpm"
     ddim_steps: int = 20
+    ddim_eta: float = 0.0
     steps_help: str = "diffusion steps"
 
     def defaults(self) -> dict[str, Any]:
         """The `run` keywords and their defaults: steps (left out when None: a method sampling from pure noise has
-        no start step to choose), samples, sampler, ddim_steps, seed."""
+        no start step to choose), samples, sampler, ddim_steps, ddim_eta, seed."""
         steps = {} if self.steps is None else {"steps": self.steps}
-        return {**steps, "samples": self.samples, "sampler": self.sampler, "ddim_steps": self.ddim_steps, "seed": 0}
+        return {**steps, "samples": self.samples, "sampler": self.sampler, "ddim_steps": self.ddim_steps,
+                "ddim_eta": self.ddim_eta, "seed": 0}
 
 
 @dataclasses.dataclass(frozen=True)

@@ -27,7 +27,7 @@ from ..device import check_seed, resolve_device
 from ..diffusion.conditioning import Condition
 from ..diffusion.model import DiffusionModel
 from ..diffusion.networks import build_network, load_weights
-from ..diffusion.samplers import DEFAULT_DDIM_STEPS, SAMPLERS, sample, timestep_pairs
+from ..diffusion.samplers import DEFAULT_DDIM_STEPS, SAMPLERS, sample, sampler_eta, timestep_pairs
 from ..errors import CheckpointError, InputError
 from ..evaluation import input_baseline
 from ..metrics import contrast_metrics, lpips_status, region_metrics
@@ -217,12 +217,14 @@ class ScarEnhancement:
         return self._segmenter
 
     def run(self, inputs: dict[str, Volume | None], *, steps: int = 250, samples: int = 5, seed: int = 0,
-            sampler: str = "ddpm", ddim_steps: int = DEFAULT_DDIM_STEPS, guidance: float | None = None,
-            roi_label: int | None = None, progress: Progress | None = None) -> dict[str, Volume]:
+            sampler: str = "ddpm", ddim_steps: int = DEFAULT_DDIM_STEPS, ddim_eta: float = 0.0,
+            guidance: float | None = None, roi_label: int | None = None, progress: Progress | None = None
+            ) -> dict[str, Volume]:
         """Enhance an LGE stack. inputs: "lge" (z, y, x), optional "roi" (same grid: a binary mask, a probability map
         in [0, 1] thresholded at 0.5, or a label map whose heart ROI label is `roi_label`).
 
-        steps: partial-diffusion start t0; samples: k; sampler "ddpm" (every step) or "ddim" (`ddim_steps` steps);
+        steps: partial-diffusion start t0; samples: k; sampler "ddpm" (every step) or "ddim" (`ddim_steps` steps,
+        noise level `ddim_eta`);
         seed: non-negative, each slice draws from its own generator (seed, slice position). Returns "enhanced" (input
         dtype, input grid; metadata "synthesis" holds the settings and "notes" on how the ROI was read), "roi"
         (uint8) and "spread" (per-voxel SD over k, input units). InputError for unusable inputs (see `_roi`).
@@ -231,6 +233,7 @@ class ScarEnhancement:
             raise InputError("scar enhancement has no guidance scale; leave guidance unset")
         check_seed(seed)
         self.sampling_steps(steps, samples, sampler, ddim_steps)  # checked before the segmenter's work
+        sampler_eta(sampler, ddim_eta)
         lge = _checked_lge(inputs.get("lge"))
         roi, notes = self._roi(lge, inputs.get("roi"), roi_label, progress)
         slices = [index for index in range(lge.spatial_shape[0]) if roi[index].any()]
@@ -238,14 +241,14 @@ class ScarEnhancement:
         enhanced, spread = self.enhance_slices(lge.array[slices], roi[slices], slice_keys=[keys[z] for z in slices],
                                                steps=steps,
                                                samples=samples, seed=seed, sampler=sampler, ddim_steps=ddim_steps,
-                                               progress=progress)
+                                               ddim_eta=ddim_eta, progress=progress)
         output = lge.array.copy()
         output[slices] = enhanced
         spread_volume = np.zeros(lge.spatial_shape, dtype=np.float32)
         spread_volume[slices] = spread
         settings = {"method": METHOD, "t0": steps, "samples": samples, "seed": seed, "sampler": sampler}
         if sampler == "ddim":
-            settings["ddim_steps"] = ddim_steps
+            settings.update(ddim_steps=ddim_steps, ddim_eta=ddim_eta)
         if roi_label is not None:
             settings["roi_label"] = roi_label
         if notes:
@@ -316,7 +319,7 @@ class ScarEnhancement:
 
     def enhance_slices(self, images: np.ndarray, rois: np.ndarray, *, slice_keys: Sequence[int] | None = None,
                        steps: int = 250, samples: int = 5, seed: int = 0, sampler: str = "ddpm",
-                       ddim_steps: int = DEFAULT_DDIM_STEPS, progress: Progress | None = None
+                       ddim_steps: int = DEFAULT_DDIM_STEPS, ddim_eta: float = 0.0, progress: Progress | None = None
                        ) -> tuple[np.ndarray, np.ndarray]:
         """Enhance 2D slices (N, y, x) inside boolean ROIs (N, y, x); every ROI must be non-empty.
 
@@ -333,6 +336,7 @@ class ScarEnhancement:
         if len(keys) != len(images):
             raise InputError(f"got {len(keys)} slice keys for {len(images)} slices")
         pairs = self.sampling_steps(steps, samples, sampler, ddim_steps)
+        eta = sampler_eta(sampler, ddim_eta)
         size, margin = int(self.config["crop_size"]), int(self.config["roi_margin_px"])
         enhanced = images.copy()
         spread = np.zeros(images.shape, dtype=np.float32)
@@ -344,7 +348,7 @@ class ScarEnhancement:
             m = (crop.extract(roi, order=0) > 0.5).astype(np.float32)
             crop_image = torch.from_numpy(x[None, None]).to(self.device)
             result = sample(self.model, pairs, image=crop_image, mask=torch.from_numpy(m[None, None]).to(self.device),
-                            conditions={"image": crop_image}, sampler=sampler, samples=samples,
+                            conditions={"image": crop_image}, sampler=sampler, eta=eta, samples=samples,
                             generator=[generator], progress=slice_progress)
             mean, sd = result.mean[0, 0].cpu().numpy(), result.sd[0, 0].cpu().numpy()
             region, change = crop.restore(scale.inverse(mean) - scale.inverse(x))
