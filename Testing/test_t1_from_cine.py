@@ -202,3 +202,29 @@ def test_the_evaluation_compares_the_map_with_the_fitted_molli_t1(checkpoints, t
     assert metrics["agreement"][method]["segment_t1"]["n"] >= 6
     table = (out / "test" / "table.md").read_text()
     assert "| T1Diff (this run) |" in table and "*Paper T1Diff" in table and "AHA segment R" in table
+
+
+def test_the_modality_features_are_reused_through_a_chain_with_the_same_numbers(checkpoints):
+    """Sampling reuses c_mod while the cine phases stay the same: the denoiser gets the same input as with c_mod
+    computed afresh; new phases, or gradients (training), compute it again."""
+    network = T1FromCine.load(checkpoints["t1diff"], "cpu").network
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn((2, 1 + network.frames + 8 + 1, 32, 32), generator=generator)
+    steps = torch.tensor([500, 20])
+    calls, seen = [], []
+    network.modality_encoder.register_forward_hook(lambda *_: calls.append(1))
+    network.denoiser.register_forward_pre_hook(lambda module, inputs: seen.append(inputs[0].clone()))
+    moved = x.clone()
+    moved[:, :1] += 1.0  # another x_t, the same phases
+    with torch.no_grad():
+        network(x, steps)
+        network(moved, steps)  # reuses c_mod
+        network._last_modality = None
+        network(moved, steps)  # computes it afresh
+    assert len(calls) == 2 and torch.equal(seen[1], seen[2]) and not torch.equal(seen[0], seen[1])
+    other = x.clone()
+    other[:, 1:1 + network.frames] *= 0.5
+    with torch.no_grad():
+        network(other, steps)  # new phases
+    network(x, steps)  # with gradients
+    assert len(calls) == 4

@@ -159,15 +159,33 @@ class T1DiffNetwork(torch.nn.Module):
 
     forward(x (B, 1 + frames + ANATOMY_CHANNELS + 1, y, x), timesteps (B,)) -> predicted noise (B, 1, y, x); the
     input's channels are [x_t, cine phases, c_mor, field] as `DiffusionModel` concatenates them.
+
+    c_mod depends on the cine phases only, which stay the same through a sampling chain: without gradients the last
+    c_mod is reused while the phases are equal (the same numbers as computing it again, a quarter of each step's
+    work saved); with gradients (training) it is always computed, so E_m learns with the denoiser.
     """
 
     def __init__(self, modality_encoder: torch.nn.Module, denoiser: torch.nn.Module, frames: int) -> None:
         super().__init__()
         self.modality_encoder, self.denoiser, self.frames = modality_encoder, denoiser, int(frames)
+        self._last_modality: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def forward(self, x: torch.Tensor, timesteps: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
         x_t, phases, rest = x[:, :1], x[:, 1:1 + self.frames], x[:, 1 + self.frames:]
-        return self.denoiser(torch.cat([x_t, self.modality_encoder(phases), rest], dim=1), timesteps)
+        return self.denoiser(torch.cat([x_t, self.modality_features(phases), rest], dim=1), timesteps)
+
+    def modality_features(self, phases: torch.Tensor) -> torch.Tensor:
+        """c_mod = E_m(phases) for phases (B, frames, y, x); reused from the last call while no gradients are taken
+        and the phases are equal."""
+        if torch.is_grad_enabled():
+            self._last_modality = None
+            return self.modality_encoder(phases)
+        last = self._last_modality
+        if last is not None and last[0].shape == phases.shape and torch.equal(last[0], phases):
+            return last[1]
+        features = self.modality_encoder(phases)
+        self._last_modality = (phases.clone(), features)
+        return features
 
 
 def build_model(config: dict[str, Any]) -> torch.nn.Module:
