@@ -266,7 +266,8 @@ def run_strain(args: argparse.Namespace, progress: Reporter) -> dict[str, Any]:
                                                                        "circumferential_peak")}
     files = {"json": args.out_dir / "strain.json", "curves": args.out_dir / "strain_curves.png",
              **{f"{name}_times": sidecar_path(images[name]) for name in ("radial", "circumferential")}}
-    segment_files = {"segments": args.out_dir / "aha_segments.nrrd", "bullseye": args.out_dir / "strain_bullseye.png"}
+    segment_files = {"segments": args.out_dir / "strain_aha_segments.nrrd",
+                     "bullseye": args.out_dir / "strain_bullseye.png"}
     if anchored:
         images["segments"], files["bullseye"] = segment_files["segments"], segment_files["bullseye"]
     check_output_paths(list(images.values()), protected=inputs)
@@ -297,6 +298,8 @@ def run_strain(args: argparse.Namespace, progress: Reporter) -> dict[str, Any]:
         blood = blood if blood is not None else labels.with_array((labels.array[ed] == 1).astype(np.uint8))
         if rv is None and args.insertion_points is None:
             rv = labels.with_array((labels.array[ed] == 3).astype(np.uint8))
+            extra["notes"] = ["the AHA segments are anchored at the cine segmenter's RV at ED (give --rv or "
+                              "--insertion-points to anchor them yourself)"]
         start = 0.3
     result = myocardial_strain(
         cine, myocardium, ed_frame=ed, es_frame=es, blood_pool_ed=blood, rv_ed=rv,
@@ -314,13 +317,13 @@ def run_strain(args: argparse.Namespace, progress: Reporter) -> dict[str, Any]:
     details = result.summary()
     stale = [path for path in segment_files.values()
              if not anchored and path.exists() and path.resolve() not in {item.resolve() for item in inputs}]
-    for path in stale:  # an earlier run's segment outputs would contradict this run's strain.json
+    for path in stale:  # an earlier strain run's segment outputs (names only strain writes) would contradict this one
         path.unlink()
     removed = [f"removed {path.name} of an earlier run (no AHA segments without an RV mask or insertion points)"
                for path in stale]
     summary = {"ed_frame": result.ed_frame, "es_frame": result.es_frame,
                "ed_es_source": {"ed": sources["ed"], "es": sources["es"] or result.es_source}, **details,
-               **extra, "notes": extra.get("notes", []) + details["notes"] + removed}
+               **extra, "notes": cine.metadata.get("notes", []) + extra.get("notes", []) + details["notes"] + removed}
     atomic_write_bytes(files["json"], (json.dumps(summary, indent=2) + "\n").encode("utf-8"))
     write_strain_figures(result, files["curves"], files.get("bullseye"), protected=inputs)
     progress(1.0, "strain written")

@@ -285,6 +285,24 @@ def test_missing_trigger_time_falls_back_to_the_acquisition_clock(tmp_path):
     assert "TriggerTime (0018,1060) is missing" in note and "AcquisitionTime" in note
 
 
+@pytest.mark.parametrize("trigger", [None, DEFAULT], ids=["no TriggerTime (MOLLI)", "with TriggerTime"])
+def test_an_inversion_recovery_series_given_as_cine_is_refused(tmp_path, trigger):
+    """A T1-mapping series (MOLLI: images heartbeats apart at other inversion times) is no cine, whatever its
+    TriggerTime says; a cine whose images all state one inversion time reads."""
+    study = Study(tmp_path / "molli")
+    for z in range(2):
+        for t in range(len(TIMES)):
+            study.image(z, t, trigger=trigger, InversionTime=100.0 + 80.0 * t,
+                        AcquisitionTime=f"0930{z:02d}.{50000 * t:06d}")
+    with pytest.raises(InputError, match=r"differ in inversion time \(InversionTime .*: 100, 180, 260, .* not a cine"):
+        read_cine(study.folder)
+    same = Study(tmp_path / "one ti")
+    for z in range(2):
+        for t in range(len(TIMES)):
+            same.image(z, t, InversionTime=250.0)
+    assert_frames(read_cine(same.folder), [0, 1])
+
+
 def _enhanced_cine(order: list[tuple[int, int]]) -> Dataset:
     """One Enhanced MR file with the frames (z, t) in `order`: per-frame position, trigger delay and rescale."""
     dataset = new_dicom(EnhancedMRImageStorage, Modality="MR", SeriesInstanceUID=generate_uid(),

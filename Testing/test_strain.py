@@ -322,7 +322,7 @@ def test_cli_writes_maps_json_and_figures(small_study, tmp_path, capsys):
     times = json.loads((out / "strain_radial.json").read_text())["trigger_times_ms"]
     assert times == document["curves"]["trigger_time_ms"] == [40.0 * t for t in range(8)]
     assert read_volume(out / "strain_circumferential_peak.nii.gz").array.shape == (1, 56, 56)
-    assert (out / "aha_segments.nrrd").is_file()
+    assert (out / "strain_aha_segments.nrrd").is_file()
     for name in ("strain_curves.png", "strain_bullseye.png"):
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert set(result["outputs"]) == {"radial", "circumferential", "radial_peak", "circumferential_peak",
@@ -347,12 +347,15 @@ def test_cli_rerun_without_segments_leaves_no_stale_segment_files(small_study, t
     base = ["strain", "--cine", str(paths["cine"]), "--myocardium", str(paths["myocardium"]), "--out-dir", str(out),
             "--progress", "none"]
     assert main([*base, f"--insertion-points={small_study['points']}"]) == 0
-    assert (out / "aha_segments.nrrd").is_file() and (out / "strain_bullseye.png").is_file()
+    assert (out / "strain_aha_segments.nrrd").is_file() and (out / "strain_bullseye.png").is_file()
+    other = (out / "aha_segments.nrrd").write_bytes(b"written by cmrsynth aha")  # another command's output
     capsys.readouterr()
-    assert main(base) == 0  # no RV mask or points: no segments, so the earlier run's must not stay beside it
+    assert main([*base, "--frame-interval-ms", "33"]) == 0  # no RV mask or points: no segments this time
     document = json.loads(capsys.readouterr().out)["summary"]
-    assert not (out / "aha_segments.nrrd").exists() and not (out / "strain_bullseye.png").exists()
+    assert not (out / "strain_aha_segments.nrrd").exists() and not (out / "strain_bullseye.png").exists()
     assert sum("of an earlier run" in note for note in document["notes"]) == 2
+    assert (out / "aha_segments.nrrd").read_bytes() == b"written by cmrsynth aha" and other
+    assert any("frame interval given (33 ms) was not used" in note for note in document["notes"])  # the reader's
 
 
 def test_cli_without_masks_takes_them_and_ed_es_from_the_cine_segmenter(tmp_path, monkeypatch, capsys):

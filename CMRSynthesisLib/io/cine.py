@@ -284,6 +284,7 @@ def _read_dicom(path: str | Path | Sequence[str | Path], frame_interval_ms: floa
     _check_one_study(frames)
     frames, other_planes = _parallel_majority(frames)
     slices, repeated, notes = _pick_stack(frames)
+    _refuse_inversion_series(slices)
     notes += _check_phase_counts(slices, partial)
     slices, geometry = _grid(slices)
     times, rr, time_source, time_notes = _frame_times(slices, frame_interval_ms, partial)
@@ -452,6 +453,20 @@ def _check_run(run: list[Frame]) -> None:
                          for item in (first, frame)]
                 raise InputError(f"the frames of one cine slice change geometry: {first.label} has {name} {shown[0]}, "
                                  f"{frame.label} has {shown[1]}; every frame of a slice must lie on one grid")
+
+
+def _refuse_inversion_series(slices: list[_Slice]) -> None:
+    """InputError when the images of a slice differ in inversion time: an inversion-recovery series (T1 mapping:
+    MOLLI, ShMOLLI, SASHA, a TI scout), whose images lie heartbeats apart at different TIs, not the phases of one
+    heartbeat."""
+    for item in slices:
+        times = sorted({round(frame.inversion_time, 1) for frame in item.frames if frame.inversion_time is not None})
+        if len(times) > 1:
+            source = next(frame.inversion_source for frame in item.frames if frame.inversion_source)
+            shown = ", ".join(f"{time:g}" for time in times[:6]) + (", ..." if len(times) > 6 else "")
+            raise InputError(f"{item.frames[0].label} and the other images of its slice differ in inversion time "
+                             f"({source}: {shown} ms): an inversion-recovery series for T1 mapping (such as MOLLI), "
+                             "not a cine; give the cine (bSSFP over one heartbeat)")
 
 
 def _cardiac_images(slices: list[_Slice]) -> int | None:
