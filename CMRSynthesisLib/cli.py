@@ -258,7 +258,7 @@ def run_strain(args: argparse.Namespace, progress: Reporter) -> dict[str, Any]:
     from .analysis.cardiac_phases import blood_pool_volumes_ml, ed_es_frames
     from .analysis.strain import check_strain_inputs, myocardial_strain, write_strain_figures
     from .io import atomic_write_bytes, check_output_paths, read_volume, write_volumes
-    from .io.cine import read_cine, sidecar_path
+    from .io.cine import read_cine, sidecar_path, write_cine
 
     inputs = [path for path in (args.cine, args.myocardium, args.blood, args.rv) if path is not None]
     anchored = args.rv is not None or args.insertion_points is not None or args.myocardium is None
@@ -298,22 +298,20 @@ def run_strain(args: argparse.Namespace, progress: Reporter) -> dict[str, Any]:
         blood = blood if blood is not None else labels.with_array((labels.array[ed] == 1).astype(np.uint8))
         if rv is None and args.insertion_points is None:
             rv = labels.with_array((labels.array[ed] == 3).astype(np.uint8))
-            extra["notes"] = ["the AHA segments are anchored at the cine segmenter's RV at ED (give --rv or "
-                              "--insertion-points to anchor them yourself)"]
+            extra["notes"] = [("the AHA segments are anchored at the cine segmenter's RV at ED (give --rv or "
+                               "--insertion-points to anchor them yourself)")]
         start = 0.3
     result = myocardial_strain(
         cine, myocardium, ed_frame=ed, es_frame=es, blood_pool_ed=blood, rv_ed=rv,
         insertion_points=_points_lps(args.insertion_points, args.points_space) if args.insertion_points else None,
         base=args.base, progress=stage(progress, start, 0.95))
     progress(0.95, "writing the maps, strain.json and figures")
-    volumes = [(result.radial, images["radial"]), (result.circumferential, images["circumferential"]),
-               (result.peak_radial, images["radial_peak"]), (result.peak_circumferential, images["circumferential_peak"])]
+    volumes = [(result.peak_radial, images["radial_peak"]), (result.peak_circumferential, images["circumferential_peak"])]
     if anchored:
         volumes.append((result.segmentation.labels, images["segments"]))
-    write_volumes(volumes, protected=inputs)  # not write_cine: the maps hold NaN outside the myocardium
-    times = (json.dumps({"trigger_times_ms": result.trigger_times_ms}, indent=1) + "\n").encode("utf-8")
-    for name in ("radial", "circumferential"):  # the sidecar read_cine takes the frame times from
-        atomic_write_bytes(files[f"{name}_times"], times)
+    write_volumes(volumes, protected=inputs)
+    for name, maps in (("radial", result.radial), ("circumferential", result.circumferential)):
+        write_cine(maps, images[name], protected=inputs, maps=True)  # frame interval in the header, times in the JSON
     details = result.summary()
     stale = [path for path in segment_files.values()
              if not anchored and path.exists() and path.resolve() not in {item.resolve() for item in inputs}]

@@ -20,7 +20,7 @@ from scipy import ndimage
 
 from CMRSynthesisLib.errors import InputError, OutputError
 from CMRSynthesisLib.io import check_cine, read_cine, read_cine_frames, write_cine
-from CMRSynthesisLib.io.cine import sidecar_path
+from CMRSynthesisLib.io.cine import regular_interval, sidecar_path
 from CMRSynthesisLib.volume import Volume
 
 SUNNYBROOK = Path(__file__).parent / "Data" / "sunnybrook"
@@ -596,3 +596,19 @@ def test_sunnybrook_contour_lies_on_the_blood_pool_of_its_cine_slice():
     ring = ndimage.binary_dilation(inside, iterations=3) & ~inside
     image = cine.array[0, z].astype(float)
     assert image[inside].mean() > image[ring].mean() + 10
+
+
+@pytest.mark.parametrize("times, interval", [
+    ([round(34.0255 * t, 2) for t in range(26)], 34.0256),  # rounded to 0.01 ms, as the phantom and scanners store
+    ([round(34.0255 * t) for t in range(26)], 34.04),  # rounded to whole ms (steps of 34 and 35)
+    ([0.0, 40.0, 80.0, 120.0], 40.0),
+    ([12.5, 40.0, 95.25, 130.0], None),  # irregular
+    ([929.0], None),  # one frame
+])
+def test_frames_evenly_spaced_up_to_rounding_count_as_regular(tmp_path, times, interval):
+    found = regular_interval(times)
+    assert found == pytest.approx(interval, abs=0.01) if interval else found is None
+    path = write_cine(_cine(times), tmp_path / "cine.nii.gz")
+    sidecar = json.loads(sidecar_path(path).read_text())
+    assert sidecar.get("frame_interval_ms") == (pytest.approx(interval, abs=0.01) if interval else None)
+    assert read_cine(path).metadata["trigger_times_ms"] == pytest.approx(times)  # the sidecar's exact times

@@ -13,6 +13,7 @@ import math
 import sys
 import types
 
+import nibabel
 import numpy as np
 import pytest
 from scipy.ndimage import gaussian_filter, map_coordinates
@@ -321,6 +322,8 @@ def test_cli_writes_maps_json_and_figures(small_study, tmp_path, capsys):
         paths["myocardium"]).array.sum()
     times = json.loads((out / "strain_radial.json").read_text())["trigger_times_ms"]
     assert times == document["curves"]["trigger_time_ms"] == [40.0 * t for t in range(8)]
+    header = nibabel.load(out / "strain_radial.nii.gz").header  # other readers take the frame interval from here
+    assert header.get_xyzt_units()[1] == "sec" and header["pixdim"][4] == pytest.approx(0.040)
     assert read_volume(out / "strain_circumferential_peak.nii.gz").array.shape == (1, 56, 56)
     assert (out / "strain_aha_segments.nrrd").is_file()
     for name in ("strain_curves.png", "strain_bullseye.png"):

@@ -53,6 +53,10 @@ MIN_FRAME_STEP_MS = 5.0  # trigger times of one slice closer than this are no ci
 MAX_RR_MS = 3000.0  # without NominalInterval, a trigger time beyond this (a heart rate of 20 / min) is no trigger time
 RR_MARGIN = 1.2  # trigger times may run this much past the nominal RR interval (the RR varies during the scan)
 SLICE_TIME_TOLERANCE_MS = 1e-3  # slices whose times differ by more get "trigger_times_by_slice_ms"
+# frames count as evenly spaced (one interval in the file header) when their steps differ by at most this: times are
+# often stored rounded (DICOM TriggerTime to 0.01 or 1 ms), which makes the steps of a regular cine differ a little
+FRAME_STEP_TOLERANCE_MS = 1.0
+FRAME_STEP_TOLERANCE_FRACTION = 0.02
 TIME_UNITS_TO_MS = {"ms": 1.0, "msec": 1.0, "millisecond": 1.0, "milliseconds": 1.0, "s": 1000.0, "sec": 1000.0,
                     "second": 1000.0, "seconds": 1000.0, "us": 1e-3, "usec": 1e-3}
 _NIFTI_XYZT_UNITS_OFFSET = 123  # byte of the NIfTI-1 header holding the space (bits 0-2) and time (3-5) units
@@ -126,11 +130,13 @@ def read_cine_or_stack(path: str | Path, frame_interval_ms: float | None = None)
     return read_cine_frames(path, frame_interval_ms=frame_interval_ms)
 
 
-def check_cine(volume: Volume, what: str = "the cine", *, min_frames: int = 2, task: str | None = None) -> None:
+def check_cine(volume: Volume, what: str = "the cine", *, min_frames: int = 2, task: str | None = None,
+               finite: bool = True) -> None:
     """Raise InputError unless `volume` is a usable cine: a 4D (t, z, y, x) array of at least `min_frames` frames,
     metadata "trigger_times_ms" with one finite time per frame, strictly increasing ("trigger_times_by_slice_ms",
-    when present: t lists of z times, each slice's increasing), and finite real voxels. what: the cine's role in
-    messages; task: what needs the frames ("strain"), for the message about too few."""
+    when present: t lists of z times, each slice's increasing), and finite real voxels (unless `finite` is False: a
+    map over time with NaN where it has no value). what: the cine's role in messages; task: what needs the frames
+    ("strain"), for the message about too few."""
     name = volume.named(what)
     if volume.array.ndim != 4:
         raise InputError(f"{name} is a 3D image of shape {volume.array.shape} (z, y, x), not a cine: a cine is 4D "
@@ -151,7 +157,8 @@ def check_cine(volume: Volume, what: str = "the cine", *, min_frames: int = 2, t
                              f"{volume.array.shape[:2]} (frames, slices)")
         for z in range(values.shape[1]):
             _check_times(values[:, z], count, f"{name}: trigger_times_by_slice_ms of slice {z}")
-    volume.require_finite(what)
+    if finite:
+        volume.require_finite(what)
 
 
 def _check_times(times: Iterable, count: int, where: str) -> None:
@@ -187,7 +194,17 @@ def times_to_ms(values: Sequence[str | float], unit: str | None, where: str) -> 
         raise InputError(f"{where}: the time values {list(values)!r} are not all numbers") from err
 
 
-def write_cine(cine: Volume, path: str | Path, *, protected: Iterable[str | Path] = ()) -> Path:
+def regular_interval(times: Sequence[float]) -> float | None:
+    """The frame interval (ms) of frame times that are evenly spaced within FRAME_STEP_TOLERANCE_MS or
+    FRAME_STEP_TOLERANCE_FRACTION of their mean step (whichever is larger); None for irregular times or one frame."""
+    steps = np.diff(np.asarray(times, dtype=float))
+    if not steps.size:
+        return None
+    mean = float(np.mean(steps))
+    return mean if np.ptp(steps) <= max(FRAME_STEP_TOLERANCE_MS, FRAME_STEP_TOLERANCE_FRACTION * abs(mean)) else None
+
+
+def write_cine(cine: Volume, path: str | Path, *, protected: Iterable[str | Path] = (), maps: bool = False) -> Path:
     """Write a cine as a 4D NIfTI (.nii, .nii.gz) or NRRD (.nrrd) file, time last on disk, and its JSON sidecar
     `<stem>.json` ("trigger_times_ms", plus "frame_interval_ms" when regular, "rr_interval_ms" and
     "trigger_times_by_slice_ms" when known, "field_strength_t"; and for frames chosen from a longer cine, such as a
@@ -197,10 +214,11 @@ def write_cine(cine: Volume, path: str | Path, *, protected: Iterable[str | Path
     The header holds the frame timing too: NIfTI pixdim[4] (s, as ITK writes it) and toffset when the frames are
     evenly spaced (otherwise the time unit is cleared, so no reader takes a wrong interval); NRRD the interval as the
     4th axis spacing (ms) and a "trigger_times_ms" field. Both files are written to temporaries and moved into place
-    only when both are complete. Raises InputError for an unusable cine (check_cine), OutputError for another
+    only when both are complete. maps: the frames are maps over time (strain) that hold NaN where they have no value.
+    Raises InputError for an unusable cine (check_cine), OutputError for another
     suffix, a protected input (or an input's sidecar), or a path that cannot be written.
     """
-    check_cine(cine, "the cine to write", min_frames=1)
+    check_cine(cine, "the cine to write", min_frames=1, finite=not maps)
     path = Path(path)
     suffix = itk_suffix(path, CINE_SUFFIXES)
     if suffix is None:
@@ -211,8 +229,7 @@ def write_cine(cine: Volume, path: str | Path, *, protected: Iterable[str | Path
     check_output_paths([path], protected=protected)
     check_output_paths([sidecar], protected=protected, images=False)
     times = [float(time) for time in cine.metadata["trigger_times_ms"]]
-    steps = np.diff(times)
-    interval = float(np.mean(steps)) if steps.size and np.ptp(steps) <= SLICE_TIME_TOLERANCE_MS else None
+    interval = regular_interval(times)
     nifti = suffix.startswith(".nii")
     to_file_unit = 1e-3 if nifti else 1.0  # ITK's NIfTI writer stores seconds
     try:
