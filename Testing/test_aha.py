@@ -301,6 +301,9 @@ def test_bad_inputs_are_refused_with_clear_errors():
     opposite = [stack["points"][0], 2 * stack["centre"] - stack["points"][0]]
     with pytest.raises(InputError, match="opposite"):
         aha_segments(myocardium, insertion_points_lps=opposite)
+    twice = [stack["points"][0], np.asarray(stack["points"][0]) + 0.5]  # the same point twice, or nearly
+    with pytest.raises(InputError, match=r"are \d degrees apart about the LV centre"):
+        aha_segments(myocardium, insertion_points_lps=twice)
     sideways = Volume(myocardium.array, myocardium.spacing, myocardium.origin,
                    tuple(np.column_stack([[0, 0, 1], [0.5**0.5, -(0.5**0.5), 0], [0.5**0.5, 0.5**0.5, 0]]).ravel()))
     with pytest.raises(InputError, match="base='first' or 'last'"):

@@ -45,6 +45,7 @@ AHA_SEGMENTS: tuple[str, ...] = (
 )
 LEVELS = ("basal", "mid", "apical")
 ANCHORS = ("septum", "anterior")
+MIN_INSERTION_ARC_DEG = 20.0  # insertion points closer than this about the LV centre cannot bound the septum
 TABLE_COLUMNS = ("segment", "name", "level", "quantity", "units", "mean", "sd", "median", "n")
 _APEX_DIRECTION_LPS = np.array([1.0, -1.0, -1.0]) / math.sqrt(3.0)  # left, anterior, inferior
 _SECTORS = {  # segments in the positive order, from the sector start (see aha_segments)
@@ -325,6 +326,12 @@ def _insertion_from_points(points: Sequence[Sequence[float]], centres: dict[int,
 
     middle = np.mean(list(centres.values()), axis=0)
     arc = (angle(points[1], middle) - angle(points[0], middle)) % (2 * np.pi)
+    apart = math.degrees(min(arc, 2 * np.pi - arc))
+    if apart < MIN_INSERTION_ARC_DEG:
+        raise InputError(f"the two insertion points are {apart:.0f} degrees apart about the LV centre (the same point "
+                         "twice, or nearly): the septum spans the arc between the anterior and the inferior RV "
+                         f"insertion (about 90-150 degrees); place one at each, at least {MIN_INSERTION_ARC_DEG:g} "
+                         "degrees apart")
     if abs(arc - np.pi) < math.radians(10.0):
         raise InputError("the two insertion points lie on opposite sides of the LV, so which one is anterior cannot "
                          "be told; place them where the RV wall joins the LV, anterior and inferior of the septum")
