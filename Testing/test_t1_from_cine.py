@@ -228,3 +228,17 @@ def test_the_modality_features_are_reused_through_a_chain_with_the_same_numbers(
         network(other, steps)  # new phases
     network(x, steps)  # with gradients
     assert len(calls) == 4
+
+
+def test_a_field_strength_against_the_cines_and_a_single_sample_are_noted(checkpoints, cine):
+    method = T1FromCine.load(checkpoints["t1diff"], "cpu")
+    stated = cine.metadata["field_strength_t"]
+    other = 3.0 if stated < 2 else 1.5
+    t1 = method.run({"cine": cine}, samples=1, sampler="ddim", ddim_steps=2, field_strength=other)["t1"]
+    notes = t1.metadata["synthesis"]["notes"]
+    assert any(f"field strength {other:g} T as given, although the cine states {stated:g} T" in n for n in notes)
+    assert any("SD map is 0 everywhere" in note for note in notes)
+    quiet = method.run({"cine": cine}, samples=2, sampler="ddim", ddim_steps=2, field_strength=stated)["t1"]
+    assert "notes" not in quiet.metadata["synthesis"]
+    with pytest.raises(InputError, match=r"holds 1 frame \(shape .*at least 2 frames"):
+        method.run({"cine": cine.with_array(cine.array[0])}, sampler="ddim", ddim_steps=2)

@@ -111,6 +111,9 @@ def ddim_step(schedule: NoiseSchedule, x0: torch.Tensor, eps: torch.Tensor, t: i
     return x_prev + sigma * noise if eta > 0 and noise is not None else x_prev
 
 
+ONE_SAMPLE_NOTE = "one sample (--samples 1): its SD map is 0 everywhere; take k of 2 or more for an uncertainty"
+
+
 def sampler_eta(sampler: str, eta: float) -> float:
     """The eta `sample` takes for a user's setting: `eta` for "ddim" (InputError, naming --ddim-eta, unless
     0 <= eta <= 1), 0 for "ddpm" (its steps have their own variance; the setting does not apply)."""

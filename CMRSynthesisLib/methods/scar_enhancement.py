@@ -27,7 +27,7 @@ from ..device import check_seed, resolve_device
 from ..diffusion.conditioning import Condition
 from ..diffusion.model import DiffusionModel
 from ..diffusion.networks import build_network, load_weights
-from ..diffusion.samplers import DEFAULT_DDIM_STEPS, SAMPLERS, sample, sampler_eta, timestep_pairs
+from ..diffusion.samplers import DEFAULT_DDIM_STEPS, ONE_SAMPLE_NOTE, SAMPLERS, sample, sampler_eta, timestep_pairs
 from ..errors import CheckpointError, InputError
 from ..evaluation import input_baseline
 from ..metrics import contrast_metrics, lpips_status, region_metrics
@@ -251,6 +251,7 @@ class ScarEnhancement:
             settings.update(ddim_steps=ddim_steps, ddim_eta=ddim_eta)
         if roi_label is not None:
             settings["roi_label"] = roi_label
+        notes += [ONE_SAMPLE_NOTE] if samples == 1 else []
         if notes:
             settings["notes"] = notes
         return {

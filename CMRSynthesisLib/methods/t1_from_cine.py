@@ -40,7 +40,7 @@ from ..device import check_seed, resolve_device
 from ..diffusion.conditioning import Condition
 from ..diffusion.model import DiffusionModel
 from ..diffusion.networks import build_network, load_weights
-from ..diffusion.samplers import SAMPLERS, sample, sampler_eta, timestep_pairs
+from ..diffusion.samplers import ONE_SAMPLE_NOTE, SAMPLERS, sample, sampler_eta, timestep_pairs
 from ..errors import CheckpointError, InputError
 from ..evaluation import checkpoint_baseline
 from ..progress import Progress, report
@@ -255,9 +255,13 @@ class T1FromCine:
         strength, or no LV found; Cancelled when `progress` returns False.
         """
         cine = inputs.get("cine")
-        if cine is None or cine.array.ndim != 4 or cine.array.shape[0] < 2:
-            shape = None if cine is None else cine.array.shape
-            raise InputError(f"T1 from cine needs a cine (t, z, y, x) of at least 2 frames; got shape {shape}")
+        if cine is None:
+            raise InputError("T1 from cine needs a cine (input 'cine')")
+        frames = cine.array.shape[0] if cine.array.ndim == 4 else 1
+        if cine.array.ndim not in (3, 4) or frames < 2:
+            raise InputError(f"{cine.named('the cine')} holds {frames} frame{'s' if frames != 1 else ''} (shape "
+                             f"{cine.array.shape}); T1 from cine needs a cine (t, z, y, x) of at least 2 frames: the "
+                             "morphokinetic condition compares ED and ES")
         cine.require_finite("the cine")
         check_seed(seed)
         if samples < 1:
@@ -265,10 +269,16 @@ class T1FromCine:
         if sampler not in SAMPLERS:
             raise InputError(f"unknown sampler {sampler!r} (--sampler); choose one of {SAMPLERS}")
         eta = sampler_eta(sampler, ddim_eta)
-        field = field_strength if field_strength is not None else cine.metadata.get("field_strength_t")
+        stated = cine.metadata.get("field_strength_t")
+        field = field_strength if field_strength is not None else stated
         if field is None:
-            raise InputError(f"{cine.named('the cine')} does not say its field strength (DICOM MagneticFieldStrength), "
-                             "and native T1 depends on it: give it (--field-strength 1.5 or 3)")
+            raise InputError(f"{cine.named('the cine')} does not say its field strength (DICOM MagneticFieldStrength, "
+                             "or field_strength_t in the JSON sidecar of a NIfTI / NRRD cine), and native T1 depends on "
+                             "it: give it (--field-strength 1.5 or 3)")
+        notes = []
+        if field_strength is not None and stated is not None and abs(float(field_strength) - float(stated)) > 0.05:
+            notes.append(f"field strength {float(field_strength):g} T as given, although the cine states "
+                         f"{float(stated):g} T: native T1 depends on it")
         if not 1.0 <= float(field) <= 3.5:
             raise InputError(f"field strength {field} T is outside the 1.5-3 T the model knows")
         count = cine.array.shape[0]
@@ -314,6 +324,10 @@ class T1FromCine:
                     "slices": slices, "checkpoint": self.config.get("description", "")}
         if sampler == "ddim":
             settings.update(ddim_steps=ddim_steps, ddim_eta=eta)
+        if samples == 1 and self.model is not None:
+            notes.append(ONE_SAMPLE_NOTE)
+        if notes:
+            settings["notes"] = notes
         return {"t1": reference.with_array(t1, units="ms", quantity="t1_native", description="synthetic native T1",
                                            synthesis=settings, field_strength_t=float(field)),
                 "t1_sd": reference.with_array(sd, units="ms", description="per-voxel SD of the k samples (ms)")}
@@ -450,7 +464,8 @@ SPEC = MethodSpec(
                                 SHIPPED_SEGMENTER)),
     options=(Option("ed", int, None, "ED frame, from 0 (default: largest LV blood pool)"),
              Option("es", int, None, "ES frame, from 0 (default: smallest LV blood pool)"),
-             Option("field_strength", float, None, "field strength in tesla (default: from the DICOM header)")),
+             Option("field_strength", float, None, "field strength in tesla (default: from the DICOM header, or "
+                    "field_strength_t in a NIfTI / NRRD cine's JSON sidecar)")),
     sampling=Sampling(steps=None, samples=3, sampler="ddpm", ddim_steps=100, ddim_eta=1.0),
     summarise=_summary, recipes=("t1_from_cine", "t1_from_cine_raw_ddpm", "t1_from_cine_pix2pix"),
     evaluation=EVALUATION,
