@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from CMRSynthesisLib import phantom
+from CMRSynthesisLib.errors import OutputError
 from CMRSynthesisLib.phantom import LABELS
 
 SCAR_ID = 5  # train subject with a transmural-ish infarct over several slices (checked below)
@@ -136,9 +137,8 @@ def test_out_of_distribution_family_is_noisier_and_more_shaded():
 
 
 def test_write_subject_folder_names_every_file_by_role(tmp_path):
-    from CMRSynthesisLib.io.cine import read_cine
-
     from CMRSynthesisLib.io import read_volume
+    from CMRSynthesisLib.io.cine import read_cine
     from CMRSynthesisLib.io.t1_series import read_t1_series
 
     summary = phantom.write_subject(SCAR_ID, tmp_path / "subject")
@@ -160,3 +160,7 @@ def test_write_subject_folder_names_every_file_by_role(tmp_path):
     assert truth["displacement_mm"].shape == (cine.array.shape[0], 2, *cine.array.shape[1:])
     strain = summary["true_strain"]
     assert strain["global_peak_circumferential_strain"] < -0.1 and strain["global_peak_radial_strain"] > 0.15
+    before = {path: path.stat().st_mtime_ns for path in folder.rglob("*")}
+    with pytest.raises(OutputError, match="molli: the folder exists and is not empty"):
+        phantom.write_subject(SCAR_ID, folder)  # a second write into the same folder is refused before writing
+    assert {path: path.stat().st_mtime_ns for path in folder.rglob("*")} == before

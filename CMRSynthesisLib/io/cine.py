@@ -515,8 +515,8 @@ def _check_phase_counts(slices: list[_Slice], partial: bool) -> list[str]:
         fewer = f"fewer images than {name} states ({expected}) in " if short else ""
         raise InputError(f"{fewer}{'some slices' if fewer else 'the slices hold different numbers of images'}: "
                          f"{listing()}; frames are never padded: export the complete series (or leave the incomplete "
-                         "slices out), or read the frames present with read_cine_frames when every slice holds the "
-                         "same phases")
+                         "slices out); when every slice holds the same phases, the frames present can be segmented "
+                         "(`cmrsynth segment` reads a partial cine; in Python, read_cine_frames)")
     notes = []
     if short:
         notes.append(f"a partial cine: {counts[0]} of the {expected} phases of every slice ({name}); the other phases "

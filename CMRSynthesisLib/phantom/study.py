@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from ..io.cine import write_cine
-from ..io.dicom_export import write_dicom_series
+from ..io.dicom_export import check_new_folder, write_dicom_series
 from ..io.writing import atomic_write_bytes, write_volumes
 from ..volume import Volume
 from .anatomy import LABELS, Subject, make_subject
@@ -67,8 +67,10 @@ def write_subject(subject_id: int, folder: str | Path) -> dict[str, Any]:
     writes them), LGE, T2-weighted dark blood, the LGE heart ROI and the true displacement and strain
     (DISPLACEMENT_FORMAT). subject.json also holds ed_frame, es_frame (smallest LV blood pool), field_strength_t,
     split, label_values, the scar, the LV ejection fraction from the labels and the true global strain.
+    OutputError, before anything is written, when the MOLLI folder cannot be new (a subject written there before).
     """
     folder = Path(folder)
+    check_new_folder(folder / SUBJECT_FILES["molli"])
     subject = make_subject(subject_id)
     cine, cine_labels = render_cine(subject)
     blood_ml = (cine_labels.array == LABELS["lv_blood"]).sum(axis=(1, 2, 3)) * np.prod(cine.spacing) / 1000.0
