@@ -242,3 +242,34 @@ def test_a_field_strength_against_the_cines_and_a_single_sample_are_noted(checkp
     assert "notes" not in quiet.metadata["synthesis"]
     with pytest.raises(InputError, match=r"holds 1 frame \(shape .*at least 2 frames"):
         method.run({"cine": cine.with_array(cine.array[0])}, sampler="ddim", ddim_steps=2)
+
+
+def test_real_cases_laid_out_as_folders_give_training_examples(tmp_path):
+    """The "folders" data source: case folders naming their files by role (a phantom subject.json, or a case.json
+    with a T1 map on another grid, resampled onto the cine's by position); the last case by name validates."""
+    from CMRSynthesisLib.io import read_volume, write_volume
+    from CMRSynthesisLib.methods.cine_segmentation import CineSegmenter
+    from training.recipes.t1_from_cine import folder_examples
+
+    first, second = phantom.subject_ids("test", 2)
+    phantom.write_subject(first, tmp_path / "a_case")
+    summary = phantom.write_subject(second, tmp_path / "b_case")
+    t1 = read_volume(tmp_path / "b_case" / summary["t1_native"])
+    coarse = Volume(t1.array[:, ::2, ::2], (t1.spacing[0] * 2, t1.spacing[1] * 2, t1.spacing[2]), t1.origin,
+                    t1.direction)  # the map at half the in-plane resolution, as a scanner's MOLLI map may be
+    write_volume(coarse, tmp_path / "b_case" / "scanner_t1.nrrd")
+    (tmp_path / "b_case" / "case.json").write_text(json.dumps({"cine": summary["cine"],
+                                                                "t1_native": "scanner_t1.nrrd"}))
+    config = {**tiny_config("t1diff"), "crop_size": 32, "pixel_mm": 3.0}
+    data = {"source": "folders", "root": str(tmp_path), "validation_fraction": 0.5}
+    segmenter = CineSegmenter.load(None, "cpu")
+    train = folder_examples("train", data, config, segmenter)
+    validation = folder_examples("validation", data, config, segmenter)
+    assert train["phases"].shape[1:] == (FRAMES, 32, 32) and train["anatomy"].shape[1:] == (8, 32, 32)
+    assert len(train["target"]) >= 5 and len(validation["target"]) >= 5
+    for examples in (train, validation):  # crops centred on the LV: blood (~1500-1900 ms) in the middle
+        centre_ms = to_ms(examples["target"][:, 0, 14:18, 14:18]).mean(axis=(1, 2))
+        assert np.median(centre_ms) > 1300
+    (tmp_path / "b_case" / "case.json").write_text(json.dumps({"cine": summary["cine"]}))
+    with pytest.raises(ValueError, match="b_case: its case.json names no t1_native"):
+        folder_examples("validation", data, config, segmenter)

@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 import torch
@@ -497,3 +498,24 @@ def test_enhancer_validation_measures_the_start_from_the_original_image():
     assert mixed == enhancer_validation(model, examples, batch=4, max_timestep=1, from_input=0.5)  # fixed draws
     epsilon = DiffusionModel.from_config(_EchoNoisy(), {**schedule, "prediction_type": "epsilon"}, CONDITIONS)
     assert set(enhancer_validation(epsilon, examples, 4, 1, 0.0)) == {"validation_loss"}
+
+
+@pytest.mark.parametrize("path", sorted((Path(__file__).parents[1] / "training" / "configs").glob("*.json")),
+                         ids=lambda path: path.stem)
+def test_every_shipped_config_builds_its_networks(path):
+    """Each recipe config in training/configs names networks MONAI builds, and a T1-from-cine config's denoiser takes
+    exactly the channels its variant feeds it."""
+    from CMRSynthesisLib.diffusion.networks import build_network
+    from CMRSynthesisLib.methods.t1_from_cine import ANATOMY_CHANNELS, build_model
+
+    config = json.loads(path.read_text())
+    assert config["description"] and config["train"]["batch_size"] >= 1
+    for key in ("network", "denoiser", "modality_encoder", "generator", "discriminator"):
+        if key in config:
+            assert isinstance(build_network(config[key]), torch.nn.Module), key
+    if "variant" in config:
+        build_model(config)
+        if config["variant"] in ("t1diff", "raw_ddpm"):
+            features = (config["modality_encoder"]["args"]["out_channels"] + ANATOMY_CHANNELS
+                        if config["variant"] == "t1diff" else config["frames"])
+            assert config["denoiser"]["args"]["in_channels"] == 1 + features + 1

@@ -53,11 +53,19 @@ def phantom_slices(split: str, count: int) -> LabelledSlices:
     return slices
 
 
+def split_cases(cases: list[Path], split: str, validation_fraction: float) -> list[Path]:
+    """The cases of `split` ("train" or "validation"): sorted by name, the last `validation_fraction` (at least one)
+    held out for validation. ValueError when fewer than two cases leave none for one of them."""
+    cases = sorted(cases)
+    if len(cases) < 2:
+        raise ValueError(f"training needs at least 2 cases (one for validation); found {len(cases)}")
+    held_out = min(len(cases) - 1, max(1, round(len(cases) * validation_fraction)))
+    return cases[-held_out:] if split == "validation" else cases[:-held_out]
+
+
 def folder_slices(root: Path, labels: dict[str, int], split: str, validation_fraction: float) -> LabelledSlices:
     """LGE slices of the cases under `root` that fall in `split` ("train" or "validation")."""
-    cases = sorted(path for path in Path(root).iterdir() if path.is_dir())
-    held_out = max(1, round(len(cases) * validation_fraction))
-    chosen = cases[-held_out:] if split == "validation" else cases[:-held_out]
+    chosen = split_cases([path for path in Path(root).iterdir() if path.is_dir()], split, validation_fraction)
     slices = LabelledSlices()
     for case in chosen:
         image = read_volume(_one(case, "lge"))

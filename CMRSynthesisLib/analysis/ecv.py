@@ -7,10 +7,9 @@ the medians over a blood-pool region.
 from __future__ import annotations
 
 import numpy as np
-import SimpleITK as sitk
 
 from ..errors import GeometryError, InputError
-from ..io.itk_files import to_sitk
+from ..io.itk_files import resample_onto
 from ..volume import Volume
 
 HAEMATOCRIT_RANGE = (0.1, 0.7)
@@ -70,9 +69,7 @@ def _post_on_native_grid(native: Volume, post: Volume, resample: bool) -> np.nda
         raise GeometryError(f"{native.named('the native T1 map')} and {post.named('the post-contrast T1 map')} lie on "
                             f"different grids (they differ in {differences}); acquire them at the same positions, or "
                             "ask for resampling (--resample) where they overlap")
-    moving = to_sitk(post.with_array(_as_t1(post.array).astype(np.float32)))
-    values = sitk.GetArrayFromImage(sitk.Resample(moving, to_sitk(native.with_array(native.array.astype(np.float32))),
-                                                  sitk.Transform(), sitk.sitkLinear, _OUTSIDE, sitk.sitkFloat32))
+    values = resample_onto(post.with_array(_as_t1(post.array)), native, _OUTSIDE)
     if not (values != _OUTSIDE).any():
         raise GeometryError("the native and post-contrast T1 maps do not overlap; resampling is not possible")
     return values.astype(np.float64)

@@ -105,6 +105,16 @@ def to_sitk(volume: Volume) -> sitk.Image:
     return image
 
 
+def resample_onto(moving: Volume, reference: Volume, outside: float) -> np.ndarray:
+    """The values of a 3D volume at the voxels of another (z, y, x) grid, by linear interpolation in patient space
+    (float32, `outside` where `moving` does not reach): a map acquired at other positions or pixel spacing brought
+    onto a reference grid."""
+    values = sitk.Resample(to_sitk(moving.with_array(moving.array.astype(np.float32))),
+                           to_sitk(reference.with_array(np.zeros(reference.spatial_shape, np.float32))),
+                           sitk.Transform(), sitk.sitkLinear, float(outside), sitk.sitkFloat32)
+    return sitk.GetArrayFromImage(values)
+
+
 @contextlib.contextmanager
 def _libraries_quiet() -> Iterator[None]:
     """Silence ITK's warnings and nibabel's log messages (both go to stderr) for the duration of a read."""

@@ -1,12 +1,18 @@
-"""Training of T1 from cine (CMRSynthesisLib.methods.t1_from_cine) on phantom subjects: T1Diff, its ablation "DDPM
-w/o disentangled conditions" (raw_ddpm) and the pix2pix baseline, all from the same cached examples with the same
-budget, so the evaluation compares them on equal terms.
+"""Training of T1 from cine (CMRSynthesisLib.methods.t1_from_cine): T1Diff, its ablation "DDPM w/o disentangled
+conditions" (raw_ddpm) and the pix2pix baseline, all from the same cached examples with the same budget, so the
+evaluation compares them on equal terms.
 
 Examples, per slice with an LV at ED: the slice's cine conditions on the LV crop (`slice_conditions`: cine phases,
-segmenter probabilities at ED and ES, field strength) and the target, the native T1 map fitted from the subject's
-MOLLI images with our own fit (`analysis.t1mapping.t1_maps`, as the issue asks: what a scanner would give), scaled
-to [-1, 1]. The crop is centred on the phantom's true LV at ED (at inference: the segmenter's). Random flips of
-crop rows / columns augment every variant alike.
+segmenter probabilities at ED and ES, field strength) and the target native T1 map on the crop, scaled to [-1, 1].
+Random flips of crop rows / columns augment every variant alike. Data sources (config "data"):
+- "phantom": phantom subjects; target: the native T1 fitted from the subject's MOLLI images with our own fit
+  (`analysis.t1mapping.t1_maps`: what a scanner would give); crop centred on the true LV at ED.
+- "folders": real cases, one folder per case under "root", each with a `case.json` (or a phantom `subject.json`)
+  naming its files by role: "cine" (a 4D NIfTI / NRRD with its JSON sidecar, or a DICOM cine folder) and
+  "t1_native" (the native T1 map in ms at ED, e.g. the scanner's MOLLI map; resampled onto the cine's grid by
+  position, as the paper aligns cine and T1 by slice position), optionally "ed_frame", "es_frame" (else from the
+  segmenter's LV volume curve) and "field_strength_t" (else from the cine). The last "validation_fraction" of the
+  cases by name validate. The crop is centred on the segmenter's LV at ED, as at inference.
 """
 
 from __future__ import annotations
@@ -22,10 +28,14 @@ import torch
 import torch.nn.functional as F
 
 from CMRSynthesisLib import phantom
+from CMRSynthesisLib.analysis.cardiac_phases import blood_pool_volumes_ml, ed_es_frames
 from CMRSynthesisLib.analysis.t1mapping import t1_maps
 from CMRSynthesisLib.diffusion.model import DiffusionModel
 from CMRSynthesisLib.diffusion.networks import build_network
 from CMRSynthesisLib.diffusion.training import diffusion_loss
+from CMRSynthesisLib.io import read_volume
+from CMRSynthesisLib.io.cine import read_cine
+from CMRSynthesisLib.io.itk_files import resample_onto
 from CMRSynthesisLib.io.writing import atomic_write_bytes
 from CMRSynthesisLib.methods.cine_segmentation import CineSegmenter, phantom_labels
 from CMRSynthesisLib.methods.t1_from_cine import (
@@ -38,6 +48,7 @@ from CMRSynthesisLib.methods.t1_from_cine import (
     to_unit,
 )
 
+from ..datasets import split_cases
 from ..distributed import Context
 from ..loop import Trainer, training_options
 
@@ -79,6 +90,45 @@ def phantom_examples(split: str, subjects: int, config: dict[str, Any], segmente
             scar = labels.array[ed, z] == phantom.LABELS["scar"]
             rows["scar"].append((crop.extract(scar.astype(np.float32)) > 0.5).astype(np.uint8))
             rows["subject"].append(np.asarray(subject_id))
+    return {key: np.stack(value) for key, value in rows.items()}
+
+
+def folder_examples(split: str, data: dict[str, Any], config: dict[str, Any], segmenter: CineSegmenter
+                    ) -> dict[str, np.ndarray]:
+    """Arrays of every LV slice of the real cases of `split` (data["root"], see the module docstring): phases,
+    anatomy, field, target as `phantom_examples` gives them. ValueError naming the case for a missing role, no field
+    strength or no LV."""
+    frames, size, pixel = int(config["frames"]), int(config["crop_size"]), float(config["pixel_mm"])
+    root = Path(data["root"])
+    cases = [path for path in root.iterdir() if (path / "case.json").is_file() or (path / "subject.json").is_file()]
+    rows: dict[str, list[np.ndarray]] = {key: [] for key in (*CONDITION_NAMES, "target")}
+    for case in split_cases(cases, split, float(data.get("validation_fraction", 0.1))):
+        roles = json.loads(next(path for path in (case / "case.json", case / "subject.json") if path.is_file())
+                           .read_text())
+        missing = [role for role in ("cine", "t1_native") if role not in roles]
+        if missing:
+            raise ValueError(f"{case}: its case.json names no {' and no '.join(missing)}")
+        cine = read_cine(case / roles["cine"])
+        field = roles.get("field_strength_t", cine.metadata.get("field_strength_t"))
+        if field is None:
+            raise ValueError(f"{case}: no field strength (field_strength_t in case.json or the cine's header)")
+        labels = segmenter.segment(cine).array
+        ed_auto, es_auto = ed_es_frames(blood_pool_volumes_ml(labels, cine.spacing))
+        ed, es = int(roles.get("ed_frame", ed_auto)), int(roles.get("es_frame", es_auto))
+        reference = cine.with_array(cine.array[ed])
+        t1 = resample_onto(read_volume(case / roles["t1_native"]), reference, 0.0)
+        spacing_yx = (cine.spacing[1], cine.spacing[0])
+        probabilities = {frame: segmenter.probabilities(cine.array[frame], spacing_yx) for frame in (ed, es)}
+        slices = [z for z in range(cine.spatial_shape[0]) if lv_centre(labels[ed, z]) is not None and t1[z].any()]
+        if not slices:
+            raise ValueError(f"{case}: the segmenter finds no LV at ED (frame {ed}) on a slice the T1 map covers")
+        for z in slices:
+            crop = LVCrop(lv_centre(labels[ed, z]), spacing_yx, size, pixel)
+            values = slice_conditions("t1diff", frames, cine.array[:, z], probabilities[ed][z], probabilities[es][z],
+                                      crop, ed, float(field))
+            for name in CONDITION_NAMES:
+                rows[name].append(values[name])
+            rows["target"].append(to_unit(crop.extract(t1[z]))[None].astype(np.float32))
     return {key: np.stack(value) for key, value in rows.items()}
 
 
@@ -126,9 +176,12 @@ def _setup(config: dict[str, Any], variant: str, context: Context) -> tuple[dict
     if config.get("variant") != variant:
         raise ValueError(f"this recipe trains variant {variant!r}; the config says {config.get('variant')!r}")
     data = config["data"]
-    if data["source"] != "phantom":
-        raise ValueError(f"T1 from cine trains on the phantom (data source 'phantom'); got {data['source']!r}")
     segmenter = CineSegmenter.load(data.get("segmenter"), "cpu")
+    if data["source"] == "folders":
+        return (folder_examples("train", data, config, segmenter), folder_examples("validation", data, config, segmenter),
+                build_model(config))
+    if data["source"] != "phantom":
+        raise ValueError(f"unknown data source {data['source']!r} for T1 from cine; use 'phantom' or 'folders'")
     cache = Path(data["cache"]) if data.get("cache") else None
     train = cached_examples("train", int(data["train_subjects"]), config, segmenter, cache)
     validation = cached_examples("validation", int(data["validation_subjects"]), config, segmenter, cache)
