@@ -108,7 +108,7 @@ class Setting:
 
 def settings(spec: MethodSpec) -> list[Setting]:
     """The settings of a method task: its options, then its sampling settings (those `Sampling.defaults` lists:
-    steps when the method has it, samples, sampler, DDIM steps, seed) with the method's defaults."""
+    steps when the method has it, samples, sampler, DDIM steps, DDIM eta, seed) with the method's defaults."""
     found = [Setting(option.name, option.type, option.default, option.help, option.choices)
              for option in spec.options]
     if spec.sampling is None:

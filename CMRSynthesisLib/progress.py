@@ -63,8 +63,9 @@ class Reporter:
         self.mode, self.stream, self.min_step = mode, stream or sys.stdout, min_step
         from tqdm import tqdm  # here, not at the top: the Slicer module reads describe_time_left without tqdm
 
-        self.bar = tqdm(total=BAR_UNITS, dynamic_ncols=True, file=sys.stderr,
-                        bar_format="{desc}{percentage:3.0f}%|{bar}| {elapsed}<{remaining}")  # desc ends ": " if mode == "bar" else None
+        bar_format = "{desc}{percentage:3.0f}%|{bar}| {elapsed}<{remaining}"  # tqdm ends the description with ": "
+        self.bar = (tqdm(total=BAR_UNITS, dynamic_ncols=True, file=sys.stderr, bar_format=bar_format)
+                    if mode == "bar" else None)
         self.last = -1.0
         self.started = time.monotonic()
 

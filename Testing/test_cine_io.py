@@ -611,4 +611,6 @@ def test_frames_evenly_spaced_up_to_rounding_count_as_regular(tmp_path, times, i
     path = write_cine(_cine(times), tmp_path / "cine.nii.gz")
     sidecar = json.loads(sidecar_path(path).read_text())
     assert sidecar.get("frame_interval_ms") == (pytest.approx(interval, abs=0.01) if interval else None)
-    assert read_cine(path).metadata["trigger_times_ms"] == pytest.approx(times)  # the sidecar's exact times
+    back = read_cine(path)
+    assert back.metadata["trigger_times_ms"] == pytest.approx(times)  # the sidecar's exact times
+    assert back.metadata["notes"] == []  # the header's mean interval agrees with them: nothing to say

@@ -74,3 +74,13 @@ def test_json_reporter_carries_elapsed_and_time_left():
     assert [line["fraction"] for line in lines] == [0.0, 0.5]
     assert lines[0]["eta_s"] is None and lines[1]["eta_s"] == pytest.approx(lines[1]["elapsed_s"], abs=0.15)
     assert all(line["type"] == "progress" and line["elapsed_s"] >= 0 for line in lines)
+
+
+@pytest.mark.parametrize("mode", ["json", "none"])
+def test_only_the_bar_mode_draws_a_bar(mode, capsys):
+    stream = io.StringIO()
+    reporter = Reporter(mode, stream)
+    reporter(0.5, "halfway")
+    reporter.close()
+    assert reporter.bar is None and capsys.readouterr().err == ""
+    assert (stream.getvalue() != "") == (mode == "json")

@@ -205,8 +205,9 @@ def test_the_evaluation_compares_the_map_with_the_fitted_molli_t1(checkpoints, t
 
 
 def test_the_modality_features_are_reused_through_a_chain_with_the_same_numbers(checkpoints):
-    """Sampling reuses c_mod while the cine phases stay the same: the denoiser gets the same input as with c_mod
-    computed afresh; new phases, or gradients (training), compute it again."""
+    """Inside one sampling chain c_mod is reused while the cine phases stay the same, and the denoiser gets the same
+    input as with c_mod computed afresh; new phases compute it again; outside a chain (training, validation of
+    weights that change in place between calls) it is always computed."""
     network = T1FromCine.load(checkpoints["t1diff"], "cpu").network
     generator = torch.Generator().manual_seed(0)
     x = torch.randn((2, 1 + network.frames + 8 + 1, 32, 32), generator=generator)
@@ -216,18 +217,20 @@ def test_the_modality_features_are_reused_through_a_chain_with_the_same_numbers(
     network.denoiser.register_forward_pre_hook(lambda module, inputs: seen.append(inputs[0].clone()))
     moved = x.clone()
     moved[:, :1] += 1.0  # another x_t, the same phases
-    with torch.no_grad():
+    other = x.clone()
+    other[:, 1:1 + network.frames] *= 0.5  # new phases
+    with network.one_chain():
         network(x, steps)
         network(moved, steps)  # reuses c_mod
-        network._last_modality = None
-        network(moved, steps)  # computes it afresh
-    assert len(calls) == 2 and torch.equal(seen[1], seen[2]) and not torch.equal(seen[0], seen[1])
-    other = x.clone()
-    other[:, 1:1 + network.frames] *= 0.5
+        network(other, steps)  # computes it
+    assert len(calls) == 2 and not torch.equal(seen[0], seen[1])
     with torch.no_grad():
-        network(other, steps)  # new phases
-    network(x, steps)  # with gradients
-    assert len(calls) == 4
+        network(moved, steps)  # outside a chain: computed afresh, the same numbers
+        assert len(calls) == 3 and torch.equal(seen[1], seen[3])
+        for parameter in network.modality_encoder.parameters():
+            parameter.mul_(0.5)  # weights changed in place (an EMA update, a reload)
+        network(moved, steps)
+    assert len(calls) == 4 and not torch.equal(seen[3], seen[4])
 
 
 def test_a_field_strength_against_the_cines_and_a_single_sample_are_noted(checkpoints, cine):
@@ -270,6 +273,11 @@ def test_real_cases_laid_out_as_folders_give_training_examples(tmp_path):
     for examples in (train, validation):  # crops centred on the LV: blood (~1500-1900 ms) in the middle
         centre_ms = to_ms(examples["target"][:, 0, 14:18, 14:18]).mean(axis=(1, 2))
         assert np.median(centre_ms) > 1300
+    corner = Volume(t1.array[:, :20, :20], t1.spacing, t1.origin, t1.direction)  # a map that misses the heart
+    write_volume(corner, tmp_path / "b_case" / "corner_t1.nrrd")
+    (tmp_path / "b_case" / "case.json").write_text(json.dumps({"cine": summary["cine"], "t1_native": "corner_t1.nrrd"}))
+    with pytest.raises(ValueError, match="b_case: the T1 map covers no whole LV crop"):
+        folder_examples("validation", data, config, segmenter)
     (tmp_path / "b_case" / "case.json").write_text(json.dumps({"cine": summary["cine"]}))
-    with pytest.raises(ValueError, match="b_case: its case.json names no t1_native"):
+    with pytest.raises(ValueError, match="case.json: names no t1_native"):
         folder_examples("validation", data, config, segmenter)

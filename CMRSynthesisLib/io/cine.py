@@ -201,7 +201,13 @@ def regular_interval(times: Sequence[float]) -> float | None:
     if not steps.size:
         return None
     mean = float(np.mean(steps))
-    return mean if np.ptp(steps) <= max(FRAME_STEP_TOLERANCE_MS, FRAME_STEP_TOLERANCE_FRACTION * abs(mean)) else None
+    return mean if np.ptp(steps) <= frame_step_tolerance(mean) else None
+
+
+def frame_step_tolerance(interval_ms: float) -> float:
+    """How far frame steps may differ (ms) and still be one interval: FRAME_STEP_TOLERANCE_MS or
+    FRAME_STEP_TOLERANCE_FRACTION of the interval, whichever is larger."""
+    return max(FRAME_STEP_TOLERANCE_MS, FRAME_STEP_TOLERANCE_FRACTION * abs(float(interval_ms)))
 
 
 def write_cine(cine: Volume, path: str | Path, *, protected: Iterable[str | Path] = (), maps: bool = False) -> Path:
@@ -738,8 +744,9 @@ def _read_file(path: Path, frame_interval_ms: float | None) -> Volume:
         times, source = timing.times_ms, timing.times_source
     elif listed is not None:
         times, source = listed, f"the sidecar {sidecar.name}"
-        if timing.interval_ms is not None and count > 1 and not np.allclose(
-                np.diff(listed), timing.interval_ms, atol=1e-3):
+        interval = regular_interval(listed)  # the header's interval is the mean of steps equal up to rounding
+        if timing.interval_ms is not None and count > 1 and (
+                interval is None or abs(interval - timing.interval_ms) > frame_step_tolerance(interval)):
             notes.append(f"{timing.interval_source} states a frame interval of {timing.interval_ms:g} ms; the "
                          f"sidecar's trigger times (steps {np.round(np.diff(listed), 3).tolist()} ms) were used")
     elif timing.interval_ms is not None:

@@ -26,7 +26,8 @@ and a PatchGAN).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -160,25 +161,36 @@ class T1DiffNetwork(torch.nn.Module):
     forward(x (B, 1 + frames + ANATOMY_CHANNELS + 1, y, x), timesteps (B,)) -> predicted noise (B, 1, y, x); the
     input's channels are [x_t, cine phases, c_mor, field] as `DiffusionModel` concatenates them.
 
-    c_mod depends on the cine phases only, which stay the same through a sampling chain: without gradients the last
-    c_mod is reused while the phases are equal (the same numbers as computing it again, a quarter of each step's
-    work saved); with gradients (training) it is always computed, so E_m learns with the denoiser.
+    c_mod depends on the cine phases only, which stay the same through a sampling chain: inside `one_chain()` the
+    last c_mod is reused while the phases are equal (the same numbers as computing it again, a quarter of each step's
+    work saved); everywhere else (training, validation, weights changing between calls) it is computed every time.
     """
 
     def __init__(self, modality_encoder: torch.nn.Module, denoiser: torch.nn.Module, frames: int) -> None:
         super().__init__()
         self.modality_encoder, self.denoiser, self.frames = modality_encoder, denoiser, int(frames)
+        self._reuse = False
         self._last_modality: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    @contextlib.contextmanager
+    def one_chain(self) -> Iterator[None]:
+        """The scope of one sampling chain with fixed weights and no gradients: c_mod is reused while the phases
+        are equal, and forgotten on leaving."""
+        self._reuse, self._last_modality = True, None
+        try:
+            with torch.no_grad():
+                yield
+        finally:
+            self._reuse, self._last_modality = False, None
 
     def forward(self, x: torch.Tensor, timesteps: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
         x_t, phases, rest = x[:, :1], x[:, 1:1 + self.frames], x[:, 1 + self.frames:]
         return self.denoiser(torch.cat([x_t, self.modality_features(phases), rest], dim=1), timesteps)
 
     def modality_features(self, phases: torch.Tensor) -> torch.Tensor:
-        """c_mod = E_m(phases) for phases (B, frames, y, x); reused from the last call while no gradients are taken
-        and the phases are equal."""
-        if torch.is_grad_enabled():
-            self._last_modality = None
+        """c_mod = E_m(phases) for phases (B, frames, y, x); inside `one_chain()` reused from the last call while
+        the phases are equal."""
+        if not self._reuse:
             return self.modality_encoder(phases)
         last = self._last_modality
         if last is not None and last[0].shape == phases.shape and torch.equal(last[0], phases):
@@ -257,8 +269,10 @@ class T1FromCine:
         cine = inputs.get("cine")
         if cine is None:
             raise InputError("T1 from cine needs a cine (input 'cine')")
+        if cine.array.ndim not in (3, 4):
+            raise InputError(f"{cine.named('the cine')} of shape {cine.array.shape} is not a cine (t, z, y, x)")
         frames = cine.array.shape[0] if cine.array.ndim == 4 else 1
-        if cine.array.ndim not in (3, 4) or frames < 2:
+        if frames < 2:
             raise InputError(f"{cine.named('the cine')} holds {frames} frame{'s' if frames != 1 else ''} (shape "
                              f"{cine.array.shape}); T1 from cine needs a cine (t, z, y, x) of at least 2 frames: the "
                              "morphokinetic condition compares ED and ES")
@@ -343,8 +357,10 @@ class T1FromCine:
             output = self.network(torch.cat([tensors[c.name] for c in conditions_of("raw_ddpm")], dim=1))
             mean = torch.tanh(output)[0, 0].cpu().numpy()
             return mean, np.zeros_like(mean)
-        result = sample(self.model, pairs, shape=(1, 1, size, size), start="noise", conditions=tensors,
-                        sampler=sampler, eta=eta, samples=samples, generator=[generator], progress=progress)
+        chain = self.network.one_chain() if isinstance(self.network, T1DiffNetwork) else contextlib.nullcontext()
+        with chain:
+            result = sample(self.model, pairs, shape=(1, 1, size, size), start="noise", conditions=tensors,
+                            sampler=sampler, eta=eta, samples=samples, generator=[generator], progress=progress)
         return result.mean[0, 0].cpu().numpy(), result.sd[0, 0].cpu().numpy()
 
 

@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import OutputError
 from ..io.cine import write_cine
 from ..io.dicom_export import check_new_folder, write_dicom_series
 from ..io.writing import atomic_write_bytes, write_volumes
@@ -70,7 +71,10 @@ def write_subject(subject_id: int, folder: str | Path) -> dict[str, Any]:
     OutputError, before anything is written, when the MOLLI folder cannot be new (a subject written there before).
     """
     folder = Path(folder)
-    check_new_folder(folder / SUBJECT_FILES["molli"])
+    try:
+        check_new_folder(folder / SUBJECT_FILES["molli"])
+    except OutputError as error:
+        raise OutputError(f"{folder}: a subject was written there before ({error}); choose a new folder") from error
     subject = make_subject(subject_id)
     cine, cine_labels = render_cine(subject)
     blood_ml = (cine_labels.array == LABELS["lv_blood"]).sum(axis=(1, 2, 3)) * np.prod(cine.spacing) / 1000.0

@@ -95,19 +95,19 @@ def phantom_examples(split: str, subjects: int, config: dict[str, Any], segmente
 
 def folder_examples(split: str, data: dict[str, Any], config: dict[str, Any], segmenter: CineSegmenter
                     ) -> dict[str, np.ndarray]:
-    """Arrays of every LV slice of the real cases of `split` (data["root"], see the module docstring): phases,
-    anatomy, field, target as `phantom_examples` gives them. ValueError naming the case for a missing role, no field
-    strength or no LV."""
+    """Arrays of every LV slice of the real cases of `split` (data["root"], see the module docstring) whose crop the T1
+    map covers entirely: phases, anatomy, field, target as `phantom_examples` gives them. ValueError naming the case
+    for a missing role, no field strength, ED / ES out of range or equal, or no covered LV crop."""
     frames, size, pixel = int(config["frames"]), int(config["crop_size"]), float(config["pixel_mm"])
     root = Path(data["root"])
     cases = [path for path in root.iterdir() if (path / "case.json").is_file() or (path / "subject.json").is_file()]
     rows: dict[str, list[np.ndarray]] = {key: [] for key in (*CONDITION_NAMES, "target")}
     for case in split_cases(cases, split, float(data.get("validation_fraction", 0.1))):
-        roles = json.loads(next(path for path in (case / "case.json", case / "subject.json") if path.is_file())
-                           .read_text())
+        described = next(path for path in (case / "case.json", case / "subject.json") if path.is_file())
+        roles = json.loads(described.read_text())
         missing = [role for role in ("cine", "t1_native") if role not in roles]
         if missing:
-            raise ValueError(f"{case}: its case.json names no {' and no '.join(missing)}")
+            raise ValueError(f"{described}: names no {' and no '.join(missing)}")
         cine = read_cine(case / roles["cine"])
         field = roles.get("field_strength_t", cine.metadata.get("field_strength_t"))
         if field is None:
@@ -115,15 +115,21 @@ def folder_examples(split: str, data: dict[str, Any], config: dict[str, Any], se
         labels = segmenter.segment(cine).array
         ed_auto, es_auto = ed_es_frames(blood_pool_volumes_ml(labels, cine.spacing))
         ed, es = int(roles.get("ed_frame", ed_auto)), int(roles.get("es_frame", es_auto))
+        if not (0 <= ed < len(cine.array) and 0 <= es < len(cine.array)) or ed == es:
+            raise ValueError(f"{described}: ED frame {ed} and ES frame {es} must be two different frames of the "
+                             f"cine's {len(cine.array)}")
         reference = cine.with_array(cine.array[ed])
-        t1 = resample_onto(read_volume(case / roles["t1_native"]), reference, 0.0)
+        t1 = resample_onto(read_volume(case / roles["t1_native"]), reference, np.nan)  # NaN: the map does not reach
         spacing_yx = (cine.spacing[1], cine.spacing[0])
         probabilities = {frame: segmenter.probabilities(cine.array[frame], spacing_yx) for frame in (ed, es)}
-        slices = [z for z in range(cine.spatial_shape[0]) if lv_centre(labels[ed, z]) is not None and t1[z].any()]
+        crops = {z: LVCrop(lv_centre(labels[ed, z]), spacing_yx, size, pixel)
+                 for z in range(cine.spatial_shape[0]) if lv_centre(labels[ed, z]) is not None}
+        slices = [z for z, crop in crops.items() if np.isfinite(crop.extract(t1[z])).all()]
         if not slices:
-            raise ValueError(f"{case}: the segmenter finds no LV at ED (frame {ed}) on a slice the T1 map covers")
+            raise ValueError(f"{case}: the T1 map covers no whole LV crop ({size} x {size} pixels of {pixel:g} mm) of "
+                             f"a slice where the segmenter finds the LV at ED (frame {ed})")
         for z in slices:
-            crop = LVCrop(lv_centre(labels[ed, z]), spacing_yx, size, pixel)
+            crop = crops[z]
             values = slice_conditions("t1diff", frames, cine.array[:, z], probabilities[ed][z], probabilities[es][z],
                                       crop, ed, float(field))
             for name in CONDITION_NAMES:
