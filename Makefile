@@ -18,6 +18,8 @@ $(STAMP): pyproject.toml
 
 demo: $(STAMP)
 	$(VENV)/bin/cmrsynth demo --out $(DEMO_OUT)
+	$(VENV)/bin/cmrsynth evaluate t1_from_cine --out-dir $(DEMO_OUT)/t1_from_cine --split test,ood --subjects 1 \
+		--samples 2 --sampler ddim --ddim-steps 50
 
 test: $(STAMP)
 	QT_QPA_PLATFORM=offscreen $(PY) -m pytest -q Testing
@@ -26,7 +28,7 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check CMRSynthesis CMRSynthesisLib training Testing benchmarks
 
 # Re-train the shipped demo checkpoints (2-core CPU: segmenter about 5 minutes, enhancer about 40, cine segmenter
-# about 20, the three T1-from-cine models about 10 each after 7 minutes of rendering) and refresh the manifest.
+# about 20, the three T1-from-cine models about 20 each after 7 minutes of rendering) and refresh the manifest.
 checkpoints: $(STAMP)
 	$(PY) -m training scar_enhancement_segmenter --config training/configs/scar_segmenter_demo.json --out Resources/checkpoints/scar_enhancement_segmenter
 	$(PY) -m training scar_enhancement --config training/configs/scar_enhancement_demo.json --out Resources/checkpoints/scar_enhancement
