@@ -282,7 +282,7 @@ def test_missing_trigger_time_falls_back_to_the_acquisition_clock(tmp_path):
     assert_frames(cine, [0, 1])
     np.testing.assert_allclose(cine.metadata["trigger_times_ms"], [0, 50, 100, 150, 200], atol=1e-6)
     (note,) = cine.metadata["notes"]
-    assert "TriggerTime (0018,1060) is missing" in note and "AcquisitionTime" in note
+    assert "TriggerTime (0018,1060) is missing in every image" in note and "AcquisitionTime" in note
 
 
 @pytest.mark.parametrize("trigger", [None, DEFAULT], ids=["no TriggerTime (MOLLI)", "with TriggerTime"])
@@ -301,6 +301,15 @@ def test_an_inversion_recovery_series_given_as_cine_is_refused(tmp_path, trigger
         for t in range(len(TIMES)):
             same.image(z, t, InversionTime=250.0)
     assert_frames(read_cine(same.folder), [0, 1])
+
+
+def test_trigger_time_missing_in_some_images_says_how_many(tmp_path):
+    study = Study(tmp_path / "some")
+    for z in range(2):
+        for t in range(len(TIMES)):
+            study.image(z, t, trigger=None if (z, t) == (1, 3) else DEFAULT, AcquisitionTime=f"0930{z:02d}.{50000 * t:06d}")
+    (note,) = read_cine(study.folder).metadata["notes"]
+    assert "is missing in 1 of the 10 images (" in note and "IM_0009.dcm" in note
 
 
 def _enhanced_cine(order: list[tuple[int, int]]) -> Dataset:

@@ -240,7 +240,7 @@ def test_a_field_strength_against_the_cines_and_a_single_sample_are_noted(checkp
     t1 = method.run({"cine": cine}, samples=1, sampler="ddim", ddim_steps=2, field_strength=other)["t1"]
     notes = t1.metadata["synthesis"]["notes"]
     assert any(f"field strength {other:g} T as given, although the cine states {stated:g} T" in n for n in notes)
-    assert any("SD map is 0 everywhere" in note for note in notes)
+    assert any("no uncertainty (the SD of one sample is 0)" in note for note in notes)
     quiet = method.run({"cine": cine}, samples=2, sampler="ddim", ddim_steps=2, field_strength=stated)["t1"]
     assert "notes" not in quiet.metadata["synthesis"]
     with pytest.raises(InputError, match=r"holds 1 frame \(shape .*at least 2 frames"):

@@ -111,7 +111,7 @@ def ddim_step(schedule: NoiseSchedule, x0: torch.Tensor, eps: torch.Tensor, t: i
     return x_prev + sigma * noise if eta > 0 and noise is not None else x_prev
 
 
-ONE_SAMPLE_NOTE = "one sample (--samples 1): its SD map is 0 everywhere; take k of 2 or more for an uncertainty"
+ONE_SAMPLE_NOTE = "one sample (--samples 1): no uncertainty (the SD of one sample is 0); take k of 2 or more for one"
 
 
 def sampler_eta(sampler: str, eta: float) -> float:

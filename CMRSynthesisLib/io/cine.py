@@ -611,11 +611,14 @@ def _trigger_problem(slices: list[_Slice], name: str, limit: float, rr: float | 
     """Why the trigger times (element `name`) cannot time the frames (missing, outside 0..limit ms, repeated within a
     slice, steps too small for a frame interval, equal to InstanceNumber), or None when they can."""
     bound = f"1.2 x {tag_name('NominalInterval')} {rr:g} ms" if rr else f"{MAX_RR_MS:g} ms"
+    lacking = [frame for item in slices for frame in item.frames if frame.trigger_time is None]
+    if lacking:
+        total = sum(len(item.frames) for item in slices)
+        extent = "every image" if len(lacking) == total else f"{len(lacking)} of the {total} images"
+        return f"{name} is missing in {extent} ({frame_names(lacking)})"
     for z, item in enumerate(slices):
         values = [frame.trigger_time for frame in item.frames]
         where = f"slice {z + 1} ({frame_names(item.frames, 1)})"
-        if None in values:
-            return f"{name} is missing in {frame_names([frame for frame in item.frames if frame.trigger_time is None])}"
         outside = [value for value in values if not 0 <= value <= limit]
         if outside:
             return f"{name} holds {outside[0]:g} ms in {where}: outside one heartbeat (0 to {bound})"

@@ -68,13 +68,13 @@ def write_subject(subject_id: int, folder: str | Path) -> dict[str, Any]:
     writes them), LGE, T2-weighted dark blood, the LGE heart ROI and the true displacement and strain
     (DISPLACEMENT_FORMAT). subject.json also holds ed_frame, es_frame (smallest LV blood pool), field_strength_t,
     split, label_values, the scar, the LV ejection fraction from the labels and the true global strain.
-    OutputError, before anything is written, when the MOLLI folder cannot be new (a subject written there before).
+    OutputError, before anything is written, when `folder` exists and is not empty or cannot be written.
     """
     folder = Path(folder)
-    try:
-        check_new_folder(folder / SUBJECT_FILES["molli"])
-    except OutputError as error:
-        raise OutputError(f"{folder}: a subject was written there before ({error}); choose a new folder") from error
+    if folder.is_dir() and any(folder.iterdir()):
+        raise OutputError(f"{folder}: the folder exists and is not empty (a subject written there before?); choose a "
+                          "new folder")
+    check_new_folder(folder / SUBJECT_FILES["molli"])
     subject = make_subject(subject_id)
     cine, cine_labels = render_cine(subject)
     blood_ml = (cine_labels.array == LABELS["lv_blood"]).sum(axis=(1, 2, 3)) * np.prod(cine.spacing) / 1000.0
