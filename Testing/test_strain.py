@@ -26,6 +26,7 @@ from CMRSynthesisLib.analysis.strain import (
     green_lagrange,
     myocardial_strain,
     radial_circumferential,
+    slice_kinematics,
 )
 from CMRSynthesisLib.cli import main
 from CMRSynthesisLib.errors import Cancelled, GeometryError, InputError
@@ -185,6 +186,31 @@ def test_a_rigid_rotation_and_translation_gives_no_strain():
     assert np.abs(result.global_circumferential).max() < 0.015
     assert np.abs(result.global_radial).max() < 0.03
     assert result.es_source == "user"
+
+
+def test_projected_displacement_of_eq_2_matches_the_closed_form_motion():
+    """CPKDM's eq. 2 channels: the thickening ring's points move inwards by R - r(t) with no circumferential
+    displacement; a rigid rotation by 8 degrees moves them by about R sin(8 deg) along e_c and hardly along e_r."""
+    ring = ring_cine(frames=8, seed=4)
+    core = core_myocardium(ring["myocardium"][0].astype(bool))
+    maps = slice_kinematics(ring["cine"].array[:, 0], ring["myocardium"][0], (1.25, 1.25), blood_pool=ring["blood"][0])
+    assert set(maps) == {"radial_strain", "circumferential_strain", "radial_displacement_mm",
+                         "circumferential_displacement_mm"}
+    assert np.isnan(maps["radial_displacement_mm"][:, ~ring["myocardium"][0].astype(bool)]).all()
+    rows, cols = np.nonzero(core)
+    size = ring["cine"].array.shape[-1]
+    radius = np.hypot((rows - (size - 1) / 2) * 1.25 - 0.3, (cols - (size - 1) / 2) * 1.25 + 0.2)
+    moved = np.sqrt(radius**2 - 20.0**2 + 12.5**2)  # ES (frame 4): cavity radius 12.5 mm
+    assert maps["radial_displacement_mm"][4][core].mean() == pytest.approx((moved - radius).mean(), abs=0.3)
+    assert (moved - radius).mean() < -3.0
+    assert abs(np.nanmean(maps["circumferential_displacement_mm"][4][core])) < 0.3
+
+    rotating = ring_cine(inner_es=20.0, rotation_deg=8.0, frames=6, seed=5)
+    turned = slice_kinematics(rotating["cine"].array[:, 0], rotating["myocardium"][0], (1.25, 1.25),
+                              blood_pool=rotating["blood"][0])
+    expected = radius.mean() * math.sin(math.radians(8.0))
+    assert abs(turned["circumferential_displacement_mm"][3][core].mean()) == pytest.approx(expected, rel=0.05)
+    assert abs(turned["radial_displacement_mm"][3][core].mean()) < 0.4
 
 
 def test_an_akinetic_sector_shows_in_its_aha_segments():

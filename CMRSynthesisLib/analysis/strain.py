@@ -174,6 +174,19 @@ def green_lagrange(gradient: np.ndarray) -> np.ndarray:
     return 0.5 * (gradient + np.swapaxes(gradient, -4, -3) + np.einsum("...kirc,...kjrc->...ijrc", gradient, gradient))
 
 
+def radial_circumferential_directions(shape: Sequence[int], centre_px: Sequence[float], spacing: Sequence[float]
+                                      ) -> tuple[np.ndarray, np.ndarray]:
+    """Unit vectors e_r (from the centre to each pixel) and e_c (e_r turned by 90 degrees) over a (rows, cols) grid,
+    components in (row, col) order in physical space: two (2, rows, cols) arrays; NaN at the centre itself.
+    centre_px: (row, col) in pixels (fractions allowed); spacing: (row, col) pixel size in mm."""
+    row_mm = (np.arange(shape[0]) - centre_px[0])[:, None] * spacing[0]
+    col_mm = (np.arange(shape[1]) - centre_px[1])[None, :] * spacing[1]
+    distance = np.hypot(row_mm, col_mm)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        radial = np.stack(np.broadcast_arrays(row_mm / distance, col_mm / distance))
+    return radial, np.stack([-radial[1], radial[0]])
+
+
 def radial_circumferential(strain: np.ndarray, centre_px: Sequence[float], spacing: Sequence[float]
                            ) -> tuple[np.ndarray, np.ndarray]:
     """Project a strain tensor field on the radial and circumferential directions about a centre.
@@ -184,13 +197,7 @@ def radial_circumferential(strain: np.ndarray, centre_px: Sequence[float], spaci
     (E_rr, E_cc), each (..., rows, cols); NaN at the centre itself.
     """
     strain = np.asarray(strain)
-    rows, cols = strain.shape[-2:]
-    row_mm = (np.arange(rows) - centre_px[0])[:, None] * spacing[0]
-    col_mm = (np.arange(cols) - centre_px[1])[None, :] * spacing[1]
-    distance = np.hypot(row_mm, col_mm)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        radial = np.stack(np.broadcast_arrays(row_mm / distance, col_mm / distance))
-    circumferential = np.stack([-radial[1], radial[0]])
+    radial, circumferential = radial_circumferential_directions(strain.shape[-2:], centre_px, spacing)
 
     def project(direction: np.ndarray) -> np.ndarray:
         return np.einsum("irc,...ijrc,jrc->...rc", direction, strain, direction)
@@ -229,6 +236,23 @@ def slice_strain(frames: np.ndarray, myocardium: np.ndarray, spacing: Sequence[f
     (t, rows, cols) float32, at the ED positions of the material points, NaN outside the ED myocardium; zero at ED.
     on_frame(t) is called after each frame is tracked.
     """
+    kinematics = slice_kinematics(frames, myocardium, spacing, ed_frame=ed_frame, blood_pool=blood_pool,
+                                  margin_mm=margin_mm, on_frame=on_frame)
+    return kinematics["radial_strain"], kinematics["circumferential_strain"]
+
+
+def slice_kinematics(frames: np.ndarray, myocardium: np.ndarray, spacing: Sequence[float], *, ed_frame: int = 0,
+                     blood_pool: np.ndarray | None = None, margin_mm: float = MARGIN_MM,
+                     on_frame: Callable[[int], None] | None = None) -> dict[str, np.ndarray]:
+    """`slice_strain`'s strains and, from the same tracking, the Lagrangian displacement projected on the radial and
+    circumferential unit vectors (CPKDM, paper 000, eq. 2: the paper names these projections strains, but they are
+    displacements): u_r = u . e_r (mm, positive outwards) and u_c = u . e_c (mm; e_c is e_r turned by +90 degrees
+    in (row, col) order), e_r from the slice's LV centre at ED to the material point at ED.
+
+    Arguments as `slice_strain`. Returns (t, rows, cols) float32 arrays "radial_strain", "circumferential_strain"
+    (Green-Lagrange, fractions), "radial_displacement_mm", "circumferential_displacement_mm", all on the ED grid, NaN
+    outside the ED myocardium, zero at ED. InputError for mismatched shapes or no ED myocardium.
+    """
     frames = np.asarray(frames)
     myocardium = np.asarray(myocardium, dtype=bool)
     if frames.ndim != 3 or frames.shape[1:] != myocardium.shape:
@@ -250,13 +274,17 @@ def slice_strain(frames: np.ndarray, myocardium: np.ndarray, spacing: Sequence[f
     inner_gradient = displacement_gradient(millimetres, inner, spacing)
     fitted = np.isfinite(inner_gradient[(0,) * (inner_gradient.ndim - 2)])
     gradient[..., fitted] = inner_gradient[..., fitted]
-    strain = green_lagrange(gradient)
-    radial_crop, circumferential_crop = radial_circumferential(strain, (centre[0] - r0, centre[1] - c0), spacing)
-    radial = np.full(frames.shape, np.nan, dtype=np.float32)
-    circumferential = np.full(frames.shape, np.nan, dtype=np.float32)
-    radial[:, r0:r1, c0:c1] = np.where(crop, radial_crop, np.nan)
-    circumferential[:, r0:r1, c0:c1] = np.where(crop, circumferential_crop, np.nan)
-    return radial, circumferential
+    crop_centre = (centre[0] - r0, centre[1] - c0)
+    radial_strain, circumferential_strain = radial_circumferential(green_lagrange(gradient), crop_centre, spacing)
+    e_radial, e_circumferential = radial_circumferential_directions(crop.shape, crop_centre, spacing)
+    crops = {"radial_strain": radial_strain, "circumferential_strain": circumferential_strain,
+             "radial_displacement_mm": np.einsum("irc,tirc->trc", e_radial, millimetres),
+             "circumferential_displacement_mm": np.einsum("irc,tirc->trc", e_circumferential, millimetres)}
+    maps = {}
+    for name, values in crops.items():
+        maps[name] = np.full(frames.shape, np.nan, dtype=np.float32)
+        maps[name][:, r0:r1, c0:c1] = np.where(crop, values, np.nan)
+    return maps
 
 
 # --- a cine: Volumes ------------------------------------------------------------------------------------------
