@@ -108,6 +108,19 @@ class Volume:
         size = np.array(self.spatial_shape[::-1])
         return bool(np.all(indices.max(axis=1) >= -0.5) and np.all(indices.min(axis=1) <= size - 0.5))
 
+    def require_same_frame_of_reference(self, other: Volume, name: str, other_name: str) -> None:
+        """GeometryError when both volumes name their DICOM frame of reference (metadata "frame_of_reference_uid",
+        from FrameOfReferenceUID) and the two differ: their patient coordinates are unrelated (the patient left the
+        table, another session or scanner), so neither equal grids nor resampling by position bring the same tissue
+        together. Nothing is checked when either does not say (NIfTI, NRRD, arrays). name / other_name: their roles
+        for the message."""
+        mine, theirs = self.metadata.get("frame_of_reference_uid"), other.metadata.get("frame_of_reference_uid")
+        if mine and theirs and mine != theirs:
+            raise GeometryError(f"{name} and {other_name} lie in different DICOM frames of reference "
+                                f"(FrameOfReferenceUID {mine} and {theirs}): their positions are not comparable "
+                                "(another session, or the patient moved off the table); register them first, or "
+                                "give images of one scan session")
+
     def mask_on_grid(self, mask: Volume | np.ndarray, name: str, grid_name: str, *,
                      allow_empty: bool = False) -> np.ndarray:
         """Boolean (z, y, x) array of `mask`'s non-zero, finite voxels, which must lie on this volume's grid.
@@ -121,6 +134,7 @@ class Volume:
         grid_name = self.named(grid_name)
         if isinstance(mask, Volume):
             name = mask.named(name)
+            self.require_same_frame_of_reference(mask, grid_name, name)
             if not self.same_geometry(mask) and not self.overlaps(mask):
                 raise GeometryError(f"{name} does not overlap {grid_name} (it lies outside its voxels); draw or "
                                     f"resample it on {grid_name}")

@@ -623,3 +623,16 @@ def test_frames_evenly_spaced_up_to_rounding_count_as_regular(tmp_path, times, i
     back = read_cine(path)
     assert back.metadata["trigger_times_ms"] == pytest.approx(times)  # the sidecar's exact times
     assert back.metadata["notes"] == []  # the header's mean interval agrees with them: nothing to say
+
+
+def test_the_frame_of_reference_is_recorded_when_every_image_shares_it(tmp_path):
+    study, frame = Study(tmp_path / "one"), generate_uid()
+    for z in range(2):
+        for t in range(len(TIMES)):
+            study.image(z, t, FrameOfReferenceUID=frame)
+    assert read_cine(study.folder).metadata["frame_of_reference_uid"] == frame
+    plain = Study(tmp_path / "none")
+    for z in range(2):
+        for t in range(len(TIMES)):
+            plain.image(z, t)
+    assert "frame_of_reference_uid" not in read_cine(plain.folder).metadata

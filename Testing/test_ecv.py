@@ -83,3 +83,17 @@ def test_swapped_maps_and_empty_or_misplaced_masks_are_named():
     shifted = Volume(blood.array, blood.spacing, (0, 0, 4.0), blood.direction)
     with pytest.raises(GeometryError, match="the native T1 map and the blood-pool mask differ in origin"):
         ecv_map(native, post, HAEMATOCRIT, shifted)
+
+
+def test_maps_of_different_frames_of_reference_are_refused_even_with_resampling():
+    native, post, blood = _cylinder_maps(0.5)
+    native = native.with_array(native.array, frame_of_reference_uid="1.2.3")
+    for resample in (False, True):
+        with pytest.raises(GeometryError, match="different DICOM frames of reference.*1.2.3 and 4.5.6"):
+            ecv_map(native, post.with_array(post.array, frame_of_reference_uid="4.5.6"), HAEMATOCRIT, blood,
+                    resample=resample)
+    ecv, _ = ecv_map(native, post.with_array(post.array, frame_of_reference_uid="1.2.3"), HAEMATOCRIT, blood,
+                     resample=True)  # one frame of reference (or none stated): accepted
+    assert (ecv.array > 0).any()
+    with pytest.raises(GeometryError, match="frames of reference"):  # masks are held to it too
+        ecv_map(native, post, HAEMATOCRIT, blood.with_array(blood.array, frame_of_reference_uid="7.8"), resample=True)

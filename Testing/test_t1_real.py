@@ -48,3 +48,14 @@ def test_philips_native_blood_within_3_and_myocardium_within_5_percent(agreement
 def test_philips_post_contrast_myocardium_within_5_percent(agreement):
     for row in _rows(agreement, "post", "myocardium"):
         assert abs(row["difference_percent"]) < 5.0, row
+
+
+def test_native_and_post_contrast_series_share_the_study_frame_of_reference():
+    from scanner_references import PHILIPS
+
+    from CMRSynthesisLib.io.t1_series import read_t1_series
+
+    native, post = (read_t1_series(PHILIPS / folder).reference() for folder in ("native", "postcontrast"))
+    uid = native.metadata["frame_of_reference_uid"]
+    assert uid and uid == post.metadata["frame_of_reference_uid"]  # the README: one FrameOfReferenceUID kept
+    native.require_same_frame_of_reference(post, "native", "post")

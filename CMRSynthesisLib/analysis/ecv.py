@@ -34,6 +34,8 @@ def ecv_map(native: Volume, post: Volume, haematocrit: float, blood_pool: Volume
     for name, volume in (("native", native), ("post-contrast", post)):
         if volume.array.ndim != 3:
             raise InputError(f"the {name} T1 map must be 3D (z, y, x); got shape {volume.array.shape}")
+    native.require_same_frame_of_reference(post, native.named("the native T1 map"),
+                                           post.named("the post-contrast T1 map"))
     post_values = _post_on_native_grid(native, post, resample)
     blood = native.mask_on_grid(blood_pool, "the blood-pool mask", "the native T1 map")
     region = native.mask_on_grid(myocardium, "the myocardium mask", "the native T1 map") if myocardium is not None else None

@@ -325,6 +325,9 @@ def _read_dicom(path: str | Path | Sequence[str | Path], frame_interval_ms: floa
         "source_files": list(dict.fromkeys(item.frames[t].file for t in range(len(slices[0].frames))
                                            for item in slices)),
     }
+    frames_of_reference = {frame.header.get("frame_of_reference_uid") for item in slices for frame in item.frames}
+    if len(frames_of_reference) == 1 and None not in frames_of_reference:
+        metadata["frame_of_reference_uid"] = frames_of_reference.pop()
     if np.max(np.abs(times - nominal[:, None])) > SLICE_TIME_TOLERANCE_MS:
         metadata["trigger_times_by_slice_ms"] = times.tolist()
     if rr is not None:

@@ -152,6 +152,7 @@ def read_frames(path: Path, dataset: pydicom.Dataset) -> list[Frame]:
     pixels = _decode(dataset, path, count)
     header = {"modality": dataset.get("Modality"), "series_description": dataset.get("SeriesDescription"),
               "series_instance_uid": dataset.get("SeriesInstanceUID"),
+              "frame_of_reference_uid": dataset.get("FrameOfReferenceUID"),
               "magnetic_field_strength": dataset.get("MagneticFieldStrength")}
     header = {key: str(value) if value is not None else None for key, value in header.items()}
     rescale_type = _lookup(dataset, 0, "RescaleType", "PixelValueTransformationSequence")

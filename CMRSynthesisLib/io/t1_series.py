@@ -89,7 +89,8 @@ class T1Series:
         """A 3D (z, y, x) Volume on the source geometry (for maps), holding the first image of each slice."""
         return Volume(self.images.array[0], self.images.spacing, self.images.origin, self.images.direction,
                       {key: value for key, value in self.images.metadata.items()
-                       if key in ("modality", "series_description", "series_instance_uid", "source_files")})
+                       if key in ("modality", "series_description", "series_instance_uid", "frame_of_reference_uid",
+                                  "source_files")})
 
 
 def parse_inversion_times(text: str | Sequence[float] | None) -> list[float] | list[list[float]] | None:
