@@ -164,3 +164,27 @@ def test_write_subject_folder_names_every_file_by_role(tmp_path):
     with pytest.raises(OutputError, match="subject: the folder exists and is not empty"):
         phantom.write_subject(SCAR_ID, folder)  # a second write into the same folder is refused before writing
     assert {path: path.stat().st_mtime_ns for path in folder.rglob("*")} == before
+
+
+def test_without_infarct_contrast_the_cine_shows_the_infarct_only_by_its_motion():
+    """infarct_contrast=False draws the scar with the remote myocardium's bSSFP signal: the same motion, texture
+    and noise; an acute infarct's own signal (oedema: T1 and T2 up, bSSFP about T2 / T1) is gone."""
+    from scipy.ndimage import binary_dilation, binary_erosion
+
+    subject = phantom.make_subject(12)  # an acute (oedematous) LAD infarct
+    assert subject.scar is not None and subject.scar.acute
+    shown, labels = phantom.render_cine(subject)
+    hidden, same_labels = phantom.render_cine(subject, infarct_contrast=False)
+    np.testing.assert_array_equal(labels.array, same_labels.array)  # the same motion
+    scar = labels.array == LABELS["scar"]
+    core = binary_erosion(scar, np.ones((1, 1, 3, 3), bool))  # away from the partial-volume edge
+    assert core[0].sum() > 20
+    flip = subject.acquisition.cine_flip_deg
+    tissue = {name: subject.tissues[name] for name in ("scar", "lv_myocardium")}
+    scar_signal, myocardium_signal = (phantom.bssfp_signal(t.proton_density, t.t1_native_ms, t.t2_ms, flip)
+                                      for t in tissue.values())
+    ratio = shown.array[core].astype(float).mean() / hidden.array[core].astype(float).mean()
+    assert abs(scar_signal / myocardium_signal - 1.0) > 0.05  # the default cine shows the acute infarct ...
+    assert ratio == pytest.approx(scar_signal / myocardium_signal, rel=0.02)  # ... the hidden one the myocardium
+    near = binary_dilation(scar.any(axis=0), np.ones((1, 9, 9), bool))  # blur carries the scar a few pixels
+    np.testing.assert_array_equal(shown.array[:, ~near], hidden.array[:, ~near])  # elsewhere the very same images

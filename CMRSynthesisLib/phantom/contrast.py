@@ -115,17 +115,23 @@ def bssfp_signal(proton_density: float, t1_ms: float, t2_ms: float, flip_deg: fl
     return proton_density * math.sin(alpha) / ((ratio + 1.0) - math.cos(alpha) * (ratio - 1.0))
 
 
-def render_cine(subject: Subject) -> tuple[Volume, Volume]:
+def render_cine(subject: Subject, *, infarct_contrast: bool = True) -> tuple[Volume, Volume]:
     """bSSFP cine of every slice over one RR interval, and its labels at every frame.
 
     Returns (cine, labels): int16 (t, z, y, x) with metadata trigger_times_ms (t,) and rr_interval_ms, and uint8
     labels (t, z, y, x) (values in LABELS). Blood bright (bSSFP T2/T1 contrast times inflow), myocardium grey, fat
     bright, lungs dark. The myocardial texture moves with the tissue (sampled at each voxel's end-diastolic
     position), so motion can be tracked; blood texture (flow) changes from frame to frame.
+
+    infarct_contrast False: the scar is drawn with the remote myocardium's bSSFP signal (the same draws of texture
+    and noise otherwise), so the infarct shows in the cine only through its motion: what a method that claims to see
+    infarct from motion must be tested on (an acute infarct's oedema would otherwise brighten it by about 15 %).
     """
     acquisition = subject.acquisition
     lut = tissue_values(subject, lambda t: bssfp_signal(t.proton_density, t.t1_native_ms, t.t2_ms,
                                                          acquisition.cine_flip_deg))
+    if not infarct_contrast:
+        lut[LABELS["scar"]] = lut[LABELS["lv_myocardium"]]
     for name in ("lv_blood", "rv_blood", "aorta"):
         lut[LABELS[name]] *= acquisition.blood_inflow
     phases = cine_phases(subject)
