@@ -1,5 +1,6 @@
 """Shared pre-processing for the 2D slice models: square crops around a region, intensity scaling, and the exact
-inverses, so every result is pasted back on its input's voxel grid.
+inverses, so every result is pasted back on its input's voxel grid; crops of a fixed physical pixel size centred on
+the LV (`LVCrop`), and a cine's frames resampled to a fixed number of phases over one heartbeat (`cycle_frames`).
 
 A crop is taken at native resolution when the region fits in `size` pixels (then crop -> paste is exact); a larger
 region gets a bigger square box that is resized to `size` and back. Also: reading a region mask given by a user
@@ -9,6 +10,7 @@ region gets a bigger square box that is resized to `size` and back. Also: readin
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 
 import numpy as np
 from scipy import ndimage
@@ -173,3 +175,44 @@ def _list_values(values: np.ndarray, most: int = 12) -> str:
     if len(shown) <= most:
         return ", ".join(shown)
     return f"{', '.join(shown[: most - 1])}, ..., {shown[-1]} ({len(shown)} values)"
+
+
+class LVCrop:
+    """A square crop of `size` pixels of `pixel_mm` centred at `centre` (row, column; input pixel units) of a slice
+    with pixel spacing spacing_yx (mm): `extract` resamples images onto it (bilinear), `paste` resamples a crop back
+    onto the slice's pixels (bilinear; 0 outside the crop)."""
+
+    def __init__(self, centre: Sequence[float], spacing_yx: Sequence[float], size: int, pixel_mm: float) -> None:
+        self.centre = np.asarray(centre, dtype=float)
+        self.spacing = np.asarray(spacing_yx, dtype=float)
+        self.size, self.pixel_mm = int(size), float(pixel_mm)
+
+    def extract(self, images: np.ndarray) -> np.ndarray:
+        """(..., y, x) slice images -> (..., size, size) float32 on the crop grid (edge values beyond the slice)."""
+        offsets = (np.arange(self.size) - (self.size - 1) / 2.0) * self.pixel_mm
+        rows = self.centre[0] + offsets / self.spacing[0]
+        cols = self.centre[1] + offsets / self.spacing[1]
+        grid = np.meshgrid(rows, cols, indexing="ij")
+        flat = np.asarray(images, dtype=np.float32).reshape(-1, *np.shape(images)[-2:])
+        out = np.stack([ndimage.map_coordinates(image, grid, order=1, mode="nearest") for image in flat])
+        return out.reshape(*np.shape(images)[:-2], self.size, self.size)
+
+    def paste(self, crop: np.ndarray, shape_yx: Sequence[int]) -> np.ndarray:
+        """A (size, size) crop back on a slice of shape_yx pixels (float32; 0 outside the crop)."""
+        rows, cols = np.mgrid[:shape_yx[0], :shape_yx[1]].astype(float)
+        crop_rows = (rows - self.centre[0]) * self.spacing[0] / self.pixel_mm + (self.size - 1) / 2.0
+        crop_cols = (cols - self.centre[1]) * self.spacing[1] / self.pixel_mm + (self.size - 1) / 2.0
+        inside = (crop_rows >= 0) & (crop_rows <= self.size - 1) & (crop_cols >= 0) & (crop_cols <= self.size - 1)
+        values = ndimage.map_coordinates(np.asarray(crop, dtype=np.float32), [crop_rows, crop_cols], order=1,
+                                         mode="nearest")
+        return np.where(inside, values, 0.0).astype(np.float32)
+
+
+def cycle_frames(frames: np.ndarray, ed_frame: int, count: int) -> np.ndarray:
+    """`count` phases over one heartbeat from ED, linearly interpolated between the cine's frames (the cine read as
+    periodic): (t, ...) -> (count, ...) float32."""
+    total = frames.shape[0]
+    positions = ed_frame + np.arange(count) * total / count
+    low = np.floor(positions).astype(int)
+    weight = (positions - low).reshape(-1, *([1] * (frames.ndim - 1)))
+    return ((1.0 - weight) * frames[low % total] + weight * frames[(low + 1) % total]).astype(np.float32)

@@ -14,13 +14,12 @@ from CMRSynthesisLib.errors import CheckpointError, InputError
 from CMRSynthesisLib.io import read_volume, write_cine
 from CMRSynthesisLib.methods import load_method
 from CMRSynthesisLib.methods.t1_from_cine import (
-    LVCrop,
     T1FromCine,
     build_model,
-    cycle_frames,
     to_ms,
     to_unit,
 )
+from CMRSynthesisLib.preprocess import LVCrop, cycle_frames
 from CMRSynthesisLib.volume import Volume
 
 SCHEDULE = {"num_train_timesteps": 1000, "schedule": "linear_beta", "beta_start": 0.0001, "beta_end": 0.02,

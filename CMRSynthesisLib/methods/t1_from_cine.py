@@ -27,7 +27,7 @@ and a PatchGAN).
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +44,7 @@ from ..diffusion.networks import build_network, load_weights
 from ..diffusion.samplers import ONE_SAMPLE_NOTE, SAMPLERS, sample, sampler_eta, timestep_pairs
 from ..errors import CheckpointError, InputError
 from ..evaluation import checkpoint_baseline
+from ..preprocess import LVCrop, cycle_frames, percentile_normalise
 from ..progress import Progress, report
 from ..slice_runner import run_slices
 from ..volume import Volume
@@ -68,7 +69,7 @@ VARIANTS = ("t1diff", "raw_ddpm", "pix2pix")
 T1_SCALE_MS = 2500.0  # T1 in [0, T1_SCALE_MS] ms maps onto [-1, 1]
 ANATOMY_CHANNELS = 8  # segmenter probabilities at ED (4) and their change to ES (4)
 FIELD_STRENGTHS_T = (1.5, 3.0)
-PERCENTILES = (1.0, 99.0)
+PERCENTILES = (1.0, 99.0)  # the cine phases of a crop scaled together to [0, 1] by these
 
 
 def field_channel(field_strength_t: float) -> float:
@@ -86,53 +87,6 @@ def to_ms(unit: np.ndarray) -> np.ndarray:
     return (np.asarray(unit) + 1.0) / 2.0 * T1_SCALE_MS
 
 
-class LVCrop:
-    """A square crop of `size` pixels of `pixel_mm` centred at `centre` (row, column; input pixel units) of a slice
-    with pixel spacing spacing_yx (mm): `extract` resamples images onto it (bilinear), `paste` resamples a crop back
-    onto the slice's pixels (bilinear; 0 outside the crop)."""
-
-    def __init__(self, centre: Sequence[float], spacing_yx: Sequence[float], size: int, pixel_mm: float) -> None:
-        self.centre = np.asarray(centre, dtype=float)
-        self.spacing = np.asarray(spacing_yx, dtype=float)
-        self.size, self.pixel_mm = int(size), float(pixel_mm)
-
-    def extract(self, images: np.ndarray) -> np.ndarray:
-        """(..., y, x) slice images -> (..., size, size) float32 on the crop grid (edge values beyond the slice)."""
-        offsets = (np.arange(self.size) - (self.size - 1) / 2.0) * self.pixel_mm
-        rows = self.centre[0] + offsets / self.spacing[0]
-        cols = self.centre[1] + offsets / self.spacing[1]
-        grid = np.meshgrid(rows, cols, indexing="ij")
-        flat = np.asarray(images, dtype=np.float32).reshape(-1, *np.shape(images)[-2:])
-        out = np.stack([ndimage.map_coordinates(image, grid, order=1, mode="nearest") for image in flat])
-        return out.reshape(*np.shape(images)[:-2], self.size, self.size)
-
-    def paste(self, crop: np.ndarray, shape_yx: Sequence[int]) -> np.ndarray:
-        """A (size, size) crop back on a slice of shape_yx pixels (float32; 0 outside the crop)."""
-        rows, cols = np.mgrid[:shape_yx[0], :shape_yx[1]].astype(float)
-        crop_rows = (rows - self.centre[0]) * self.spacing[0] / self.pixel_mm + (self.size - 1) / 2.0
-        crop_cols = (cols - self.centre[1]) * self.spacing[1] / self.pixel_mm + (self.size - 1) / 2.0
-        inside = (crop_rows >= 0) & (crop_rows <= self.size - 1) & (crop_cols >= 0) & (crop_cols <= self.size - 1)
-        values = ndimage.map_coordinates(np.asarray(crop, dtype=np.float32), [crop_rows, crop_cols], order=1,
-                                         mode="nearest")
-        return np.where(inside, values, 0.0).astype(np.float32)
-
-
-def cycle_frames(frames: np.ndarray, ed_frame: int, count: int) -> np.ndarray:
-    """`count` phases over one heartbeat from ED, linearly interpolated between the cine's frames (the cine read as
-    periodic): (t, ...) -> (count, ...) float32."""
-    total = frames.shape[0]
-    positions = ed_frame + np.arange(count) * total / count
-    low = np.floor(positions).astype(int)
-    weight = (positions - low).reshape(-1, *([1] * (frames.ndim - 1)))
-    return ((1.0 - weight) * frames[low % total] + weight * frames[(low + 1) % total]).astype(np.float32)
-
-
-def normalise_frames(frames: np.ndarray) -> np.ndarray:
-    """Cine crops (count, y, x) scaled together to [0, 1] by their PERCENTILES (any intensity scale)."""
-    low, high = np.percentile(frames, PERCENTILES)
-    return np.clip((frames - low) / max(float(high - low), 1e-6), 0.0, 1.0).astype(np.float32)
-
-
 def lv_centre(labels: np.ndarray) -> tuple[float, float] | None:
     """(row, column) centroid of the LV (blood pool and myocardium: segmenter labels 1 and 2) of a 2D label map; None
     when the slice holds no LV."""
@@ -146,7 +100,7 @@ def slice_conditions(variant: str, phases: int, frames: np.ndarray, probabilitie
     """The condition arrays of one slice on its crop for `variant`: "phases" (phases, S, S), "anatomy" (8, S, S:
     segmenter probabilities at ED and their change to ES; t1diff only), "field" (1, S, S). frames: the slice's cine
     (t, y, x); probabilities at ED / ES: (4, y, x) from the cine segmenter."""
-    values = {"phases": normalise_frames(crop.extract(cycle_frames(frames, ed_frame, phases))),
+    values = {"phases": percentile_normalise(crop.extract(cycle_frames(frames, ed_frame, phases)), *PERCENTILES),
               "field": np.full((1, crop.size, crop.size), field_channel(field_strength_t), np.float32)}
     if variant == "t1diff":
         ed, es = crop.extract(probabilities_ed), crop.extract(probabilities_es)

@@ -40,13 +40,13 @@ from CMRSynthesisLib.io.writing import atomic_write_bytes
 from CMRSynthesisLib.methods.cine_segmentation import CineSegmenter, phantom_labels
 from CMRSynthesisLib.methods.t1_from_cine import (
     METHOD,
-    LVCrop,
     build_model,
     conditions_of,
     lv_centre,
     slice_conditions,
     to_unit,
 )
+from CMRSynthesisLib.preprocess import LVCrop
 
 from ..datasets import split_cases
 from ..distributed import Context
