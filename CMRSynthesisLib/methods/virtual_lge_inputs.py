@@ -1,0 +1,59 @@
+"""The per-slice inputs of virtual LGE (CPKDM, paper 000) on the LV crop, from a cine and a MOLLI series.
+
+For one short-axis slice with an LV at ED:
+- "cine" (phases, S, S): the cine resampled to `phases` phases over one heartbeat from ED (`preprocess.cycle_frames`)
+  on the LV crop (`preprocess.LVCrop`), scaled together to [0, 1] by their 1st / 99th percentiles;
+- "kinematics" (phases, 4, S, S): from one tracking of the slice at the cine's own frames
+  (`analysis.strain.slice_kinematics`, ED myocardium and blood pool from the cine segmenter), the radial and
+  circumferential Green-Lagrange strains and the paper's eq. 2 projected displacements, in the order
+  `cpkdm_networks.KINEMATIC_CHANNELS`, resampled to the phases and cropped; 0 outside the ED myocardium (the
+  kinematic encoder sees motion where tissue is); displacements divided by DISPLACEMENT_SCALE_MM so all four are
+  of order 0.1-1, strains clipped to +-STRAIN_LIMIT (a few edge pixels of a tracked wall reach 3-12 where the flow
+  mixes wall and blood; no myocardium strains that much);
+- "curves" (n, S, S): the MOLLI recovery curves on common inversion times (`analysis.relaxation`), brought onto the
+  cine's slice by position (`slice_matching`), on the crop; 0 where the MOLLI does not reach or the fit failed, with
+  "covered" (S, S) saying where it has values.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from ..analysis.strain import slice_kinematics
+from ..errors import InputError
+from ..preprocess import LVCrop, cycle_frames, percentile_normalise
+from .cpkdm_networks import KINEMATIC_CHANNELS
+
+DISPLACEMENT_SCALE_MM = 10.0  # chosen: wall displacements are a few mm, strains a few tenths
+STRAIN_LIMIT = 1.5  # chosen: peak radial strain is 0.3-0.6, circumferential -0.15 to -0.25
+PERCENTILES = (1.0, 99.0)
+
+
+def kinematic_channels(frames: np.ndarray, myocardium: np.ndarray, blood_pool: np.ndarray,
+                       spacing_yx: Sequence[float], ed_frame: int) -> np.ndarray:
+    """The four kinematic maps of one slice at every cine frame: (t, 4, y, x) float32 in KINEMATIC_CHANNELS order,
+    strains clipped to +-STRAIN_LIMIT, displacements divided by DISPLACEMENT_SCALE_MM, 0 outside the ED myocardium. frames (t, y, x); myocardium and
+    blood_pool (y, x) at ED; spacing_yx (row, col) mm. InputError as `slice_kinematics` (no ED myocardium, shapes)."""
+    maps = slice_kinematics(frames, myocardium, spacing_yx, ed_frame=ed_frame, blood_pool=blood_pool)
+    channels = [maps[name] / DISPLACEMENT_SCALE_MM if name.endswith("_mm")
+                else np.clip(maps[name], -STRAIN_LIMIT, STRAIN_LIMIT) for name in KINEMATIC_CHANNELS]
+    return np.nan_to_num(np.stack(channels, axis=1), nan=0.0).astype(np.float32)
+
+
+def slice_inputs(frames: np.ndarray, myocardium: np.ndarray, blood_pool: np.ndarray, curves: np.ndarray,
+                 covered: np.ndarray, spacing_yx: Sequence[float], crop: LVCrop, ed_frame: int, phases: int
+                 ) -> dict[str, np.ndarray]:
+    """The inputs of one slice on its crop (module docstring): "cine" (phases, S, S), "kinematics" (phases, 4, S, S),
+    "curves" (n, S, S) and "covered" (S, S) bool. frames: the slice's cine (t, y, x); myocardium, blood_pool: ED
+    masks (y, x); curves: (n, y, x) recovery curves on the cine's slice pixels; covered: (y, x) where they have
+    values. InputError for a slice without ED myocardium or a cine of fewer than 2 frames."""
+    frames = np.asarray(frames, dtype=np.float32)
+    if frames.ndim != 3 or frames.shape[0] < 2:
+        raise InputError(f"virtual LGE needs a cine slice (t, y, x) of at least 2 frames; got shape {frames.shape}")
+    kinematics = kinematic_channels(frames, myocardium, blood_pool, spacing_yx, ed_frame)
+    return {"cine": percentile_normalise(crop.extract(cycle_frames(frames, ed_frame, phases)), *PERCENTILES),
+            "kinematics": crop.extract(cycle_frames(kinematics, ed_frame, phases)),
+            "curves": crop.extract(np.where(covered, curves, 0.0)).astype(np.float32),
+            "covered": crop.extract(covered.astype(np.float32)) > 0.5}
