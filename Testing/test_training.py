@@ -510,7 +510,7 @@ def test_every_shipped_config_builds_its_networks(path):
 
     config = json.loads(path.read_text())
     assert config["description"] and config["train"]["batch_size"] >= 1
-    for key in ("network", "denoiser", "modality_encoder", "generator", "discriminator"):
+    for key in ("network", "denoiser", "modality_encoder", "generator", "discriminator", "autoencoder"):
         if key in config:
             assert isinstance(build_network(config[key]), torch.nn.Module), key
     if "variant" in config:

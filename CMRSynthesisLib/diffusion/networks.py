@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from monai.networks.nets import BasicUNet, DiffusionModelUNet, PatchDiscriminator, UNet
+from monai.networks.nets import AutoencoderKL, BasicUNet, DiffusionModelUNet, PatchDiscriminator, UNet
 
 from ..errors import CheckpointError
 
@@ -18,6 +18,7 @@ NETWORKS: dict[str, type[torch.nn.Module]] = {
     "UNet": UNet,
     "BasicUNet": BasicUNet,
     "PatchDiscriminator": PatchDiscriminator,
+    "AutoencoderKL": AutoencoderKL,
 }
 
 

@@ -1,0 +1,91 @@
+"""The shared latent-autoencoder training (training/autoencoder.py) and the virtual-LGE autoencoder recipe: the KL
+term in closed form, a tiny AutoencoderKL that learns to reconstruct (validation L1 falls) with its adversarial
+phase, exact resume, and the recipe's phantom LGE crops and checkpoint through `python -m training`."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from CMRSynthesisLib.checkpoints import load_checkpoint
+from CMRSynthesisLib.diffusion.latent import LatentCodec
+from CMRSynthesisLib.diffusion.networks import build_network, load_weights
+from training.__main__ import main as train
+from training.autoencoder import kl_divergence, train_autoencoder
+from training.distributed import Context
+from training.recipes.virtual_lge import lge_crops
+
+TINY = {
+    "description": "test", "data": {"source": "phantom", "train_subjects": 1, "validation_subjects": 1},
+    "crop_size": 16, "pixel_mm": 6.0,
+    "autoencoder": {"class": "AutoencoderKL", "args": {
+        "spatial_dims": 2, "in_channels": 1, "out_channels": 1, "channels": [8, 8], "latent_channels": 2,
+        "num_res_blocks": 1, "norm_num_groups": 4, "attention_levels": [False, False],
+        "with_encoder_nonlocal_attn": False, "with_decoder_nonlocal_attn": False}},
+    "discriminator": {"class": "PatchDiscriminator", "args": {
+        "spatial_dims": 2, "num_layers_d": 1, "channels": 8, "in_channels": 1, "out_channels": 1}},
+    "loss": {"kl_weight": 1e-6, "adversarial_weight": 0.01, "adversarial_start": 30},
+    "train": {"steps": 60, "batch_size": 8, "lr": 0.003, "ema_decay": 0.8, "seed": 0, "validate_every": 30},
+}
+
+
+def _blobs(count: int, seed: int) -> np.ndarray:
+    """(count, 1, 16, 16) smooth random discs in [-1, 1]: something an autoencoder can learn quickly."""
+    rng = np.random.default_rng(seed)
+    rows, cols = np.mgrid[:16, :16]
+    centres = rng.uniform(4, 12, (count, 2))
+    radius = rng.uniform(2, 5, count)
+    inside = np.hypot(rows - centres[:, 0, None, None], cols - centres[:, 1, None, None]) < radius[:, None, None]
+    return (np.where(inside, 0.8, -0.6)[:, None]).astype(np.float32)
+
+
+def test_kl_divergence_in_closed_form():
+    assert float(kl_divergence(torch.zeros(3), torch.ones(3))) == pytest.approx(0.0, abs=1e-6)
+    mu, sigma = torch.tensor([1.0, 0.0]), torch.tensor([1.0, 2.0])
+    expected = 0.5 * np.mean([1.0, 4.0 - np.log(4.0) - 1.0])
+    assert float(kl_divergence(mu, sigma)) == pytest.approx(expected, rel=1e-5)
+
+
+def test_a_tiny_autoencoder_learns_to_reconstruct_and_resumes_exactly(tmp_path):
+    context = Context(0, 1, torch.device("cpu"))
+    train_images, validation = _blobs(64, 0), _blobs(16, 1)
+    torch.manual_seed(0)
+    with torch.no_grad():
+        untrained = float(torch.nn.functional.l1_loss(build_network(TINY["autoencoder"])(torch.from_numpy(validation))[0],
+                                                      torch.from_numpy(validation)))
+    torch.manual_seed(0)
+    weights, product = train_autoencoder(TINY, tmp_path / "full", context, False, train_images, validation)
+    history = json.loads((tmp_path / "full" / "training_state" / "state.json").read_text())["history"]
+    assert history[-1]["validation_l1"] < 0.3 * untrained, (untrained, history)
+    assert "train_loss_discriminator" in history[-1]  # the adversarial phase ran
+    assert product["scale_factor"] > 0 and product["autoencoder"] == TINY["autoencoder"]
+    codec = LatentCodec(load_weights(build_network(TINY["autoencoder"]), weights).eval(), product["scale_factor"])
+    with torch.no_grad():
+        latents = codec.encode(torch.from_numpy(train_images[:8]))
+    assert latents.shape == (8, 2, 8, 8) and 0.5 < float(latents.std()) < 2.0  # scaled to about unit variance
+
+    torch.manual_seed(0)
+    half = {**TINY, "train": {**TINY["train"], "steps": 30}}
+    train_autoencoder(half, tmp_path / "split", context, False, train_images, validation)
+    resumed, _ = train_autoencoder(TINY, tmp_path / "split", context, True, train_images, validation)
+    for key, value in weights.items():
+        assert torch.equal(value, resumed[key]), key
+
+
+def test_missing_loss_settings_are_named(tmp_path):
+    config = {**TINY, "loss": {"kl_weight": 1e-6}}
+    with pytest.raises(ValueError, match="adversarial_weight, adversarial_start"):
+        train_autoencoder(config, tmp_path, Context(0, 1, torch.device("cpu")), False, _blobs(8, 0), _blobs(4, 1))
+
+
+def test_the_recipe_trains_on_phantom_lge_crops_into_a_checkpoint(tmp_path):
+    crops = lge_crops("validation", 1, TINY)
+    assert crops.ndim == 4 and crops.shape[1:] == (1, 16, 16) and len(crops) >= 5
+    assert crops.min() >= -1.0 and crops.max() <= 1.0 and crops.std() > 0.2
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps({**TINY, "train": {**TINY["train"], "steps": 4, "validate_every": 2}}))
+    assert train(["virtual_lge_autoencoder", "--config", str(config), "--out", str(tmp_path / "ae")]) == 0
+    weights, saved = load_checkpoint(tmp_path / "ae", expected_method="virtual_lge")
+    assert saved["part"] == "autoencoder" and saved["scale_factor"] > 0 and "virtual_lge_autoencoder" in saved["command"]
+    load_weights(build_network(saved["autoencoder"]), weights)
