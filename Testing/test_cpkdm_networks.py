@@ -78,3 +78,69 @@ def test_morphology_autoencoder_learns_a_cluster_mask_from_curves():
         features, logits = model(curves)
     assert features.shape == (16, 8, 4, 4)
     assert (logits.argmax(1) == mask).float().mean() > 0.9
+
+
+def _cpkdm(kinematics: bool = True, relaxation: bool = True):
+    from monai.networks.nets import DiffusionModelUNet
+
+    from CMRSynthesisLib.methods.cpkdm_networks import CPKDMNetwork
+
+    torch.manual_seed(0)
+    denoiser = DiffusionModelUNet(spatial_dims=2, in_channels=3 + (6 if relaxation else 0), out_channels=3,
+                                  channels=(8, 8), attention_levels=(False, kinematics), num_res_blocks=1,
+                                  norm_num_groups=4, num_head_channels=8, with_conditioning=kinematics,
+                                  cross_attention_dim=8 if kinematics else None)
+    with torch.no_grad():  # MONAI zero-initialises output and attention projections: wake them to see the branches
+        for parameter in denoiser.parameters():
+            if parameter.ndim > 1 and not parameter.any():
+                parameter.normal_(0.0, 0.2)
+    return CPKDMNetwork(denoiser, latent_channels=3, factor=4, frames=4, curves=8,
+                        kinematic_encoder=KinematicEncoder(channels=8, downsample=4) if kinematics else None,
+                        morphology=MorphologyAutoencoder(curves=8, clusters=3, channels=6, downsample=4)
+                        if relaxation else None).eval()
+
+
+def test_cpkdm_network_through_the_diffusion_core_reads_both_branches():
+    from CMRSynthesisLib.diffusion.conditioning import Condition
+    from CMRSynthesisLib.diffusion.model import DiffusionModel
+    from CMRSynthesisLib.diffusion.samplers import sample, timestep_pairs
+    from CMRSynthesisLib.methods.cpkdm_networks import to_latent_grid
+
+    network = _cpkdm()
+    cine, kinematics, curves = torch.rand(1, 4, 32, 32), torch.randn(1, 4, 4, 32, 32), torch.randn(1, 8, 32, 32)
+    motion = to_latent_grid(torch.cat([cine, kinematics.flatten(1, 2)], dim=1), 4)
+    relaxation = to_latent_grid(curves, 4)
+    assert motion.shape == (1, network.motion_channels, 8, 8) == (1, 4 * 5 * 16, 8, 8)
+    z_t = torch.randn(1, 3, 8, 8)
+    x = torch.cat([z_t, motion, relaxation], dim=1)
+    back_z, (back_cine, back_kinematics), back_curves = network.split(x)
+    assert torch.equal(back_z, z_t) and torch.equal(back_cine, cine) and torch.equal(back_kinematics, kinematics)
+    assert torch.equal(back_curves, curves)
+    steps = torch.tensor([500])
+    with torch.no_grad():
+        out = network(x, steps)
+        assert out.shape == (1, 3, 8, 8)
+        reversed_motion = to_latent_grid(torch.cat([cine, -kinematics.flatten(1, 2)], dim=1), 4)
+        other_motion = torch.cat([z_t, reversed_motion, relaxation], dim=1)
+        assert not torch.allclose(out, network(other_motion, steps))
+        assert not torch.allclose(out, network(torch.cat([z_t, motion, -relaxation], dim=1), steps))
+    model = DiffusionModel.from_config(network, {"num_train_timesteps": 1000, "clip_sample": False},
+                                       (Condition("motion", "concat"), Condition("relaxation", "concat")))
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        result = sample(model, timestep_pairs("ddim", 999, 1000, 5), shape=(1, 3, 8, 8), start="noise",
+                        conditions={"motion": motion, "relaxation": relaxation}, sampler="ddim", eta=0.0,
+                        samples=2, generator=[generator])
+    assert result.mean.shape == (1, 3, 8, 8) and torch.isfinite(result.mean).all() and result.sd.abs().sum() > 0
+
+
+@pytest.mark.parametrize("kinematics, relaxation", [(False, True), (True, False)],
+                         ids=["without kinematics", "without relaxation"])
+def test_cpkdm_ablations_take_only_their_branch(kinematics, relaxation):
+    network = _cpkdm(kinematics, relaxation)
+    channels = 3 + network.motion_channels + network.relaxation_channels
+    assert (network.motion_channels > 0) == kinematics and (network.relaxation_channels > 0) == relaxation
+    with torch.no_grad():
+        assert network(torch.randn(2, channels, 8, 8), torch.tensor([10, 900])).shape == (2, 3, 8, 8)
+    with pytest.raises(ValueError, match="input channels"):
+        network(torch.randn(1, channels + 1, 8, 8), torch.tensor([10]))

@@ -121,3 +121,60 @@ def edge_weights(clusters: torch.Tensor, weight: float = 4.0) -> torch.Tensor:
     edge = ((padded[:, :-2, 1:-1] != centre) | (padded[:, 2:, 1:-1] != centre)
             | (padded[:, 1:-1, :-2] != centre) | (padded[:, 1:-1, 2:] != centre))
     return 1.0 + (weight - 1.0) * edge.float()
+
+
+def to_latent_grid(images: torch.Tensor, factor: int) -> torch.Tensor:
+    """(B, C, H, W) images -> (B, C factor^2, H / factor, W / factor) by pixel unshuffle (lossless): how an
+    image-resolution condition travels beside a latent through the diffusion core's channel concatenation."""
+    return nn.functional.pixel_unshuffle(images, factor)
+
+
+class CPKDMNetwork(nn.Module):
+    """KMDI's denoiser with CPKDM's condition encoders, as the diffusion core calls a network:
+    forward(x (B, latent + motion + relaxation channels, h, w), timesteps (B,)) -> predicted noise (B, latent, h, w).
+
+    x holds [z_t, motion, relaxation] as `DiffusionModel` concatenates its conditions: "motion" is
+    to_latent_grid([cine (F), kinematics (F x 4, frame-major)]) and "relaxation" to_latent_grid(curves (N)), each
+    present only when its branch is (`kinematics`, `relaxation`: the paper's ablations without one of them).
+    The kinematic tokens enter the denoiser by cross-attention, the morphological features F_morp by concatenation
+    with z_t. denoiser: a MONAI DiffusionModelUNet whose in_channels are latent + F_morp channels (with relaxation)
+    and with_conditioning / cross_attention_dim match the kinematic tokens (with kinematics).
+    """
+
+    def __init__(self, denoiser: nn.Module, *, latent_channels: int, factor: int, frames: int, curves: int,
+                 kinematic_encoder: KinematicEncoder | None, morphology: MorphologyAutoencoder | None) -> None:
+        super().__init__()
+        self.denoiser, self.kinematic_encoder, self.morphology = denoiser, kinematic_encoder, morphology
+        self.latent_channels, self.factor, self.frames, self.curves = latent_channels, factor, frames, curves
+
+    @property
+    def motion_channels(self) -> int:
+        return 0 if self.kinematic_encoder is None else self.frames * (1 + len(KINEMATIC_CHANNELS)) * self.factor ** 2
+
+    @property
+    def relaxation_channels(self) -> int:
+        return 0 if self.morphology is None else self.curves * self.factor ** 2
+
+    def split(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        """(z_t, (cine (B, F, H, W), kinematics (B, F, 4, H, W)) or None, curves (B, N, H, W) or None) from x."""
+        expected = self.latent_channels + self.motion_channels + self.relaxation_channels
+        if x.shape[1] != expected:
+            raise ValueError(f"CPKDM expects {expected} input channels (latent {self.latent_channels}, motion "
+                             f"{self.motion_channels}, relaxation {self.relaxation_channels}); got {x.shape[1]}")
+        z_t, rest = x[:, :self.latent_channels], x[:, self.latent_channels:]
+        motion = curves = None
+        if self.kinematic_encoder is not None:
+            images = nn.functional.pixel_shuffle(rest[:, :self.motion_channels], self.factor)
+            kinematics = images[:, self.frames:].unflatten(1, (self.frames, len(KINEMATIC_CHANNELS)))
+            motion, rest = (images[:, :self.frames], kinematics), rest[:, self.motion_channels:]
+        if self.morphology is not None:
+            curves = nn.functional.pixel_shuffle(rest, self.factor)
+        return z_t, motion, curves
+
+    def forward(self, x: torch.Tensor, timesteps: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
+        z_t, motion, curves = self.split(x)
+        if curves is not None:
+            z_t = torch.cat([z_t, self.morphology.encode(curves)], dim=1)
+        if motion is None:
+            return self.denoiser(z_t, timesteps)
+        return self.denoiser(z_t, timesteps, context=self.kinematic_encoder(*motion))
