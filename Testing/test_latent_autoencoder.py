@@ -89,3 +89,17 @@ def test_the_recipe_trains_on_phantom_lge_crops_into_a_checkpoint(tmp_path):
     weights, saved = load_checkpoint(tmp_path / "ae", expected_method="virtual_lge")
     assert saved["part"] == "autoencoder" and saved["scale_factor"] > 0 and "virtual_lge_autoencoder" in saved["command"]
     load_weights(build_network(saved["autoencoder"]), weights)
+
+
+def test_virtual_lge_examples_of_a_phantom_subject():
+    from training.recipes.virtual_lge import phantom_examples
+
+    config = {"crop_size": 32, "pixel_mm": 3.0, "frames": 4, "clusters": 3}
+    examples = phantom_examples("train", 1, config)
+    count = len(examples["lge"])
+    assert count >= 5 and examples["cine"].shape == (count, 4, 32, 32)
+    assert examples["kinematics"].shape == (count, 4, 4, 32, 32) and examples["curves"].shape == (count, 8, 32, 32)
+    assert examples["lge"].shape == (count, 1, 32, 32) and -1.0 <= examples["lge"].min() < examples["lge"].max() <= 1.0
+    assert set(np.unique(examples["clusters"][examples["covered"]])) == {1, 2, 3}
+    assert np.all(examples["clusters"][~examples["covered"]] == 0)
+    assert examples["myocardium"].any(axis=(1, 2)).all()
