@@ -28,7 +28,8 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check CMRSynthesis CMRSynthesisLib training Testing benchmarks
 
 # Re-train the shipped demo checkpoints (2-core CPU: segmenter about 5 minutes, enhancer about 40, cine segmenter
-# about 20, the three T1-from-cine models about 20 each after 7 minutes of rendering) and refresh the manifest.
+# about 20, the three T1-from-cine models 30-70 each for 4,800 steps after 7 minutes of rendering) and refresh the
+# manifest.
 checkpoints: $(STAMP)
 	$(PY) -m training scar_enhancement_segmenter --config training/configs/scar_segmenter_demo.json --out Resources/checkpoints/scar_enhancement_segmenter
 	$(PY) -m training scar_enhancement --config training/configs/scar_enhancement_demo.json --out Resources/checkpoints/scar_enhancement
