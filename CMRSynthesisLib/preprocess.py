@@ -20,6 +20,7 @@ from .errors import InputError
 from .volume import Volume
 
 PROBABILITY_THRESHOLD = 0.5
+CINE_PERCENTILES = (1.0, 99.0)  # a cine crop's phases are scaled together to [0, 1] by these (cine methods)
 
 
 @dataclasses.dataclass(frozen=True)

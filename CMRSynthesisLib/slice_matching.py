@@ -3,8 +3,10 @@
 Two series of one scan session (a cine and a MOLLI series, or bSSFP, T2w and LGE) are usually planned at the same
 slice positions, but their in-plane grids (field of view, matrix, pixel size) and their slice counts often differ.
 A slice of the reference stack is matched to the moving stack's slice whose plane is parallel to it (normals within
-MAX_PLANE_ANGLE_DEG) and nearest along the normal, when that distance is within `tolerance_mm` (default half the
-larger slice thickness: the two slices then image mostly the same tissue); the moving slice's images are then
+MAX_PLANE_ANGLE_DEG) and nearest to the centre of the reference slice's field of view (distance along the moving
+plane's normal), when that distance is within `tolerance_mm` (default half the larger slice thickness: the two slices
+then image mostly the same tissue; measured at the centre, where the heart is, so a slight tilt between the stacks
+does not shift the match); the moving slice's images are then
 resampled in its own plane onto the reference slice's pixels (bilinear), each reference pixel taking the value at its
 orthogonal projection onto the moving plane. Slices are never interpolated across the normal: 6-10 mm apart, the
 neighbours hold other anatomy. Reference slices without a match are left out and named.
@@ -33,7 +35,8 @@ class SliceMatch:
 
 
 def slice_thickness_mm(volume: Volume) -> float:
-    """The slice thickness of a stack: metadata "slice_thickness_mm" (DICOM SliceThickness) or else the slice spacing."""
+    """The slice thickness of a stack: metadata "slice_thickness_mm" where it was recorded (the phantom, our derived
+    series) or else the slice spacing (gap included)."""
     return float(volume.metadata.get("slice_thickness_mm") or volume.spacing[2])
 
 
@@ -41,10 +44,11 @@ def _normal(volume: Volume) -> np.ndarray:
     return np.reshape(volume.direction, (3, 3))[:, 2]
 
 
-def _slice_centre_offsets(volume: Volume, normal: np.ndarray) -> np.ndarray:
-    """Position of each slice's plane along `normal` (mm)."""
+def _slice_centres(volume: Volume) -> np.ndarray:
+    """(z, 3) LPS mm of the centre of each slice's field of view (the in-plane centre pixel)."""
+    rows, cols = volume.spatial_shape[1:]
     to_physical = volume.index_to_physical()
-    return np.array([(to_physical @ np.array([0.0, 0.0, z, 1.0]))[:3] @ normal
+    return np.array([(to_physical @ np.array([(cols - 1) / 2.0, (rows - 1) / 2.0, z, 1.0]))[:3]
                      for z in range(volume.spatial_shape[0])])
 
 
@@ -62,15 +66,18 @@ def match_slices(reference: Volume, moving: Volume, *, reference_name: str = "th
     angle = float(np.degrees(np.arccos(min(1.0, abs(float(normal @ _normal(moving)))))))
     if angle > MAX_PLANE_ANGLE_DEG:
         raise GeometryError(f"{moving.named(moving_name)} is not in the plane of {reference.named(reference_name)}: "
-                            f"their slices are {angle:.0f} degrees apart (at most {MAX_PLANE_ANGLE_DEG:g}); give "
+                            f"their slices are {angle:.1f} degrees apart (at most {MAX_PLANE_ANGLE_DEG:g}); give "
                             "images of the same short-axis stack")
     tolerance = (0.5 * max(slice_thickness_mm(reference), slice_thickness_mm(moving)) if tolerance_mm is None
                  else float(tolerance_mm))
-    reference_positions = _slice_centre_offsets(reference, normal)
-    moving_positions = _slice_centre_offsets(moving, normal)
+    centres = _slice_centres(reference)
+    moving_normal = _normal(moving)
+    moving_planes = _slice_centres(moving) @ moving_normal  # each moving plane: points p with p . n = this
+    reference_positions = centres @ normal
+    moving_positions = _slice_centres(moving) @ normal
     matches, unmatched = [], []
-    for z, position in enumerate(reference_positions):
-        distances = np.abs(moving_positions - position)
+    for z, centre in enumerate(centres):
+        distances = np.abs(centre @ moving_normal - moving_planes)  # from the reference slice's centre to each plane
         nearest = int(np.argmin(distances))
         if distances[nearest] <= tolerance:
             matches.append(SliceMatch(z, nearest, float(distances[nearest])))
@@ -114,9 +121,13 @@ def onto_reference_slices(images: np.ndarray, moving: Volume, reference: Volume,
     """Moving-stack images (c, z, y, x) on the reference stack's slices: (c, Z, Y, X) float32 (0 where not
     covered), covered (Z, Y, X) bool, and notes (slices left out; how far matched slices lie apart and whether they
     were resampled). moving: the Volume giving the images' geometry. Errors as `match_slices`."""
+    images = np.asarray(images, dtype=np.float32)
+    if images.ndim != 4 or images.shape[1:] != moving.spatial_shape:
+        raise GeometryError(f"the images to bring onto {reference_name} have shape {images.shape}; expected (channels, "
+                            f"{', '.join(str(n) for n in moving.spatial_shape)}): channels first, then the (z, y, x) "
+                            f"grid of {moving.named(moving_name)}")
     matches, notes = match_slices(reference, moving, reference_name=reference_name, moving_name=moving_name,
                                   tolerance_mm=tolerance_mm)
-    images = np.asarray(images, dtype=np.float32)
     out = np.zeros((images.shape[0], *reference.spatial_shape), np.float32)
     covered = np.zeros(reference.spatial_shape, bool)
     same_grid = reference.same_geometry(moving)

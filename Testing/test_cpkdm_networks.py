@@ -144,3 +144,13 @@ def test_cpkdm_ablations_take_only_their_branch(kinematics, relaxation):
         assert network(torch.randn(2, channels, 8, 8), torch.tensor([10, 900])).shape == (2, 3, 8, 8)
     with pytest.raises(ValueError, match="input channels"):
         network(torch.randn(1, channels + 1, 8, 8), torch.tensor([10]))
+    with pytest.raises(ValueError, match="own cross-attention context"):
+        network(torch.randn(1, channels, 8, 8), torch.tensor([10]), context=torch.zeros(1, 4, 8))
+
+
+def test_cpkdm_encoders_must_reach_the_latent_grid():
+    from CMRSynthesisLib.methods.cpkdm_networks import CPKDMNetwork
+
+    with pytest.raises(ValueError, match="downsamples by 2, the latent grid by 4"):
+        CPKDMNetwork(torch.nn.Identity(), latent_channels=3, factor=4, frames=4, curves=8,
+                     kinematic_encoder=KinematicEncoder(channels=8, downsample=2), morphology=None)

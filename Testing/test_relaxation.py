@@ -73,7 +73,7 @@ def test_the_scheme_read_is_named():
     assert describe_scheme(_series(MOLLI_4132)).startswith("MOLLI 4+3+2 (9 images")
     assert describe_scheme(_series(SHMOLLI_511)).startswith("ShMOLLI 5+1+1 (7 images")
     assert "acquisition order unknown" in describe_scheme(_series(MOLLI_533, order_source=None))
-    assert "numbered in inversion-time order" in describe_scheme(_series(sorted(MOLLI_533)))
+    assert "rising inversion-time order" in describe_scheme(_series(sorted(MOLLI_533)))
     assert recovery_curves(_series(MOLLI_533)).curves.metadata["t1_scheme"].startswith("MOLLI 5+3")
 
 
@@ -94,7 +94,8 @@ def test_real_philips_molli_with_ten_images_per_slice_is_read():
         mask[z][box.mask(mask.shape[1:])] = 1
         placed.append((box, z))
     result = recovery_curves(series, reference.with_array(mask))
-    assert result.scheme.startswith("10 images per slice, numbered in inversion-time order"), result.scheme
+    assert result.scheme.startswith("10 images per slice in rising inversion-time order"), result.scheme
+    assert result.curves.metadata["frame_of_reference_uid"] == series.reference().metadata["frame_of_reference_uid"]
     assert "2005,1572" in result.scheme
     means = {}
     for box, z in placed:

@@ -73,10 +73,22 @@ def test_stacks_that_do_not_overlap_other_planes_and_frames_of_reference_are_ref
     cine = _stack(4, 16, 1.8)
     with pytest.raises(GeometryError, match="no slice of the cine lies within 4.0 mm.*different parts"):
         match_slices(cine, _stack(3, 16, 1.8, first_mm=60.0), reference_name="the cine")
-    with pytest.raises(GeometryError, match="not in the plane.*30 degrees"):
+    with pytest.raises(GeometryError, match="not in the plane.*30.0 degrees"):
         match_slices(cine, _stack(4, 16, 1.8, tilt_deg=30.0))
     with pytest.raises(GeometryError, match="different DICOM frames of reference"):
         match_slices(cine.with_array(cine.array, frame_of_reference_uid="1.2"),
                      _stack(4, 16, 1.8, frame_of_reference_uid="3.4"))
     tilted, _ = match_slices(cine, _stack(4, 16, 1.8, tilt_deg=3.0))  # a few degrees: still the same stack
     assert len(tilted) >= 3
+    with pytest.raises(GeometryError, match=r"shape \(4, 16, 16\); expected \(channels, 4, 16, 16\)"):
+        onto_reference_slices(np.zeros((4, 16, 16)), cine, cine)
+
+
+def test_a_slightly_tilted_stack_with_a_large_field_of_view_is_matched_at_the_heart():
+    """Slices that meet at the centre of the field of view (where the heart is) but 3 degrees apart: at a corner of a
+    360 mm field of view the planes lie about 13 mm apart, more than a slice; the match must not move."""
+    cine = _stack(10, 256, 1.4)
+    molli = _stack(10, 192, 1.9, tilt_deg=3.0)
+    matches, notes = match_slices(cine, molli)
+    assert [(m.reference, m.moving) for m in matches] == [(z, z) for z in range(10)] and notes == []
+    assert max(m.distance_mm for m in matches) < 1.0

@@ -208,8 +208,10 @@ def test_projected_displacement_of_eq_2_matches_the_closed_form_motion():
     rotating = ring_cine(inner_es=20.0, rotation_deg=8.0, frames=6, seed=5)
     turned = slice_kinematics(rotating["cine"].array[:, 0], rotating["myocardium"][0], (1.25, 1.25),
                               blood_pool=rotating["blood"][0])
-    expected = radius.mean() * math.sin(math.radians(8.0))
-    assert abs(turned["circumferential_displacement_mm"][3][core].mean()) == pytest.approx(expected, rel=0.05)
+    # The ring turns its material from image angle theta to theta + 8 degrees (atan2(row, col)): tangent (row, col)
+    # = (cos, -sin) theta, which is -e_c for e_c = e_r turned by +90 degrees in (row, col) order.
+    expected = -radius.mean() * math.sin(math.radians(8.0))
+    assert turned["circumferential_displacement_mm"][3][core].mean() == pytest.approx(expected, rel=0.05)
     assert abs(turned["radial_displacement_mm"][3][core].mean()) < 0.4
 
 

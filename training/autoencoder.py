@@ -9,7 +9,7 @@ weights that cannot be downloaded here; see DESIGN):
 with KL averaged over latent elements and L_adv the non-saturating loss of a PatchGAN (MONAI PatchDiscriminator,
 binary cross-entropy on logits) that the discriminator learns against. Images are (N, C, S, S) in [-1, 1]. The
 product is the EMA autoencoder and its LDM scale factor (1 / std of the posterior-mean latents of up to
-SCALE_IMAGES training images), which the framework's `LatentCodec` applies.
+SCALE_IMAGES training images drawn at random with the training seed), which the framework's `LatentCodec` applies.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from CMRSynthesisLib.diffusion.networks import build_network
 from .distributed import Context
 from .loop import Trainer, training_options
 
-SCALE_IMAGES = 64
+SCALE_IMAGES = 64  # a seeded random subset of the training images estimates the scale factor
 LOSS_KEYS = ("kl_weight", "adversarial_weight", "adversarial_start")
 
 
@@ -93,7 +93,8 @@ def train_autoencoder(config: dict[str, Any], out: Path, context: Context, resum
     weights = trainer.fit(step, validate)["autoencoder"]
     trained = build_network(config["autoencoder"])
     trained.load_state_dict(weights)
-    scale = estimate_scale_factor(trained.eval(), images[:SCALE_IMAGES])
+    subset = torch.randperm(len(images), generator=torch.Generator().manual_seed(int(train_cfg["seed"])))
+    scale = estimate_scale_factor(trained.eval(), images[subset[:SCALE_IMAGES]])
     return weights, {"autoencoder": config["autoencoder"], "scale_factor": scale, "loss": loss,
                      "training_summary": {"steps": trainer.step, "train_images": len(train),
                                           "validation_images": len(validation), "best": trainer.best,

@@ -4,8 +4,11 @@ Each pixel of a slice is described by its recovery curve on common inversion tim
 and a sinusoidal positional encoding. The paper's eq. 3 is the transformer encoding (Vaswani et al. 2017),
 PE(t, 2j) = sin(t / 10000^(2j/d)), PE(t, 2j+1) = cos(...). An encoding of the sample index alone is the same for
 every pixel and leaves every distance between pixels unchanged, so here (chosen) the encoding is of the pixel's
-row and column (d / 2 dimensions each, positions in pixels), weighted by `position_weight`: neighbouring pixels
-with alike curves fall together, which keeps the clusters spatially coherent as the paper's masks are. The
+row and column (d dimensions each; the paper's encoding is of its 3-D index, ours of the 2-D slice), weighted by
+`position_weight`, with positions scaled to [0, pi] over the clustered region's extent so that the encoding distance
+grows with the distance between pixels over the whole region (raw pixel positions at the rate 1 rad per pixel wrap
+around and make a pixel 6 apart look nearer than one 2 apart): neighbouring pixels with alike curves fall together,
+which keeps the clusters spatially coherent as the paper's masks are. The
 clustering itself is scikit-learn's SpectralClustering on a k-nearest-neighbour affinity graph, with
 `cluster_qr` label assignment (deterministic for a seed). Clusters are numbered canonically by recovery, fastest
 first (largest mean s over the inversion times: short T1), so label k means the same kind of tissue in every slice
@@ -40,12 +43,14 @@ def positional_encoding(positions: np.ndarray, dims: int) -> np.ndarray:
 def curve_features(curves: np.ndarray, mask: np.ndarray, *, encoding_dims: int = DEFAULT_ENCODING_DIMS,
                    position_weight: float = DEFAULT_POSITION_WEIGHT) -> np.ndarray:
     """Feature vectors of the pixels of `mask` (row-major order): the curve (n values) then position_weight times
-    the encodings of row and column (encoding_dims each). curves: (n, y, x); mask: (y, x) bool -> (p, n + 2 dims)."""
+    the encodings of row and column (encoding_dims each), each position scaled to [0, pi] over the mask's extent.
+    curves: (n, y, x); mask: (y, x) bool -> (p, n + 2 dims)."""
     rows, cols = np.nonzero(mask)
     parts = [np.asarray(curves, dtype=np.float64)[:, rows, cols].T]
     if position_weight > 0:
-        parts += [position_weight * positional_encoding(rows, encoding_dims),
-                  position_weight * positional_encoding(cols, encoding_dims)]
+        for positions in (rows, cols):
+            scaled = np.pi * (positions - positions.min()) / max(int(np.ptp(positions)), 1)
+            parts.append(position_weight * positional_encoding(scaled, encoding_dims))
     return np.concatenate(parts, axis=1)
 
 

@@ -10,7 +10,9 @@ conditional fit where the acquisition order shows ShMOLLI) and the fitted, polar
 
 is evaluated at STANDARD_INVERSION_TIMES_MS. Dividing by A (the recovered signal) removes the receive gain, coil
 shading and proton density, so s runs from 1 - B/A (about -1 after a full inversion) to 1 and depends on the
-tissue's relaxation alone.
+tissue's relaxation and on the readout: T1* is the apparent time constant, 1/T1* = 1/T1 + a readout term that
+changes with flip angle, heart rate and vendor, so one tissue's curves from different protocols differ by that
+term (its T1 = T1* (B/A - 1) does not).
 """
 
 from __future__ import annotations
@@ -64,7 +66,8 @@ def model_curve(a: np.ndarray, b: np.ndarray, t1_star: np.ndarray, inversion_tim
 def describe_scheme(series: T1Series) -> str:
     """What a T1-mapping series is, in one line: the scheme named from the acquisition order of its inversion times
     (e.g. "MOLLI 5+3 (8 images per slice)", "ShMOLLI 5+1+1"), or that the pattern is unknown when nothing orders
-    the images or when they are numbered in TI order (as Philips numbers its MOLLI images), and the source of the
+    the images or when their order is that of the TIs (one inversion, or images numbered by TI as Philips numbers its
+    MOLLI images), and the source of the
     inversion times. The images-per-inversion counts are the acquired ones; pause beats are not stored in DICOM and
     are not named."""
     counts = series.inversion_times_ms.shape[0]
@@ -73,8 +76,8 @@ def describe_scheme(series: T1Series) -> str:
     if series.order_source is None:
         kind = f"{counts} images per slice, acquisition order unknown (fitted as MOLLI)"
     elif np.all(np.diff(times) > 0):  # several inversions never give rising TIs in acquisition order
-        kind = (f"{counts} images per slice, numbered in inversion-time order ({series.order_source}), so the "
-                "inversion pattern is not recorded (fitted as MOLLI)")
+        kind = (f"{counts} images per slice in rising inversion-time order ({series.order_source}): one inversion, "
+                "or images numbered by inversion time, so the inversion pattern is not recorded (fitted as MOLLI)")
     else:
         scheme, index = detect_scheme(times)
         per_inversion = "+".join(str(count) for count in np.bincount(index))
@@ -100,7 +103,6 @@ def recovery_curves(series: T1Series, mask: Volume | None = None, *,
     curves[:, ~fitted] = 0.0
     reference = maps["t1"]
     scheme = describe_scheme(series)
-    curve_volume = Volume(curves, reference.spacing, reference.origin, reference.direction,
-                          {"quantity": "recovery_curve", "units": "1", "inversion_times_ms": times.tolist(),
-                           "t1_scheme": scheme})
+    curve_volume = reference.with_array(curves, quantity="recovery_curve", units="1",
+                                        inversion_times_ms=times.tolist(), t1_scheme=scheme)
     return RecoveryCurves(curve_volume, fitted, reference, tuple(float(t) for t in times), scheme)

@@ -5,8 +5,9 @@ latents, built from the checkpoint config.
 
 - `KinematicEncoder` (CM-KMI, sec. 2.1): per cine frame, a convolutional stream over the frame, into which an encoder
   of the radial and one of the circumferential channels inject their features (added, after each is encoded on its
-  own, so contraction and rotation are learnt apart as the paper separates them); a convolutional GRU (Ballas et
-  al., ICLR 2016) aggregates the frames in time order; its last hidden state, pooled to the latent grid, is the
+  own, so contraction and rotation are learnt apart as the paper separates them; the paper injects them one after
+  the other, here both at once, a simplification); a convolutional GRU (Ballas et al., ICLR 2016) aggregates the
+  frames in time order; its last hidden state, pooled to the latent grid, is the
   kinematic feature, given to the denoiser as cross-attention tokens (one per latent pixel).
 - `MorphologyAutoencoder` (MR-ESMP, sec. 2.2): an encoder over the recovery curves on common inversion times
   (`analysis.relaxation`), whose features at the latent grid are the morphological condition F_morp (concatenated
@@ -98,6 +99,7 @@ class MorphologyAutoencoder(nn.Module):
 
     def __init__(self, curves: int = 8, clusters: int = 4, channels: int = 16, downsample: int = 4) -> None:
         super().__init__()
+        self.downsample = downsample
         self.encoder = nn.Sequential(_downsampler(curves, channels, downsample), nn.Conv2d(channels, channels, 1))
         layers: list[nn.Module] = []
         for _ in range(downsample.bit_length() - 1):
@@ -143,7 +145,15 @@ class CPKDMNetwork(nn.Module):
 
     def __init__(self, denoiser: nn.Module, *, latent_channels: int, factor: int, frames: int, curves: int,
                  kinematic_encoder: KinematicEncoder | None, morphology: MorphologyAutoencoder | None) -> None:
+        """ValueError when a branch's encoder does not reduce the images by `factor` (its features would not lie on
+        the latent grid)."""
         super().__init__()
+        if kinematic_encoder is not None and kinematic_encoder.downsample != factor:
+            raise ValueError(f"the kinematic encoder downsamples by {kinematic_encoder.downsample}, the latent grid "
+                             f"by {factor}: they must agree")
+        if morphology is not None and morphology.downsample != factor:
+            raise ValueError(f"the morphology autoencoder downsamples by {morphology.downsample}, the latent grid "
+                             f"by {factor}: they must agree")
         self.denoiser, self.kinematic_encoder, self.morphology = denoiser, kinematic_encoder, morphology
         self.latent_channels, self.factor, self.frames, self.curves = latent_channels, factor, frames, curves
 
@@ -172,6 +182,9 @@ class CPKDMNetwork(nn.Module):
         return z_t, motion, curves
 
     def forward(self, x: torch.Tensor, timesteps: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
+        if context is not None:
+            raise ValueError("CPKDM makes its own cross-attention context from the motion condition; declare its "
+                             "conditions as 'concat'")
         z_t, motion, curves = self.split(x)
         if curves is not None:
             z_t = torch.cat([z_t, self.morphology.encode(curves)], dim=1)

@@ -44,7 +44,7 @@ from ..diffusion.networks import build_network, load_weights
 from ..diffusion.samplers import ONE_SAMPLE_NOTE, SAMPLERS, sample, sampler_eta, timestep_pairs
 from ..errors import CheckpointError, InputError
 from ..evaluation import checkpoint_baseline
-from ..preprocess import LVCrop, cycle_frames, percentile_normalise
+from ..preprocess import CINE_PERCENTILES, LVCrop, cycle_frames, percentile_normalise
 from ..progress import Progress, report
 from ..slice_runner import run_slices
 from ..volume import Volume
@@ -69,7 +69,6 @@ VARIANTS = ("t1diff", "raw_ddpm", "pix2pix")
 T1_SCALE_MS = 2500.0  # T1 in [0, T1_SCALE_MS] ms maps onto [-1, 1]
 ANATOMY_CHANNELS = 8  # segmenter probabilities at ED (4) and their change to ES (4)
 FIELD_STRENGTHS_T = (1.5, 3.0)
-PERCENTILES = (1.0, 99.0)  # the cine phases of a crop scaled together to [0, 1] by these
 
 
 def field_channel(field_strength_t: float) -> float:
@@ -100,7 +99,7 @@ def slice_conditions(variant: str, phases: int, frames: np.ndarray, probabilitie
     """The condition arrays of one slice on its crop for `variant`: "phases" (phases, S, S), "anatomy" (8, S, S:
     segmenter probabilities at ED and their change to ES; t1diff only), "field" (1, S, S). frames: the slice's cine
     (t, y, x); probabilities at ED / ES: (4, y, x) from the cine segmenter."""
-    values = {"phases": percentile_normalise(crop.extract(cycle_frames(frames, ed_frame, phases)), *PERCENTILES),
+    values = {"phases": percentile_normalise(crop.extract(cycle_frames(frames, ed_frame, phases)), *CINE_PERCENTILES),
               "field": np.full((1, crop.size, crop.size), field_channel(field_strength_t), np.float32)}
     if variant == "t1diff":
         ed, es = crop.extract(probabilities_ed), crop.extract(probabilities_es)

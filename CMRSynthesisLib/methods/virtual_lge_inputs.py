@@ -2,8 +2,9 @@
 
 For one short-axis slice with an LV at ED:
 - "cine" (phases, S, S): the cine resampled to `phases` phases over one heartbeat from ED (`preprocess.cycle_frames`)
-  on the LV crop (`preprocess.LVCrop`), scaled together to [0, 1] by their 1st / 99th percentiles;
-- "kinematics" (phases, 4, S, S): from one tracking of the slice at the cine's own frames
+  on the LV crop (`preprocess.LVCrop`), scaled together to [0, 1] by their CINE_PERCENTILES;
+- "kinematics" (phases, 4, S, S): from one tracking of the slice at the cine's own frames (from ED to every frame;
+  the paper tracks adjacent frames, which accumulates errors along the cycle: `analysis.strain` explains the choice)
   (`analysis.strain.slice_kinematics`, ED myocardium and blood pool from the cine segmenter), the radial and
   circumferential Green-Lagrange strains and the paper's eq. 2 projected displacements, in the order
   `cpkdm_networks.KINEMATIC_CHANNELS`, resampled to the phases and cropped; 0 outside the ED myocardium (the
@@ -12,7 +13,8 @@ For one short-axis slice with an LV at ED:
   mixes wall and blood; no myocardium strains that much);
 - "curves" (n, S, S): the MOLLI recovery curves on common inversion times (`analysis.relaxation`), brought onto the
   cine's slice by position (`slice_matching`), on the crop; 0 where the MOLLI does not reach or the fit failed, with
-  "covered" (S, S) saying where it has values.
+  "covered" (S, S) saying where it has values (crop pixels wholly inside the covered area, so no covered pixel holds
+  a curve blended with the 0 beyond it).
 """
 
 from __future__ import annotations
@@ -23,12 +25,12 @@ import numpy as np
 
 from ..analysis.strain import slice_kinematics
 from ..errors import InputError
-from ..preprocess import LVCrop, cycle_frames, percentile_normalise
+from ..preprocess import CINE_PERCENTILES, LVCrop, cycle_frames, percentile_normalise
 from .cpkdm_networks import KINEMATIC_CHANNELS
 
 DISPLACEMENT_SCALE_MM = 10.0  # chosen: wall displacements are a few mm, strains a few tenths
 STRAIN_LIMIT = 1.5  # chosen: peak radial strain is 0.3-0.6, circumferential -0.15 to -0.25
-PERCENTILES = (1.0, 99.0)
+FULLY_COVERED = 0.999  # a crop pixel is covered when the interpolated coverage reaches this
 
 
 def kinematic_channels(frames: np.ndarray, myocardium: np.ndarray, blood_pool: np.ndarray,
@@ -53,7 +55,7 @@ def slice_inputs(frames: np.ndarray, myocardium: np.ndarray, blood_pool: np.ndar
     if frames.ndim != 3 or frames.shape[0] < 2:
         raise InputError(f"virtual LGE needs a cine slice (t, y, x) of at least 2 frames; got shape {frames.shape}")
     kinematics = kinematic_channels(frames, myocardium, blood_pool, spacing_yx, ed_frame)
-    return {"cine": percentile_normalise(crop.extract(cycle_frames(frames, ed_frame, phases)), *PERCENTILES),
+    return {"cine": percentile_normalise(crop.extract(cycle_frames(frames, ed_frame, phases)), *CINE_PERCENTILES),
             "kinematics": crop.extract(cycle_frames(kinematics, ed_frame, phases)),
             "curves": crop.extract(np.where(covered, curves, 0.0)).astype(np.float32),
-            "covered": crop.extract(covered.astype(np.float32)) > 0.5}
+            "covered": crop.extract(covered.astype(np.float32)) >= FULLY_COVERED}

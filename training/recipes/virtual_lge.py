@@ -39,21 +39,23 @@ def lge_on_crop(image: np.ndarray, crop: LVCrop) -> np.ndarray:
             - 1.0).astype(np.float32)
 
 
+def lv_crop(blood: np.ndarray, spacing_yx: tuple[float, float], config: dict[str, Any]) -> LVCrop:
+    """The LV crop of a slice (config crop_size, pixel_mm) centred on its LV blood pool (y, x) bool at ED."""
+    rows, cols = np.nonzero(blood)
+    return LVCrop((rows.mean(), cols.mean()), spacing_yx, int(config["crop_size"]), float(config["pixel_mm"]))
+
+
 def lge_crops(split: str, subjects: int, config: dict[str, Any]) -> np.ndarray:
     """(N, 1, S, S) float32 LGE crops in [-1, 1] of every LV slice of the first `subjects` phantom subjects of
     `split` (module docstring)."""
-    size, pixel = int(config["crop_size"]), float(config["pixel_mm"])
     crops = []
     for subject_id in phantom.subject_ids(split, subjects):
         study = phantom.lge_study(subject_id)
         lge, blood = study["lge"], study["masks"]["blood"]
         spacing_yx = (lge.spacing[1], lge.spacing[0])
         for z in range(lge.spatial_shape[0]):
-            if not blood[z].any():
-                continue
-            rows, cols = np.nonzero(blood[z])
-            crop = LVCrop((rows.mean(), cols.mean()), spacing_yx, size, pixel)
-            crops.append(lge_on_crop(lge.array[z], crop))
+            if blood[z].any():
+                crops.append(lge_on_crop(lge.array[z], lv_crop(blood[z], spacing_yx, config)))
     return np.stack(crops)
 
 
@@ -62,7 +64,7 @@ def phantom_examples(split: str, subjects: int, config: dict[str, Any]) -> dict[
     (N, F, S, S), kinematics (N, F, 4, S, S), curves (N, n, S, S), covered (N, S, S) bool, clusters (N, S, S) uint8
     (0 where not covered), lge (N, 1, S, S) in [-1, 1], myocardium and scar (N, S, S) bool, subject (N,).
     config: crop_size, pixel_mm, frames (cine phases) and "clusters" (number of curve clusters)."""
-    size, pixel, frames = int(config["crop_size"]), float(config["pixel_mm"]), int(config["frames"])
+    frames = int(config["frames"])
     rows: dict[str, list[np.ndarray]] = {key: [] for key in ("cine", "kinematics", "curves", "covered", "clusters",
                                                               "lge", "myocardium", "scar", "subject")}
     for subject_id in phantom.subject_ids(split, subjects):
@@ -70,13 +72,14 @@ def phantom_examples(split: str, subjects: int, config: dict[str, Any]) -> dict[
         cine, _ = phantom.render_cine(study["subject"], infarct_contrast=False)
         relaxation = recovery_curves(phantom.render_molli(study["subject"], study["labels"]))
         masks, lge = study["masks"], study["lge"]
+        lge.require_same_geometry(cine, "the phantom's LGE and cine")  # the arrays below are indexed alike
+        lge.require_same_geometry(relaxation.curves, "the phantom's LGE and MOLLI")
         spacing_yx = (lge.spacing[1], lge.spacing[0])
         for z in range(lge.spatial_shape[0]):
             myocardium = masks["myocardium"][z] | masks["scar"][z]
             if not masks["blood"][z].any() or not myocardium.any():
                 continue
-            centre = np.nonzero(masks["blood"][z])
-            crop = LVCrop((centre[0].mean(), centre[1].mean()), spacing_yx, size, pixel)
+            crop = lv_crop(masks["blood"][z], spacing_yx, config)
             inputs = slice_inputs(cine.array[:, z], myocardium, masks["blood"][z], relaxation.curves.array[:, z],
                                   relaxation.fitted[z], spacing_yx, crop, 0, frames)
             for name in ("cine", "kinematics", "curves", "covered"):
