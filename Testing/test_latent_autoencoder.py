@@ -103,3 +103,61 @@ def test_virtual_lge_examples_of_a_phantom_subject():
     assert set(np.unique(examples["clusters"][examples["covered"]])) == {1, 2, 3}
     assert np.all(examples["clusters"][~examples["covered"]] == 0)
     assert examples["myocardium"].any(axis=(1, 2)).all()
+
+
+def _tiny_diffusion(variant: str, autoencoder: str, cache: str) -> dict:
+    kinematics, relaxation = variant in ("cpkdm", "no_relaxation"), variant in ("cpkdm", "no_kinematics")
+    return {
+        "description": "test", "variant": variant,
+        "data": {"source": "phantom", "train_subjects": 1, "validation_subjects": 1, "cache": cache},
+        "autoencoder_checkpoint": autoencoder, "crop_size": 16, "pixel_mm": 6.0, "frames": 4, "clusters": 3,
+        "factor": 2, "latent_channels": 2, "curves": 8,
+        "kinematic_encoder": {"channels": 8}, "morphology": {"channels": 4, "clusters": 3},
+        "denoiser": {"class": "DiffusionModelUNet", "args": {
+            "spatial_dims": 2, "out_channels": 2, "channels": [8, 8], "attention_levels": [False, kinematics],
+            "num_res_blocks": 1, "norm_num_groups": 4, "num_head_channels": 8, "with_conditioning": kinematics,
+            "cross_attention_dim": 8 if kinematics else None,
+            "in_channels": 2 + (4 if relaxation else 0) + (4 * 4 + 8 * 4 if variant == "pure_data_driven" else 0)}},
+        "schedule": {"num_train_timesteps": 1000, "schedule": "linear_beta", "beta_start": 0.0001, "beta_end": 0.02},
+        "loss": {"morphology_weight": 0.5, "edge_weight": 4.0},
+        "train": {"steps": 2, "batch_size": 2, "lr": 0.001, "ema_decay": 0.9, "seed": 0, "validate_every": 2}}
+
+
+def test_virtual_lge_latent_diffusion_variants_train_on_the_same_examples(tmp_path):
+    from CMRSynthesisLib.methods.cpkdm_networks import build_cpkdm
+
+    config = tmp_path / "ae.json"
+    config.write_text(json.dumps({**TINY, "train": {**TINY["train"], "steps": 2, "validate_every": 2}}))
+    assert train(["virtual_lge_autoencoder", "--config", str(config), "--out", str(tmp_path / "ae")]) == 0
+    for variant in ("cpkdm", "pure_data_driven"):
+        config = tmp_path / f"{variant}.json"
+        config.write_text(json.dumps(_tiny_diffusion(variant, str(tmp_path / "ae"), str(tmp_path / "cache"))))
+        assert train(["virtual_lge", "--config", str(config), "--out", str(tmp_path / variant)]) == 0
+        weights, saved = load_checkpoint(tmp_path / variant, expected_method="virtual_lge")
+        assert saved["part"] == "diffusion" and saved["variant"] == variant
+        load_weights(build_cpkdm(saved), weights)  # the checkpoint rebuilds its network from its own config
+        assert saved["autoencoder"]["scale_factor"] > 0 and saved["training_summary"]["steps"] == 2
+        history = json.loads((tmp_path / variant / "training_state" / "state.json").read_text())["history"]
+        assert np.isfinite(history[-1]["validation_loss"])
+    assert len(list((tmp_path / "cache").glob("virtual_lge_train_1_*.npz"))) == 1  # rendered once, shared
+
+
+def test_morphology_loss_counts_covered_pixels_only_and_falls_as_the_mask_is_learnt():
+    from CMRSynthesisLib.methods.cpkdm_networks import CPKDMNetwork, MorphologyAutoencoder
+    from training.recipes.virtual_lge import morphology_loss
+
+    torch.manual_seed(0)
+    network = CPKDMNetwork(torch.nn.Identity(), latent_channels=2, factor=2, frames=4, curves=8,
+                           kinematic_encoder=None, morphology=MorphologyAutoencoder(8, 2, 8, 2))
+    curves = torch.randn(4, 8, 8, 8)
+    clusters = (curves[:, :1].mean(1) > 0).long() + 1  # two clusters the curves tell apart
+    covered = torch.ones(4, 8, 8, dtype=torch.bool)
+    assert float(morphology_loss(network, curves, clusters, torch.zeros_like(covered), 4.0)) == 0.0
+    first = float(morphology_loss(network, curves, clusters, covered, 4.0))
+    optimiser = torch.optim.Adam(network.parameters(), lr=0.01)
+    for _ in range(40):
+        loss = morphology_loss(network, curves, clusters, covered, 4.0)
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+    assert float(loss) < 0.5 * first

@@ -8,6 +8,10 @@ Real data layout (ACDC / MyoPS / M&Ms-style, one folder per case): `<root>/<case
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import io
+import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +19,7 @@ import numpy as np
 
 from CMRSynthesisLib import phantom
 from CMRSynthesisLib.io import read_volume
+from CMRSynthesisLib.io.writing import atomic_write_bytes
 from CMRSynthesisLib.volume import Volume
 
 TISSUES = ("myocardium", "scar", "blood")
@@ -90,3 +95,22 @@ def load_slices(data: dict[str, Any], split: str) -> LabelledSlices:
     if data["source"] == "folders":
         return folder_slices(Path(data["root"]), data["labels"], split, data.get("validation_fraction", 0.15))
     raise ValueError(f"unknown data source {data['source']!r}; use 'phantom' or 'folders'")
+
+
+def cached_arrays(cache: Path | None, prefix: str, settings: Any, make: Callable[[], dict[str, np.ndarray]]
+                  ) -> dict[str, np.ndarray]:
+    """Arrays made by `make()`, read from / written to the folder `cache` as `<prefix>_<key>.npz`, the key a hash of
+    `settings` (JSON), so models trained on the same examples (a method, its baselines, its ablations) render them
+    once. No cache (None): just make them. The file holds our own arrays and is read without pickle."""
+    if cache is None:
+        return make()
+    key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
+    path = Path(cache) / f"{prefix}_{key}.npz"
+    if path.is_file():
+        with np.load(path) as stored:  # allow_pickle stays False
+            return {name: stored[name] for name in stored.files}
+    arrays = make()
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    atomic_write_bytes(path, buffer.getvalue())
+    return arrays

@@ -191,3 +191,58 @@ class CPKDMNetwork(nn.Module):
         if motion is None:
             return self.denoiser(z_t, timesteps)
         return self.denoiser(z_t, timesteps, context=self.kinematic_encoder(*motion))
+
+
+VARIANTS = ("cpkdm", "no_kinematics", "no_relaxation", "pure_data_driven")
+
+
+def variant_branches(variant: str) -> tuple[bool, bool]:
+    """(kinematics, relaxation) of a variant: "cpkdm" both, "no_kinematics" / "no_relaxation" the paper's ablations,
+    "pure_data_driven" neither encoder (its raw cine and curves are concatenated as they are: `conditions_of`).
+    ValueError for an unknown variant."""
+    branches = {"cpkdm": (True, True), "no_kinematics": (False, True), "no_relaxation": (True, False),
+                "pure_data_driven": (False, False)}
+    if variant not in branches:
+        raise ValueError(f"unknown virtual-LGE variant {variant!r}; known: {VARIANTS}")
+    return branches[variant]
+
+
+def conditions_of(variant: str) -> tuple[str, ...]:
+    """The names of the concatenated conditions a variant's network takes after the latent, in order: "motion"
+    (to_latent_grid of [cine (F), kinematics (F x 4)]) and / or "relaxation" (to_latent_grid of the curves); the
+    pure data-driven model takes "cine" (to_latent_grid of the raw phases) and "relaxation" (the curves, unencoded)."""
+    if variant == "pure_data_driven":
+        return ("cine", "relaxation")
+    kinematics, relaxation = variant_branches(variant)
+    return tuple(name for name, used in (("motion", kinematics), ("relaxation", relaxation)) if used)
+
+
+def build_cpkdm(config: dict) -> nn.Module:
+    """The denoising network of a virtual-LGE config by its "variant": config["denoiser"] is a MONAI class config
+    (built by `diffusion.networks.build_network`); "latent_channels", "factor" (image / latent size), "frames",
+    "curves", and for the branches "kinematic_encoder" {"channels"} and "morphology" {"channels", "clusters"}.
+    The pure data-driven variant is the denoiser alone, on [z_t, raw cine, curves]."""
+    from ..diffusion.networks import build_network
+
+    variant = config["variant"]
+    kinematics, relaxation = variant_branches(variant)
+    denoiser = build_network(config["denoiser"])
+    if variant == "pure_data_driven":
+        return denoiser
+    factor = int(config["factor"])
+    return CPKDMNetwork(
+        denoiser, latent_channels=int(config["latent_channels"]), factor=factor, frames=int(config["frames"]),
+        curves=int(config["curves"]),
+        kinematic_encoder=KinematicEncoder(int(config["kinematic_encoder"]["channels"]), factor) if kinematics else None,
+        morphology=MorphologyAutoencoder(int(config["curves"]), int(config["morphology"]["clusters"]),
+                                         int(config["morphology"]["channels"]), factor) if relaxation else None)
+
+
+def condition_values(variant: str, cine: torch.Tensor, kinematics: torch.Tensor, curves: torch.Tensor, factor: int
+                     ) -> dict[str, torch.Tensor]:
+    """The condition tensors of a batch for `variant` (`conditions_of`): cine (B, F, H, W), kinematics
+    (B, F, 4, H, W), curves (B, N, H, W), each brought to the latent grid by `to_latent_grid`."""
+    values = {"motion": lambda: to_latent_grid(torch.cat([cine, kinematics.flatten(1, 2)], dim=1), factor),
+              "relaxation": lambda: to_latent_grid(curves, factor),
+              "cine": lambda: to_latent_grid(cine, factor)}
+    return {name: values[name]() for name in conditions_of(variant)}

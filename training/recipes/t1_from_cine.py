@@ -17,8 +17,6 @@ Random flips of crop rows / columns augment every variant alike. Data sources (c
 
 from __future__ import annotations
 
-import hashlib
-import io
 import json
 from pathlib import Path
 from typing import Any
@@ -36,7 +34,6 @@ from CMRSynthesisLib.diffusion.training import diffusion_loss
 from CMRSynthesisLib.io import read_volume
 from CMRSynthesisLib.io.cine import read_cine
 from CMRSynthesisLib.io.itk_files import resample_onto
-from CMRSynthesisLib.io.writing import atomic_write_bytes
 from CMRSynthesisLib.methods.cine_segmentation import CineSegmenter, phantom_labels
 from CMRSynthesisLib.methods.t1_from_cine import (
     METHOD,
@@ -48,7 +45,7 @@ from CMRSynthesisLib.methods.t1_from_cine import (
 )
 from CMRSynthesisLib.preprocess import LVCrop
 
-from ..datasets import split_cases
+from ..datasets import cached_arrays, split_cases
 from ..distributed import Context
 from ..loop import Trainer, training_options
 
@@ -142,20 +139,10 @@ def cached_examples(split: str, subjects: int, config: dict[str, Any], segmenter
                     ) -> dict[str, np.ndarray]:
     """`phantom_examples`, read from / written to `cache` (a folder) under a name from their settings, so the three
     variants train on the very same examples without rendering them three times."""
-    if cache is None:
-        return phantom_examples(split, subjects, config, segmenter)
     settings = {key: config[key] for key in ("frames", "crop_size", "pixel_mm")}
-    key = hashlib.sha256(json.dumps([split, subjects, settings, segmenter.config.get("description", "")],
-                                    sort_keys=True).encode()).hexdigest()[:16]
-    path = Path(cache) / f"t1_from_cine_{split}_{subjects}_{key}.npz"
-    if path.is_file():
-        with np.load(path) as stored:  # our own arrays (no pickle: allow_pickle stays False)
-            return {name: stored[name] for name in stored.files}
-    examples = phantom_examples(split, subjects, config, segmenter)
-    buffer = io.BytesIO()
-    np.savez(buffer, **examples)
-    atomic_write_bytes(path, buffer.getvalue())
-    return examples
+    return cached_arrays(cache, f"t1_from_cine_{split}_{subjects}",
+                         [split, subjects, settings, segmenter.config.get("description", "")],
+                         lambda: phantom_examples(split, subjects, config, segmenter))
 
 
 def _batch(examples: dict[str, np.ndarray], names: tuple[str, ...], size: int, generator: torch.Generator,

@@ -1,5 +1,7 @@
-"""Training of virtual LGE (CPKDM, paper 000). So far: the LGE latent autoencoder (recipe
-"virtual_lge_autoencoder"), on which KMDI's latent diffusion runs, and the examples CPKDM and its baselines train on.
+"""Training of virtual LGE (CPKDM, paper 000): the LGE latent autoencoder (recipe "virtual_lge_autoencoder"), on which
+KMDI's latent diffusion runs, and the latent diffusion models on it (`train_latent_diffusion`: CPKDM and its
+ablations without kinematics or relaxation, and the pure data-driven model; variant in the config), all on the
+same examples.
 
 LGE crops: every slice with an LV at ED of the phantom subjects of a split, its LGE on the LV crop (`LVCrop`,
 centred on the true LV blood pool at ED; `crop_size` pixels of `pixel_mm`), scaled to [-1, 1] by the slice's
@@ -19,15 +21,31 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from CMRSynthesisLib import phantom
 from CMRSynthesisLib.analysis.curve_clustering import cluster_curves
 from CMRSynthesisLib.analysis.relaxation import recovery_curves
+from CMRSynthesisLib.checkpoints import load_checkpoint
+from CMRSynthesisLib.diffusion.conditioning import Condition
+from CMRSynthesisLib.diffusion.latent import LatentCodec
+from CMRSynthesisLib.diffusion.model import DiffusionModel
+from CMRSynthesisLib.diffusion.networks import build_network, load_weights
+from CMRSynthesisLib.diffusion.training import diffusion_loss
+from CMRSynthesisLib.methods.cpkdm_networks import (
+    CPKDMNetwork,
+    build_cpkdm,
+    condition_values,
+    conditions_of,
+    edge_weights,
+)
 from CMRSynthesisLib.methods.virtual_lge_inputs import slice_inputs
 from CMRSynthesisLib.preprocess import LVCrop, percentile_normalise
 
 from ..autoencoder import train_autoencoder
+from ..datasets import cached_arrays
 from ..distributed import Context
+from ..loop import Trainer, training_options
 
 METHOD = "virtual_lge"
 LGE_PERCENTILES = (0.5, 99.5)
@@ -107,4 +125,110 @@ def train_lge_autoencoder(config: dict[str, Any], out: Path, context: Context, r
                      "pixel_mm": float(config["pixel_mm"]), "lge_percentiles": list(LGE_PERCENTILES), **product}
 
 
-RECIPES = {"virtual_lge_autoencoder": train_lge_autoencoder}
+def encode_lge(examples: dict[str, np.ndarray], checkpoint: Path, device: torch.device, batch: int = 32
+               ) -> tuple[torch.Tensor, dict[str, Any]]:
+    """The scaled latents (N, C, h, w) of the examples' LGE through the autoencoder checkpoint (hash-checked), and
+    that checkpoint's config."""
+    weights, config = load_checkpoint(checkpoint, expected_method=METHOD)
+    if config.get("part") != "autoencoder":
+        raise ValueError(f"{checkpoint} is not a virtual-LGE autoencoder checkpoint (part {config.get('part')!r})")
+    codec = LatentCodec(load_weights(build_network(config["autoencoder"]), weights).to(device).eval(),
+                        float(config["scale_factor"]))
+    images = torch.from_numpy(examples["lge"])
+    with torch.no_grad():
+        latents = torch.cat([codec.encode(images[start:start + batch].to(device)).cpu()
+                             for start in range(0, len(images), batch)])
+    return latents, config
+
+
+def cached_phantom_examples(split: str, subjects: int, config: dict[str, Any]) -> dict[str, np.ndarray]:
+    """`phantom_examples`, cached in config["data"]["cache"] (if set) under their settings, so every variant trains
+    on the very same examples."""
+    settings = {key: config[key] for key in ("crop_size", "pixel_mm", "frames", "clusters")}
+    cache = Path(config["data"]["cache"]) if config["data"].get("cache") else None
+    return cached_arrays(cache, f"virtual_lge_{split}_{subjects}", [split, subjects, settings],
+                         lambda: phantom_examples(split, subjects, config))
+
+
+def morphology_loss(network: torch.nn.Module, curves: torch.Tensor, clusters: torch.Tensor, covered: torch.Tensor,
+                    edge_weight: float) -> torch.Tensor:
+    """MR-ESMP's supervision: the morphology decoder's cross-entropy against the clustering mask (clusters 1..K, 0
+    where not covered: left out), weighted up on cluster edges (`edge_weights`)."""
+    _, logits = network.morphology(curves)
+    target = (clusters.long() - 1).clamp(min=0)
+    weights = edge_weights(clusters.long(), edge_weight) * covered.float()
+    return (F.cross_entropy(logits, target, reduction="none") * weights).sum() / weights.sum().clamp(min=1.0)
+
+
+def train_latent_diffusion(config: dict[str, Any], out: Path, context: Context, resume: bool
+                           ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """KMDI's latent diffusion for config["variant"] (`cpkdm_networks.VARIANTS`) on the LGE latents of the frozen
+    autoencoder config["autoencoder_checkpoint"]: the epsilon loss (paper eq. 4) plus, with the relaxation branch,
+    config["loss"]["morphology_weight"] x `morphology_loss` (edge weight config["loss"]["edge_weight"]).
+    Validation: the epsilon loss on the validation examples at fixed draws. The paper's adversarial term on the
+    decoded x0 is not implemented yet (its weight is not read)."""
+    data = config["data"]
+    if data.get("source") != "phantom":
+        raise ValueError(f"virtual LGE trains on the phantom (data source 'phantom'); got {data.get('source')!r}")
+    train = cached_phantom_examples("train", int(data["train_subjects"]), config)
+    validation = cached_phantom_examples("validation", int(data["validation_subjects"]), config)
+    checkpoint = Path(config["autoencoder_checkpoint"])
+    train_latents, autoencoder = encode_lge(train, checkpoint, context.device)
+    validation_latents, _ = encode_lge(validation, checkpoint, context.device)
+    variant, factor = config["variant"], int(config["factor"])
+    network = build_cpkdm(config)
+    names = conditions_of(variant)
+    model = DiffusionModel.from_config(network, {**config["schedule"], "clip_sample": False},
+                                       tuple(Condition(name, "concat") for name in names))
+    loss_cfg = config.get("loss", {})
+    morphology_weight = float(loss_cfg.get("morphology_weight", 0.0))
+    train_cfg = config["train"]
+    batch = int(train_cfg["batch_size"])
+
+    def tensors(arrays: dict[str, np.ndarray], index: np.ndarray) -> dict[str, torch.Tensor]:
+        return {key: torch.from_numpy(np.ascontiguousarray(arrays[key][index])).to(context.device)
+                for key in ("cine", "kinematics", "curves", "clusters", "covered")}
+
+    def loss_fn(net: torch.nn.Module, generator: torch.Generator) -> torch.Tensor:
+        index = torch.randint(0, len(train_latents), (batch,), generator=generator,
+                              device=generator.device).cpu().numpy()
+        arrays = tensors(train, index)
+        values = condition_values(variant, arrays["cine"], arrays["kinematics"], arrays["curves"], factor)
+        step_model = DiffusionModel(net, model.schedule, model.prediction_type, model.clip_x0, model.conditions)
+        loss = diffusion_loss(step_model, train_latents[index].to(context.device), conditions=values,
+                              generator=generator)
+        module = getattr(net, "module", net)  # DDP wraps the network
+        if morphology_weight > 0 and isinstance(module, CPKDMNetwork) and module.morphology is not None:
+            loss = loss + morphology_weight * morphology_loss(module, arrays["curves"], arrays["clusters"],
+                                                              arrays["covered"], float(loss_cfg.get("edge_weight", 4.0)))
+        return loss
+
+    def validate(net: torch.nn.Module) -> dict[str, float]:
+        generator = torch.Generator(device=context.device).manual_seed(1234)
+        eval_model = DiffusionModel(net, model.schedule, model.prediction_type, model.clip_x0, model.conditions)
+        total = 0.0
+        for start in range(0, len(validation_latents), batch):
+            index = np.arange(start, min(start + batch, len(validation_latents)))
+            arrays = tensors(validation, index)
+            values = condition_values(variant, arrays["cine"], arrays["kinematics"], arrays["curves"], factor)
+            total += float(diffusion_loss(eval_model, validation_latents[index].to(context.device), conditions=values,
+                                          generator=generator)) * len(index)
+        return {"validation_loss": total / len(validation_latents)}
+
+    trainer = Trainer(network, context, out, steps=int(train_cfg["steps"]), lr=float(train_cfg["lr"]),
+                      ema_decay=float(train_cfg["ema_decay"]), seed=int(train_cfg["seed"]),
+                      validate_every=int(train_cfg["validate_every"]), **training_options(train_cfg))
+    if resume:
+        trainer.resume()
+    weights = trainer.fit(loss_fn, validate)
+    keys = ("variant", "crop_size", "pixel_mm", "frames", "clusters", "factor", "latent_channels", "curves",
+            "schedule", "denoiser", "kinematic_encoder", "morphology", "loss")
+    return weights, {"method": METHOD, "part": "diffusion", **{key: config[key] for key in keys if key in config},
+                     "autoencoder": {"checkpoint": str(checkpoint), "scale_factor": autoencoder["scale_factor"],
+                                     "weights_sha256": autoencoder.get("weights_sha256")},
+                     "training_summary": {"steps": trainer.step, "train_slices": len(train_latents),
+                                          "validation_slices": len(validation_latents), "best": trainer.best,
+                                          "world_size": context.world_size, "device": str(context.device)}}
+
+
+RECIPES = {"virtual_lge_autoencoder": train_lge_autoencoder, "virtual_lge": train_latent_diffusion}
