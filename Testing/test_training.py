@@ -503,9 +503,11 @@ def test_enhancer_validation_measures_the_start_from_the_original_image():
 @pytest.mark.parametrize("path", sorted((Path(__file__).parents[1] / "training" / "configs").glob("*.json")),
                          ids=lambda path: path.stem)
 def test_every_shipped_config_builds_its_networks(path):
-    """Each recipe config in training/configs names networks MONAI builds, and a T1-from-cine config's denoiser takes
-    exactly the channels its variant feeds it."""
+    """Each recipe config in training/configs names networks MONAI builds, and a T1-from-cine or virtual-LGE config's
+    denoiser takes exactly the channels its variant feeds it."""
     from CMRSynthesisLib.diffusion.networks import build_network
+    from CMRSynthesisLib.methods.cpkdm_networks import VARIANTS as CPKDM_VARIANTS
+    from CMRSynthesisLib.methods.cpkdm_networks import build_cpkdm
     from CMRSynthesisLib.methods.t1_from_cine import ANATOMY_CHANNELS, build_model
 
     config = json.loads(path.read_text())
@@ -513,7 +515,12 @@ def test_every_shipped_config_builds_its_networks(path):
     for key in ("network", "denoiser", "modality_encoder", "generator", "discriminator", "autoencoder"):
         if key in config:
             assert isinstance(build_network(config[key]), torch.nn.Module), key
-    if "variant" in config:
+    if config.get("variant") in CPKDM_VARIANTS:
+        network = build_cpkdm(config)
+        morphology = config["morphology"]["channels"] if config["variant"] in ("cpkdm", "no_kinematics") else 0
+        assert config["denoiser"]["args"]["in_channels"] == config["latent_channels"] + morphology
+        assert isinstance(network, torch.nn.Module)
+    elif "variant" in config:
         build_model(config)
         if config["variant"] in ("t1diff", "raw_ddpm"):
             features = (config["modality_encoder"]["args"]["out_channels"] + ANATOMY_CHANNELS
