@@ -9,7 +9,7 @@ from CMRSynthesisLib import phantom
 from CMRSynthesisLib.analysis.relaxation import recovery_curves
 from CMRSynthesisLib.errors import InputError
 from CMRSynthesisLib.methods.cpkdm_networks import KINEMATIC_CHANNELS
-from CMRSynthesisLib.methods.virtual_lge_inputs import STRAIN_LIMIT, slice_inputs
+from CMRSynthesisLib.methods.virtual_lge_inputs import CURVE_FLOOR, STRAIN_LIMIT, slice_inputs
 from CMRSynthesisLib.preprocess import LVCrop
 from CMRSynthesisLib.slice_matching import onto_reference_slices
 
@@ -44,6 +44,7 @@ def test_shapes_and_ranges(infarct_slice):
     assert inputs["cine"].shape == (PHASES, SIZE, SIZE) and 0.0 <= inputs["cine"].min() and inputs["cine"].max() <= 1.0
     assert inputs["kinematics"].shape == (PHASES, len(KINEMATIC_CHANNELS), SIZE, SIZE)
     assert inputs["curves"].shape == (8, SIZE, SIZE) and inputs["covered"].shape == (SIZE, SIZE)
+    assert inputs["curves"].min() >= CURVE_FLOOR and inputs["curves"].max() <= 1.0
     assert np.all(inputs["kinematics"][0] == 0.0)  # ED is the reference: no motion yet
     assert np.isfinite(inputs["kinematics"]).all() and np.abs(inputs["kinematics"]).max() <= STRAIN_LIMIT
     assert infarct_slice["notes"] == []  # the MOLLI lies on the cine's grid in the phantom

@@ -12,7 +12,8 @@ For one short-axis slice with an LV at ED:
   of order 0.1-1, strains clipped to +-STRAIN_LIMIT (a few edge pixels of a tracked wall reach 3-12 where the flow
   mixes wall and blood; no myocardium strains that much);
 - "curves" (n, S, S): the MOLLI recovery curves on common inversion times (`analysis.relaxation`), brought onto the
-  cine's slice by position (`slice_matching`), on the crop; 0 where the MOLLI does not reach or the fit failed, with
+  cine's slice by position (`slice_matching`), on the crop, clipped below at CURVE_FLOOR (noisy low-signal fits reach
+  B/A of 4 and more, where tissue gives about 2); 0 where the MOLLI does not reach or the fit failed, with
   "covered" (S, S) saying where it has values (crop pixels wholly inside the covered area, so no covered pixel holds
   a curve blended with the 0 beyond it).
 """
@@ -30,6 +31,7 @@ from .cpkdm_networks import KINEMATIC_CHANNELS
 
 DISPLACEMENT_SCALE_MM = 10.0  # chosen: wall displacements are a few mm, strains a few tenths
 STRAIN_LIMIT = 1.5  # chosen: peak radial strain is 0.3-0.6, circumferential -0.15 to -0.25
+CURVE_FLOOR = -2.0  # chosen: s(TI) = 1 - B/A exp(-TI/T1*) starts near -1.2 in tissue after a full inversion
 FULLY_COVERED = 0.999  # a crop pixel is covered when the interpolated coverage reaches this
 
 
@@ -57,5 +59,5 @@ def slice_inputs(frames: np.ndarray, myocardium: np.ndarray, blood_pool: np.ndar
     kinematics = kinematic_channels(frames, myocardium, blood_pool, spacing_yx, ed_frame)
     return {"cine": percentile_normalise(crop.extract(cycle_frames(frames, ed_frame, phases)), *CINE_PERCENTILES),
             "kinematics": crop.extract(cycle_frames(kinematics, ed_frame, phases)),
-            "curves": crop.extract(np.where(covered, curves, 0.0)).astype(np.float32),
+            "curves": crop.extract(np.where(covered, np.maximum(curves, CURVE_FLOOR), 0.0)).astype(np.float32),
             "covered": crop.extract(covered.astype(np.float32)) >= FULLY_COVERED}
