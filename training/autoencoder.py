@@ -25,7 +25,7 @@ from CMRSynthesisLib.diffusion.latent import estimate_scale_factor
 from CMRSynthesisLib.diffusion.networks import build_network
 
 from .distributed import Context
-from .loop import Trainer, training_options
+from .loop import Trainer
 
 SCALE_IMAGES = 64  # a seeded random subset of the training images estimates the scale factor
 LOSS_KEYS = ("kl_weight", "adversarial_weight", "adversarial_start")
@@ -51,10 +51,7 @@ def train_autoencoder(config: dict[str, Any], out: Path, context: Context, resum
     autoencoder, discriminator = build_network(config["autoencoder"]), build_network(config["discriminator"])
     train_cfg = config["train"]
     batch = int(train_cfg["batch_size"])
-    trainer = Trainer({"autoencoder": autoencoder, "discriminator": discriminator}, context, out,
-                      steps=int(train_cfg["steps"]), lr=float(train_cfg["lr"]), ema_decay=float(train_cfg["ema_decay"]),
-                      seed=int(train_cfg["seed"]), validate_every=int(train_cfg["validate_every"]),
-                      **training_options(train_cfg))
+    trainer = Trainer.from_config({"autoencoder": autoencoder, "discriminator": discriminator}, context, out, train_cfg)
     images = torch.from_numpy(np.ascontiguousarray(train, dtype=np.float32))
 
     def logits(net: torch.nn.Module, image: torch.Tensor) -> torch.Tensor:

@@ -47,7 +47,7 @@ from CMRSynthesisLib.preprocess import LVCrop
 
 from ..datasets import cached_arrays, split_cases
 from ..distributed import Context
-from ..loop import Trainer, training_options
+from ..loop import Trainer
 
 CONDITION_NAMES = ("phases", "anatomy", "field")
 
@@ -218,9 +218,7 @@ def train_diffusion(config: dict[str, Any], out: Path, context: Context, resume:
                                                generator=generator)) * len(arrays["target"]))
         return {"validation_loss": sum(losses) / len(validation["target"])}
 
-    trainer = Trainer(network, context, out, steps=int(train_cfg["steps"]), lr=float(train_cfg["lr"]),
-                      ema_decay=float(train_cfg["ema_decay"]), seed=int(train_cfg["seed"]),
-                      validate_every=int(train_cfg["validate_every"]), **training_options(train_cfg))
+    trainer = Trainer.from_config(network, context, out, train_cfg)
     if resume:
         trainer.resume()
     weights = trainer.fit(loss_fn, validate)
@@ -246,10 +244,8 @@ def train_pix2pix(config: dict[str, Any], out: Path, context: Context, resume: b
     train_cfg = config["train"]
     batch, l1_weight = int(train_cfg["batch_size"]), float(config["l1_weight"])
     names = ("phases", "field")
-    trainer = Trainer({"generator": generator_net, "discriminator": discriminator}, context, out,
-                      steps=int(train_cfg["steps"]), lr=float(train_cfg["lr"]),
-                      ema_decay=float(train_cfg["ema_decay"]), seed=int(train_cfg["seed"]),
-                      validate_every=int(train_cfg["validate_every"]), **training_options(train_cfg))
+    trainer = Trainer.from_config({"generator": generator_net, "discriminator": discriminator}, context, out,
+                                  train_cfg)
 
     def logits(net: torch.nn.Module, condition: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
         return net(torch.cat([condition, image], dim=1))[-1]  # PatchDiscriminator: the last output is the logits

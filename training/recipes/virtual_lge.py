@@ -45,7 +45,7 @@ from CMRSynthesisLib.preprocess import LVCrop, percentile_normalise
 from ..autoencoder import train_autoencoder
 from ..datasets import cached_arrays
 from ..distributed import Context
-from ..loop import Trainer, training_options
+from ..loop import Trainer
 
 METHOD = "virtual_lge"
 LGE_PERCENTILES = (0.5, 99.5)
@@ -215,9 +215,7 @@ def train_latent_diffusion(config: dict[str, Any], out: Path, context: Context, 
                                           generator=generator)) * len(index)
         return {"validation_loss": total / len(validation_latents)}
 
-    trainer = Trainer(network, context, out, steps=int(train_cfg["steps"]), lr=float(train_cfg["lr"]),
-                      ema_decay=float(train_cfg["ema_decay"]), seed=int(train_cfg["seed"]),
-                      validate_every=int(train_cfg["validate_every"]), **training_options(train_cfg))
+    trainer = Trainer.from_config(network, context, out, train_cfg)
     if resume:
         trainer.resume()
     weights = trainer.fit(loss_fn, validate)
