@@ -35,8 +35,8 @@ class SliceMatch:
 
 
 def slice_thickness_mm(volume: Volume) -> float:
-    """The slice thickness of a stack: metadata "slice_thickness_mm" where it was recorded (the phantom, our derived
-    series) or else the slice spacing (gap included)."""
+    """The slice thickness of a stack: metadata "slice_thickness_mm" where it was recorded (DICOM SliceThickness when
+    every image states the same, the phantom, our derived series) or else the slice spacing (gap included)."""
     return float(volume.metadata.get("slice_thickness_mm") or volume.spacing[2])
 
 

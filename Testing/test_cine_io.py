@@ -636,3 +636,17 @@ def test_the_frame_of_reference_is_recorded_when_every_image_shares_it(tmp_path)
         for t in range(len(TIMES)):
             plain.image(z, t)
     assert "frame_of_reference_uid" not in read_cine(plain.folder).metadata
+
+
+def test_the_slice_thickness_is_recorded_when_every_image_states_the_same(tmp_path):
+    study = Study(tmp_path / "cine")
+    for z in range(2):
+        for t in range(len(TIMES)):
+            study.image(z, t, SliceThickness=6.0)  # 6 mm slices 8 mm apart
+    cine = read_cine(study.folder)
+    assert cine.metadata["slice_thickness_mm"] == 6.0 and cine.spacing[2] == pytest.approx(GAP)
+    mixed = Study(tmp_path / "mixed")
+    for z in range(2):
+        for t in range(len(TIMES)):
+            mixed.image(z, t, SliceThickness=6.0 + z)
+    assert "slice_thickness_mm" not in read_cine(mixed.folder).metadata

@@ -59,3 +59,16 @@ def test_native_and_post_contrast_series_share_the_study_frame_of_reference():
     uid = native.metadata["frame_of_reference_uid"]
     assert uid and uid == post.metadata["frame_of_reference_uid"]  # the README: one FrameOfReferenceUID kept
     native.require_same_frame_of_reference(post, "native", "post")
+
+
+def test_the_slice_thickness_is_read_apart_from_the_slice_spacing():
+    """The Philips MOLLI images 10 mm slices 16 mm apart (6 mm gaps): slice matching must not take the spacing for
+    the thickness."""
+    from scanner_references import PHILIPS
+
+    from CMRSynthesisLib.io.t1_series import read_t1_series
+    from CMRSynthesisLib.slice_matching import slice_thickness_mm
+
+    reference = read_t1_series(PHILIPS / "native").reference()
+    assert reference.metadata["slice_thickness_mm"] == 10.0 and abs(reference.spacing[2] - 16.0) < 1e-3
+    assert slice_thickness_mm(reference) == 10.0

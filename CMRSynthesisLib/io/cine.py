@@ -39,6 +39,7 @@ from .dicom import (
     is_dicom_file,
     keep_magnitude,
     read_image_frames,
+    slice_thickness_metadata,
     tag_name,
 )
 from .itk_files import error_reason, itk_suffix, read_itk_file, to_sitk
@@ -325,6 +326,7 @@ def _read_dicom(path: str | Path | Sequence[str | Path], frame_interval_ms: floa
         "source_files": list(dict.fromkeys(item.frames[t].file for t in range(len(slices[0].frames))
                                            for item in slices)),
     }
+    metadata.update(slice_thickness_metadata(frame for item in slices for frame in item.frames))
     frames_of_reference = {frame.header.get("frame_of_reference_uid") for item in slices for frame in item.frames}
     if len(frames_of_reference) == 1 and None not in frames_of_reference:
         metadata["frame_of_reference_uid"] = frames_of_reference.pop()

@@ -78,6 +78,16 @@ class Frame:
     cardiac_images: int | None = None  # CardiacNumberOfImages (0018,1090): the phases each slice should hold
     nominal_interval: float | None = None  # ms: RRIntervalTimeNominal (0020,9251), else NominalInterval (0018,1062)
     content_time_of_day: float | None = None  # s since midnight (ContentTime)
+    slice_thickness: float | None = None  # SliceThickness (mm), None where absent or not positive
+
+
+def slice_thickness_metadata(frames: Iterable[Frame]) -> dict[str, float]:
+    """{"slice_thickness_mm": SliceThickness} when every frame states the same one (within 0.01 mm), else {}:
+    the thickness a slice images, which the slice spacing overstates when there are gaps."""
+    values = {frame.slice_thickness for frame in frames}
+    if None in values or not values or max(values) - min(values) > 0.01:
+        return {}
+    return {"slice_thickness_mm": float(min(values))}
 
 
 def read_dicom_series(paths_or_dir: str | Path | Iterable[str | Path]) -> Volume:
@@ -306,6 +316,7 @@ def _frame(dataset: pydicom.Dataset, path: Path, index: int, count: int, pixels:
         position=numbers("ImagePositionPatient", "PlanePositionSequence", 3), orientation=orientation,
         pixel_spacing=pixel_spacing,
         slice_spacing=next((value for value in spacings if value and value > 0), None),
+        slice_thickness=spacings[1] if spacings[1] and spacings[1] > 0 else None,
         slope=1.0 if slope is None else slope, intercept=0.0 if intercept is None else intercept,
         inversion_time=inversion, inversion_source=source,
         trigger_time=number("TriggerTime") if trigger is None else trigger,
@@ -521,6 +532,7 @@ def assemble_frames(frames: list[Frame], *, uneven_slices: bool = False) -> Volu
                 "source_files": list(dict.fromkeys(frame.file for at_time in ordered for frame in at_time))}
     if first.units:
         metadata["units"] = first.units
+    metadata.update(slice_thickness_metadata(frames))
     return Volume(array[0] if len(ordered) == 1 else array,
                   spacing=(first.pixel_spacing[1], first.pixel_spacing[0], slice_spacing), origin=origin,
                   direction=np.column_stack([row, column, normal]).ravel(), metadata=metadata)

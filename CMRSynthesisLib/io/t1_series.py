@@ -90,7 +90,7 @@ class T1Series:
         return Volume(self.images.array[0], self.images.spacing, self.images.origin, self.images.direction,
                       {key: value for key, value in self.images.metadata.items()
                        if key in ("modality", "series_description", "series_instance_uid", "frame_of_reference_uid",
-                                  "source_files")})
+                                  "slice_thickness_mm", "source_files")})
 
 
 def parse_inversion_times(text: str | Sequence[float] | None) -> list[float] | list[list[float]] | None:
