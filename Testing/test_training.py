@@ -11,6 +11,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -526,3 +527,26 @@ def test_every_shipped_config_builds_its_networks(path):
             features = (config["modality_encoder"]["args"]["out_channels"] + ANATOMY_CHANNELS
                         if config["variant"] == "t1diff" else config["frames"])
             assert config["denoiser"]["args"]["in_channels"] == 1 + features + 1
+
+
+def test_cached_arrays_are_made_once_and_again_when_their_code_changes(tmp_path):
+    from training.datasets import cached_arrays
+
+    calls = []
+
+    def make():
+        calls.append(1)
+        return {"a": np.arange(3)}
+
+    def one_way():
+        return 1
+
+    def another_way():
+        return 2
+
+    first = cached_arrays(tmp_path, "x", {"size": 4}, make, code=(one_way,))
+    again = cached_arrays(tmp_path, "x", {"size": 4}, make, code=(one_way,))
+    assert len(calls) == 1 and np.array_equal(first["a"], again["a"])  # read back, not made again
+    cached_arrays(tmp_path, "x", {"size": 4}, make, code=(another_way,))  # other code: made anew
+    cached_arrays(tmp_path, "x", {"size": 5}, make, code=(one_way,))  # other settings: made anew
+    assert len(calls) == 3 and len(list(tmp_path.glob("x_*.npz"))) == 3

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import inspect
 import io
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import numpy as np
@@ -97,15 +99,19 @@ def load_slices(data: dict[str, Any], split: str) -> LabelledSlices:
     raise ValueError(f"unknown data source {data['source']!r}; use 'phantom' or 'folders'")
 
 
-def cached_arrays(cache: Path | None, prefix: str, settings: Any, make: Callable[[], dict[str, np.ndarray]]
-                  ) -> dict[str, np.ndarray]:
+def cached_arrays(cache: Path | None, prefix: str, settings: Any, make: Callable[[], dict[str, np.ndarray]], *,
+                  code: Sequence[ModuleType | Callable] = ()) -> dict[str, np.ndarray]:
     """Arrays made by `make()`, read from / written to the folder `cache` as `<prefix>_<key>.npz`, the key a hash of
-    `settings` (JSON), so models trained on the same examples (a method, its baselines, its ablations) render them
-    once. No cache (None): just make them. The file holds our own arrays and is read without pickle."""
+    `settings` (JSON) and of the source of the `code` modules and functions (those that make the arrays: a change to
+    them makes new arrays instead of reading stale ones), so models trained on the same examples (a method, its
+    baselines, its ablations) render them once. No cache (None): just make them. The file holds our own arrays and
+    is read without pickle."""
     if cache is None:
         return make()
-    key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
-    path = Path(cache) / f"{prefix}_{key}.npz"
+    digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode())
+    for piece in code:
+        digest.update(inspect.getsource(piece).encode())
+    path = Path(cache) / f"{prefix}_{digest.hexdigest()[:16]}.npz"
     if path.is_file():
         with np.load(path) as stored:  # allow_pickle stays False
             return {name: stored[name] for name in stored.files}

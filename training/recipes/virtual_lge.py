@@ -23,7 +23,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from CMRSynthesisLib import phantom
+from CMRSynthesisLib import phantom, preprocess
+from CMRSynthesisLib.analysis import curve_clustering, relaxation, strain, t1fit
 from CMRSynthesisLib.analysis.curve_clustering import cluster_curves
 from CMRSynthesisLib.analysis.relaxation import recovery_curves
 from CMRSynthesisLib.checkpoints import load_checkpoint
@@ -32,6 +33,7 @@ from CMRSynthesisLib.diffusion.latent import LatentCodec
 from CMRSynthesisLib.diffusion.model import DiffusionModel
 from CMRSynthesisLib.diffusion.networks import build_network, load_weights
 from CMRSynthesisLib.diffusion.training import diffusion_loss
+from CMRSynthesisLib.methods import virtual_lge_inputs
 from CMRSynthesisLib.methods.cpkdm_networks import (
     CPKDMNetwork,
     build_cpkdm,
@@ -40,6 +42,10 @@ from CMRSynthesisLib.methods.cpkdm_networks import (
     edge_weights,
 )
 from CMRSynthesisLib.methods.virtual_lge_inputs import slice_inputs
+from CMRSynthesisLib.phantom import anatomy as phantom_anatomy
+from CMRSynthesisLib.phantom import contrast as phantom_contrast
+from CMRSynthesisLib.phantom import motion as phantom_motion
+from CMRSynthesisLib.phantom import study as phantom_study
 from CMRSynthesisLib.preprocess import LVCrop, percentile_normalise
 
 from ..autoencoder import train_autoencoder
@@ -49,6 +55,10 @@ from ..loop import Trainer
 
 METHOD = "virtual_lge"
 LGE_PERCENTILES = (0.5, 99.5)
+# The modules whose code makes the examples (with this module's example functions, added below): their source is
+# part of the cache key, so a change to any of them renders the examples anew.
+EXAMPLE_MODULES = (virtual_lge_inputs, relaxation, curve_clustering, strain, t1fit, phantom_anatomy, phantom_motion,
+                   phantom_contrast, phantom_study, preprocess)
 
 
 def lge_on_crop(image: np.ndarray, crop: LVCrop) -> np.ndarray:
@@ -142,12 +152,13 @@ def encode_lge(examples: dict[str, np.ndarray], checkpoint: Path, device: torch.
 
 
 def cached_phantom_examples(split: str, subjects: int, config: dict[str, Any]) -> dict[str, np.ndarray]:
-    """`phantom_examples`, cached in config["data"]["cache"] (if set) under their settings, so every variant trains
-    on the very same examples."""
+    """`phantom_examples`, cached in config["data"]["cache"] (if set) under their settings and the code that makes
+    them (EXAMPLE_MODULES and this module's example functions), so every variant trains on the very same examples and a change to that code renders anew."""
     settings = {key: config[key] for key in ("crop_size", "pixel_mm", "frames", "clusters")}
     cache = Path(config["data"]["cache"]) if config["data"].get("cache") else None
     return cached_arrays(cache, f"virtual_lge_{split}_{subjects}", [split, subjects, settings],
-                         lambda: phantom_examples(split, subjects, config))
+                         lambda: phantom_examples(split, subjects, config),
+                         code=(*EXAMPLE_MODULES, phantom_examples, lge_on_crop, lv_crop))
 
 
 def morphology_loss(network: torch.nn.Module, curves: torch.Tensor, clusters: torch.Tensor, covered: torch.Tensor,
