@@ -70,11 +70,9 @@ def match_slices(reference: Volume, moving: Volume, *, reference_name: str = "th
                             "images of the same short-axis stack")
     tolerance = (0.5 * max(slice_thickness_mm(reference), slice_thickness_mm(moving)) if tolerance_mm is None
                  else float(tolerance_mm))
-    centres = _slice_centres(reference)
+    centres, moving_centres = _slice_centres(reference), _slice_centres(moving)
     moving_normal = _normal(moving)
-    moving_planes = _slice_centres(moving) @ moving_normal  # each moving plane: points p with p . n = this
-    reference_positions = centres @ normal
-    moving_positions = _slice_centres(moving) @ normal
+    moving_planes = moving_centres @ moving_normal  # each moving plane: points p with p . n = this
     matches, unmatched = [], []
     for z, centre in enumerate(centres):
         distances = np.abs(centre @ moving_normal - moving_planes)  # from the reference slice's centre to each plane
@@ -87,8 +85,9 @@ def match_slices(reference: Volume, moving: Volume, *, reference_name: str = "th
         raise GeometryError(
             f"no slice of {reference.named(reference_name)} lies within {tolerance:.1f} mm of a slice of "
             f"{moving.named(moving_name)} (positions along the normal: "
-            f"{', '.join(f'{value:.1f}' for value in reference_positions)} mm against "
-            f"{', '.join(f'{value:.1f}' for value in moving_positions)} mm): they image different parts of the heart")
+            f"{', '.join(f'{value:.1f}' for value in centres @ normal)} mm against "
+            f"{', '.join(f'{value:.1f}' for value in moving_centres @ normal)} mm): they image different parts of the "
+            "heart")
     notes = []
     if unmatched:
         notes.append(f"{len(unmatched)} slice(s) of {reference_name} ({', '.join(str(z + 1) for z in unmatched)}, "

@@ -38,8 +38,9 @@ FULLY_COVERED = 0.999  # a crop pixel is covered when the interpolated coverage 
 def kinematic_channels(frames: np.ndarray, myocardium: np.ndarray, blood_pool: np.ndarray,
                        spacing_yx: Sequence[float], ed_frame: int) -> np.ndarray:
     """The four kinematic maps of one slice at every cine frame: (t, 4, y, x) float32 in KINEMATIC_CHANNELS order,
-    strains clipped to +-STRAIN_LIMIT, displacements divided by DISPLACEMENT_SCALE_MM, 0 outside the ED myocardium. frames (t, y, x); myocardium and
-    blood_pool (y, x) at ED; spacing_yx (row, col) mm. InputError as `slice_kinematics` (no ED myocardium, shapes)."""
+    strains clipped to +-STRAIN_LIMIT, displacements divided by DISPLACEMENT_SCALE_MM, 0 outside the ED myocardium.
+    frames (t, y, x); myocardium and blood_pool (y, x) at ED; spacing_yx (row, col) mm. InputError as
+    `slice_kinematics` (no ED myocardium, shapes)."""
     maps = slice_kinematics(frames, myocardium, spacing_yx, ed_frame=ed_frame, blood_pool=blood_pool)
     channels = [maps[name] / DISPLACEMENT_SCALE_MM if name.endswith("_mm")
                 else np.clip(maps[name], -STRAIN_LIMIT, STRAIN_LIMIT) for name in KINEMATIC_CHANNELS]
