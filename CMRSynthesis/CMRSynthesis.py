@@ -965,6 +965,18 @@ def _importMethodResults(spec: MethodSpec, run: "_Run", result: Result, outcome:
     main = outcome.nodes.get(spec.main_output.name)
     if main is not None and method_tasks.latest_result_label(spec):
         run.parameters.outputVolume = main
+    summary = result.summary or {}
+    rows = spec.table(summary) if spec.table is not None else []
+    if rows:
+        outcome.nodes["table"] = mrml.add_table_node(slicer.mrmlScene, rows, f"{run.sourceName} {spec.title}")
+        pictures = spec.figures(summary) if spec.figures is not None else {}
+        for number, (name, png) in enumerate(pictures.items()):
+            path = run.workdir / f"figure_{number}.png"  # the temporary folder goes when the task completes
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(png)
+            outcome.nodes[name] = mrml.add_image_node(slicer.mrmlScene, mrml.rgb_from_png(path),
+                                                      f"{run.sourceName} {name}")
+        outcome.views = (outcome.nodes["table"], *(outcome.nodes[name] for name in list(pictures)[:1]))
 
 
 # ---- analysis tasks: written by hand (analysis_tasks) ------------------------------------------------------------

@@ -37,6 +37,9 @@ _DISPLAYS = {
     # signed: a diverging map centred on 0 (shortening blue, lengthening red)
     "peak_circumferential_strain": Display("peak_circumferential_strain", "peak circumferential strain", "%", "vik",
                                            (-30.0, 30.0), 1),
+    "scar_extent": Display("scar_extent", "scar extent", "%", "lajolla", (0.0, 100.0), 0),
+    "radial_strain": Display("radial_strain", "radial strain", "1", "vik", (-0.6, 0.6), 2),
+    "circumferential_strain": Display("circumferential_strain", "circumferential strain", "1", "vik", (-0.3, 0.3), 2),
 }
 _ALIASES = {"t1": "t1_native"}  # a T1 map of unknown timing is shown as a native one
 

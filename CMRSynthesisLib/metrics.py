@@ -196,6 +196,12 @@ def lpips_status() -> tuple[bool, str]:
     return metric.available, metric.reason
 
 
+def lpips_unavailable() -> dict[str, str]:
+    """{"lpips": why} when LPIPS cannot be computed on this machine, else {}: an evaluation's unavailable metrics."""
+    available, reason = lpips_status()
+    return {} if available else {"lpips": reason}
+
+
 def lpips_distance(reference: np.ndarray, test: np.ndarray, data_range: float | None = None) -> float | None:
     """LPIPS between two 2D images (see LPIPS.distance), or None when LPIPS is unavailable here."""
     return _default_lpips().distance(reference, test, data_range)

@@ -119,8 +119,11 @@ def _tiny_diffusion(variant: str, autoencoder: str, cache: str) -> dict:
             "cross_attention_dim": 8 if kinematics else None,
             "in_channels": 2 + (4 if relaxation else 0) + (4 * 4 + 8 * 4 if variant == "pure_data_driven" else 0)}},
         "schedule": {"num_train_timesteps": 1000, "schedule": "linear_beta", "beta_start": 0.0001, "beta_end": 0.02},
-        "loss": {"morphology_weight": 0.5, "edge_weight": 4.0},
-        "train": {"steps": 2, "batch_size": 2, "lr": 0.001, "ema_decay": 0.9, "seed": 0, "validate_every": 2}}
+        "loss": {"morphology_weight": 0.5, "edge_weight": 4.0, "adversarial_weight": 0.1, "adversarial_start": 1,
+                 "adversarial_max_timestep": 1000},
+        "discriminator": {"class": "PatchDiscriminator", "args": {
+            "spatial_dims": 2, "num_layers_d": 1, "channels": 8, "in_channels": 1, "out_channels": 1}},
+        "train": {"steps": 3, "batch_size": 2, "lr": 0.001, "ema_decay": 0.9, "seed": 0, "validate_every": 3}}
 
 
 def test_virtual_lge_latent_diffusion_variants_train_on_the_same_examples(tmp_path):
@@ -136,9 +139,22 @@ def test_virtual_lge_latent_diffusion_variants_train_on_the_same_examples(tmp_pa
         weights, saved = load_checkpoint(tmp_path / variant, expected_method="virtual_lge")
         assert saved["part"] == "diffusion" and saved["variant"] == variant
         load_weights(build_cpkdm(saved), weights)  # the checkpoint rebuilds its network from its own config
-        assert saved["autoencoder"]["scale_factor"] > 0 and saved["training_summary"]["steps"] == 2
-        history = json.loads((tmp_path / variant / "training_state" / "state.json").read_text())["history"]
-        assert np.isfinite(history[-1]["validation_loss"])
+        assert saved["autoencoder"]["scale_factor"] > 0 and saved["training_summary"]["steps"] == 3
+        state = json.loads((tmp_path / variant / "training_state" / "state.json").read_text())
+        assert np.isfinite(state["history"][-1]["validation_loss"])
+        logged = {key for row in state["history"] for key in row}
+        assert {f"train_loss_{key}" for key in ("epsilon", "adversarial", "discriminator")} <= logged, logged
+    pix2pix = {key: value for key, value in _tiny_diffusion("cpkdm", "", str(tmp_path / "cache")).items()
+               if key in ("description", "data", "crop_size", "pixel_mm", "frames", "clusters", "curves", "train")}
+    pix2pix.update(variant="pix2pix", l1_weight=100.0, generator={"class": "UNet", "args": {
+        "spatial_dims": 2, "in_channels": 4 + 8, "out_channels": 1, "channels": [8, 8], "strides": [2]}},
+        discriminator={"class": "PatchDiscriminator", "args": {
+            "spatial_dims": 2, "num_layers_d": 1, "channels": 8, "in_channels": 4 + 8 + 1, "out_channels": 1}})
+    config = tmp_path / "pix2pix.json"
+    config.write_text(json.dumps(pix2pix))
+    assert train(["virtual_lge_pix2pix", "--config", str(config), "--out", str(tmp_path / "pix2pix")]) == 0
+    _, saved = load_checkpoint(tmp_path / "pix2pix", expected_method="virtual_lge")
+    assert saved["part"] == "pix2pix" and saved["generator"]["args"]["in_channels"] == 12
     assert len(list((tmp_path / "cache").glob("virtual_lge_train_1_*.npz"))) == 1  # rendered once, shared
 
 

@@ -702,6 +702,35 @@ def test_cine_labels_of_every_frame_play_with_the_cine(module, scene, tmp_path):
         assert composite.GetBackgroundVolumeID() == browser.GetProxyNode(sequence).GetID()
 
 
+def test_virtual_lge_comes_back_over_the_cine_with_strain_and_a_transmurality_bullseye(module, scene, tmp_path):
+    """What `cmrsynth virtual-lge` writes: the virtual LGE over the cine's ED frame, the virtual scar in the label
+    layer, the strain maps at ES in their colour map, and from the summary the transmurality table (16 segments,
+    graded as readers grade LGE) laid out with its bullseye picture."""
+    sequence = _cine(scene, 3)
+    grid = mrml_checks.oblique_cine(3)
+    ed = grid.with_array(grid.array[0].astype(np.float32))
+    outputs = {"lge": ed.with_array(np.clip(ed.array / ed.array.max(), 0, 1)),
+               "scar": ed.with_array((_labels(1).array[0] == 2).astype(np.uint8)),
+               "radial_strain": ed.with_array(np.full(ed.array.shape, 0.3, np.float32)),
+               "circumferential_strain": ed.with_array(np.full(ed.array.shape, -0.2, np.float32))}
+    paths = {name: write_volume(volume, tmp_path / f"{name}.nrrd") for name, volume in outputs.items()}
+    rows = [{"segment": segment, "name": f"segment {segment}", "extent_percent": 10.0 * (segment % 5),
+             "grade": (segment % 5 + 1) // 2, "grade_label": "x"} for segment in range(1, 17)]
+    rows[15].update(extent_percent=None, grade=None, grade_label=None)  # no apical lateral slice
+    outcome = _finish(module, "virtual_lge", sequence, tmp_path, paths,
+                      {"ed_frame": 0, "es_frame": 1, "transmurality_by_segment": rows})
+    assert outcome.state is State.SUCCEEDED, outcome.message
+    nodes = outcome.nodes
+    assert nodes["scar"].IsA("vtkMRMLLabelMapVolumeNode") and not nodes["lge"].IsA("vtkMRMLLabelMapVolumeNode")
+    np.testing.assert_allclose(slicer.util.arrayFromVolume(nodes["lge"]), outputs["lge"].array)
+    assert nodes["radial_strain"].GetDisplayNode().GetColorNode().GetName() == "CMRSynthesis vik (radial_strain)"
+    table = nodes["table"]
+    assert table.GetNumberOfRows() == 16 and table.GetTable().GetColumnByName("transmurality").GetValue(15) == "n/a"
+    picture = nodes["transmurality bullseye"]
+    assert picture.GetImageData().GetNumberOfScalarComponents() == 3
+    assert outcome.views == (table, picture)
+
+
 def test_cine_labels_of_ed_and_es_become_segmentations(module, scene, tmp_path):
     """Two of three frames, as `cmrsynth segment --frames ed,es` reports them: one segmentation per frame, named
     after it (from 1) and its phase, with the three named segments on the cine's grid; labels of fewer frames than

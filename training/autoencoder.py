@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from CMRSynthesisLib.diffusion.latent import estimate_scale_factor
 from CMRSynthesisLib.diffusion.networks import build_network
 
+from .adversarial import discriminator_loss, generator_loss, patch_logits
 from .distributed import Context
 from .loop import Trainer
 
@@ -54,9 +55,6 @@ def train_autoencoder(config: dict[str, Any], out: Path, context: Context, resum
     trainer = Trainer.from_config({"autoencoder": autoencoder, "discriminator": discriminator}, context, out, train_cfg)
     images = torch.from_numpy(np.ascontiguousarray(train, dtype=np.float32))
 
-    def logits(net: torch.nn.Module, image: torch.Tensor) -> torch.Tensor:
-        return net(image)[-1]  # PatchDiscriminator: the last output is the logits
-
     def step(nets: Any, generator: torch.Generator) -> dict[str, torch.Tensor]:
         index = torch.randint(0, len(images), (batch,), generator=generator, device=generator.device).cpu()
         real = images[index].to(context.device)
@@ -65,14 +63,12 @@ def train_autoencoder(config: dict[str, Any], out: Path, context: Context, resum
         total = l1 + kl_weight * kl
         adversarial = trainer.step >= adversarial_start and adversarial_weight > 0
         if adversarial:
-            fooled = logits(nets["discriminator"], reconstruction)
-            total = total + adversarial_weight * F.binary_cross_entropy_with_logits(fooled, torch.ones_like(fooled))
+            total = total + adversarial_weight * generator_loss(patch_logits(nets["discriminator"], reconstruction))
         trainer.optimise("autoencoder", total)
         logged = {"l1": l1, "kl": kl}
         if adversarial:
-            true, false = logits(nets["discriminator"], real), logits(nets["discriminator"], reconstruction.detach())
-            d_loss = 0.5 * (F.binary_cross_entropy_with_logits(true, torch.ones_like(true))
-                            + F.binary_cross_entropy_with_logits(false, torch.zeros_like(false)))
+            d_loss = discriminator_loss(patch_logits(nets["discriminator"], real),
+                                        patch_logits(nets["discriminator"], reconstruction.detach()))
             trainer.optimise("discriminator", d_loss)
             logged["discriminator"] = d_loss
         return logged

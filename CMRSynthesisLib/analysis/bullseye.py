@@ -82,13 +82,18 @@ def bullseye_figure(rows: Sequence[dict], *, quantity: str, units: str | None = 
     return figure
 
 
+def bullseye_png(rows: Sequence[dict], *, dpi: int = 150, **options) -> bytes:
+    """`bullseye_figure(rows, **options)` rendered as PNG bytes."""
+    buffer = io.BytesIO()
+    bullseye_figure(rows, **options).savefig(buffer, format="png", dpi=dpi)
+    return buffer.getvalue()
+
+
 def write_bullseye_png(rows: Sequence[dict], path: str | Path, *, protected: Iterable[str | Path] = (),
                        dpi: int = 150, **options) -> Path:
     """Render `bullseye_figure(rows, **options)` to a PNG at `path` atomically; never over a `protected` input."""
     check_output_paths([path], protected=protected, images=False)
-    buffer = io.BytesIO()
-    bullseye_figure(rows, **options).savefig(buffer, format="png", dpi=dpi)
-    return atomic_write_bytes(path, buffer.getvalue())
+    return atomic_write_bytes(path, bullseye_png(rows, dpi=dpi, **options))
 
 
 def _luminance(rgba: Sequence[float]) -> float:

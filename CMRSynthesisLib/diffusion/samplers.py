@@ -17,7 +17,7 @@ the batch size).
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import torch
 
@@ -154,6 +154,7 @@ def sample(
     samples: int = 1,
     generator: torch.Generator | Sequence[torch.Generator] | None = None,
     progress: Progress | None = None,
+    decode: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> SampleStats:
     """Run the reverse chain `pairs` for k = `samples` samples of each image, as one batch.
 
@@ -165,9 +166,11 @@ def sample(
     per condition with a null value (`DiffusionModel.output`), None for no guidance.
     sampler: "ddpm" (ancestral; eta must be 0) or "ddim" (eta >= 0). generator: one shared generator (None: torch's
     global one) or one per image. progress: called before every step with the fraction of steps done.
+    decode: maps the final x0 of all k samples (B k, C, *spatial) to what the statistics are taken over (latent
+    diffusion: `LatentCodec.decode`, so mean and SD are of the k decoded images, in image units); not with a mask.
 
-    Returns SampleStats of the k samples' x0; outside the mask the mean equals `image` exactly and the SD is 0.
-    InputError for inconsistent arguments; Cancelled when progress returns False.
+    Returns SampleStats of the k samples' x0 (decoded, with `decode`); outside the mask the mean equals `image`
+    exactly and the SD is 0. InputError for inconsistent arguments; Cancelled when progress returns False.
     """
     schedule = model.schedule
     check_chain(pairs, schedule.num_train_timesteps)
@@ -183,6 +186,8 @@ def sample(
         raise InputError("give exactly one of the image and the shape of the images to sample")
     if samples < 1:
         raise InputError(f"the number of samples must be at least 1; got {samples}")
+    if decode is not None and mask is not None:
+        raise InputError("decoded samples cannot be combined with an inpainting mask (the mask is in the chain's space)")
     like = image if image is not None else next(model.network.parameters(), torch.empty(0))  # device and dtype
     batch, *per_image = image.shape if image is not None else [int(size) for size in shape]
     generators = list(generator) if isinstance(generator, Sequence) else [generator] * batch
@@ -216,7 +221,9 @@ def sample(
             x = region * x + (1 - region) * (schedule.alpha_bar(t_prev).sqrt() * known)
     report(progress, 1.0, "denoising done")
     result = x0 if region is None else region * x0 + (1 - region) * known
-    result = result.reshape(batch, samples, *per_image)
+    if decode is not None:
+        result = decode(result)
+    result = result.reshape(batch, samples, *result.shape[1:])
     mean = result.mean(dim=1)
     if mask is not None:  # a mean of k equal floats can be 1 ulp off
         mean = torch.where(mask > 0, mean, image)

@@ -7,6 +7,7 @@ x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) (m eps) and L = |(out - target) m|^2 av
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 
 import torch
@@ -14,7 +15,17 @@ import torch
 from ..errors import InputError
 from .conditioning import drop_conditions
 from .model import DiffusionModel
-from .prediction import prediction_target
+from .prediction import prediction_target, x0_and_noise
+
+
+@dataclasses.dataclass(frozen=True)
+class DenoisingStep:
+    """One training draw of `denoising_step`: the loss (0-dim), the clean image the network's output implies
+    (B, C, *spatial; unclipped, carrying gradients) and the timesteps drawn (B,)."""
+
+    loss: torch.Tensor
+    x0: torch.Tensor
+    timesteps: torch.Tensor
 
 
 def diffusion_loss(
@@ -38,6 +49,23 @@ def diffusion_loss(
     starts from the noised *input*, so a model can be taught that start directly): prediction_type "sample" only.
     Returns a 0-dim tensor. InputError for a source with another prediction type.
     """
+    return denoising_step(model, x0, conditions=conditions, mask=mask, source=source, max_timestep=max_timestep,
+                          condition_dropout=condition_dropout, generator=generator).loss
+
+
+def denoising_step(
+    model: DiffusionModel,
+    x0: torch.Tensor,
+    *,
+    conditions: Mapping[str, torch.Tensor] | None = None,
+    mask: torch.Tensor | None = None,
+    source: torch.Tensor | None = None,
+    max_timestep: int | None = None,
+    condition_dropout: Mapping[str, float] | None = None,
+    generator: torch.Generator | None = None,
+) -> DenoisingStep:
+    """`diffusion_loss` (same arguments, same draws) with the predicted x0 and the timesteps, for losses on the
+    prediction itself (e.g. an adversarial term on the decoded x0)."""
     if source is not None and model.prediction_type != "sample":
         raise InputError("noising another image than the target (source) needs prediction_type 'sample'")
     steps = model.schedule.num_train_timesteps
@@ -48,8 +76,10 @@ def diffusion_loss(
     start = x0 if source is None else source
     x_t = model.schedule.add_noise(start, noise if mask is None else mask * noise, timesteps)
     abar = model.schedule.alpha_bar(timesteps).reshape(-1, *([1] * (x0.ndim - 1)))
-    error = model.output(x_t, timesteps, values) - prediction_target(x0, noise, abar, model.prediction_type)
+    output = model.output(x_t, timesteps, values)
+    predicted, _ = x0_and_noise(output, x_t, abar, model.prediction_type)
+    error = output - prediction_target(x0, noise, abar, model.prediction_type)
     if mask is None:
-        return error.pow(2).mean()
+        return DenoisingStep(error.pow(2).mean(), predicted, timesteps)
     error = error * mask
-    return error.pow(2).sum() / mask.expand_as(error).sum().clamp(min=1)
+    return DenoisingStep(error.pow(2).sum() / mask.expand_as(error).sum().clamp(min=1), predicted, timesteps)

@@ -280,7 +280,9 @@ class MethodSpec:
     `device` attribute; the first checkpoint role is the method's own (`checkpoint`). summarise: optional
     `summarise(inputs, outputs) -> dict` of facts for the command's JSON result. recipes: training recipe names that
     produce its checkpoints. evaluation: how `cmrsynth evaluate` measures it on held-out phantom subjects against its
-    baselines (None: the method is not offered there).
+    baselines (None: the method is not offered there). table: optional `table(summary) -> rows` (dicts of one table),
+    and figures: optional `figures(summary) -> {name: PNG bytes}`, drawn from the command's facts, that the Slicer
+    task shows beside the outputs (e.g. a per-segment table and its bullseye).
     """
 
     name: str
@@ -297,6 +299,8 @@ class MethodSpec:
     summarise: Callable[[dict[str, Any], dict[str, Any]], dict[str, Any]] | None = None
     recipes: tuple[str, ...] = ()
     evaluation: Evaluation | None = None
+    table: Callable[[dict[str, Any]], list[dict[str, Any]]] | None = None
+    figures: Callable[[dict[str, Any]], dict[str, bytes]] | None = None
 
     def __post_init__(self) -> None:
         _check_name(self.name, "method")

@@ -30,7 +30,7 @@ from ..diffusion.networks import build_network, load_weights
 from ..diffusion.samplers import DEFAULT_DDIM_STEPS, ONE_SAMPLE_NOTE, SAMPLERS, sample, sampler_eta, timestep_pairs
 from ..errors import CheckpointError, InputError
 from ..evaluation import input_baseline
-from ..metrics import contrast_metrics, lpips_status, region_metrics
+from ..metrics import contrast_metrics, lpips_unavailable, region_metrics
 from ..preprocess import (
     IntensityScale,
     SquareCrop,
@@ -485,11 +485,6 @@ def _case_metrics(output: Volume, target: np.ndarray, case: EvaluationCase) -> d
     return slice_metrics(output.array[case.slice], target, case.context["masks"])
 
 
-def _lpips_note() -> dict[str, str]:
-    available, reason = lpips_status()
-    return {} if available else {"lpips": reason}
-
-
 EVALUATION = Evaluation(
     cases=evaluation_cases, metrics=(_case_metrics,),
     columns=(Column("ssim", "SSIM %", scale=100.0), Column("psnr", "PSNR dB"), Column("lpips", "LPIPS"),
@@ -499,7 +494,7 @@ EVALUATION = Evaluation(
     method_label="Enhanced (this run)",
     reference_row=ReferenceRow("target", "Target (gamma)",
                                lambda target, case: slice_metrics(target, None, case.context["masks"])),
-    unavailable_metrics=_lpips_note,
+    unavailable_metrics=lpips_unavailable,
     published=(("Paper: baseline (real HCM LGE)", {"cnr_scar_myo": "3.62", "cnr_scar_blood": "0.85"}),
                ("Paper: ours (real HCM LGE)", {"ssim": "96.06", "psnr": "43.75", "lpips": "0.04",
                                                "cnr_scar_myo": "4.97", "cnr_scar_blood": "1.65"})),

@@ -48,16 +48,18 @@ def kinematic_channels(frames: np.ndarray, myocardium: np.ndarray, blood_pool: n
 
 
 def slice_inputs(frames: np.ndarray, myocardium: np.ndarray, blood_pool: np.ndarray, curves: np.ndarray,
-                 covered: np.ndarray, spacing_yx: Sequence[float], crop: LVCrop, ed_frame: int, phases: int
-                 ) -> dict[str, np.ndarray]:
+                 covered: np.ndarray, spacing_yx: Sequence[float], crop: LVCrop, ed_frame: int, phases: int,
+                 kinematics: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """The inputs of one slice on its crop (module docstring): "cine" (phases, S, S), "kinematics" (phases, 4, S, S),
     "curves" (n, S, S) and "covered" (S, S) bool. frames: the slice's cine (t, y, x); myocardium, blood_pool: ED
     masks (y, x); curves: (n, y, x) recovery curves on the cine's slice pixels; covered: (y, x) where they have
-    values. InputError for a slice without ED myocardium or a cine of fewer than 2 frames."""
+    values; kinematics: the slice's `kinematic_channels` (t, 4, y, x) when already computed (None: computed here).
+    InputError for a slice without ED myocardium or a cine of fewer than 2 frames."""
     frames = np.asarray(frames, dtype=np.float32)
     if frames.ndim != 3 or frames.shape[0] < 2:
         raise InputError(f"virtual LGE needs a cine slice (t, y, x) of at least 2 frames; got shape {frames.shape}")
-    kinematics = kinematic_channels(frames, myocardium, blood_pool, spacing_yx, ed_frame)
+    if kinematics is None:
+        kinematics = kinematic_channels(frames, myocardium, blood_pool, spacing_yx, ed_frame)
     return {"cine": percentile_normalise(crop.extract(cycle_frames(frames, ed_frame, phases)), *CINE_PERCENTILES),
             "kinematics": crop.extract(cycle_frames(kinematics, ed_frame, phases)),
             "curves": crop.extract(np.where(covered, np.maximum(curves, CURVE_FLOOR), 0.0)).astype(np.float32),

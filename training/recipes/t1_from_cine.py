@@ -23,13 +23,11 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from CMRSynthesisLib import phantom
 from CMRSynthesisLib.analysis.cardiac_phases import blood_pool_volumes_ml, ed_es_frames
 from CMRSynthesisLib.analysis.t1mapping import t1_maps
 from CMRSynthesisLib.diffusion.model import DiffusionModel
-from CMRSynthesisLib.diffusion.networks import build_network
 from CMRSynthesisLib.diffusion.training import diffusion_loss
 from CMRSynthesisLib.io import read_volume
 from CMRSynthesisLib.io.cine import read_cine
@@ -45,6 +43,7 @@ from CMRSynthesisLib.methods.t1_from_cine import (
 )
 from CMRSynthesisLib.preprocess import LVCrop
 
+from .. import pix2pix
 from ..datasets import cached_arrays, split_cases
 from ..distributed import Context
 from ..loop import Trainer
@@ -164,21 +163,20 @@ def _batch(examples: dict[str, np.ndarray], names: tuple[str, ...], size: int, g
     return batch
 
 
-def _setup(config: dict[str, Any], variant: str, context: Context) -> tuple[dict, dict, torch.nn.Module]:
-    """(train examples, validation examples, network) of a variant's recipe."""
+def _setup(config: dict[str, Any], variant: str) -> tuple[dict, dict]:
+    """(train examples, validation examples) of a variant's recipe."""
     if config.get("variant") != variant:
         raise ValueError(f"this recipe trains variant {variant!r}; the config says {config.get('variant')!r}")
     data = config["data"]
     segmenter = CineSegmenter.load(data.get("segmenter"), "cpu")
     if data["source"] == "folders":
-        return (folder_examples("train", data, config, segmenter), folder_examples("validation", data, config, segmenter),
-                build_model(config))
+        return folder_examples("train", data, config, segmenter), folder_examples("validation", data, config, segmenter)
     if data["source"] != "phantom":
         raise ValueError(f"unknown data source {data['source']!r} for T1 from cine; use 'phantom' or 'folders'")
     cache = Path(data["cache"]) if data.get("cache") else None
     train = cached_examples("train", int(data["train_subjects"]), config, segmenter, cache)
     validation = cached_examples("validation", int(data["validation_subjects"]), config, segmenter, cache)
-    return train, validation, build_model(config)
+    return train, validation
 
 
 def _product(config: dict[str, Any], trainer: Trainer, train: dict, validation: dict) -> dict[str, Any]:
@@ -194,7 +192,8 @@ def train_diffusion(config: dict[str, Any], out: Path, context: Context, resume:
                     ) -> tuple[dict, dict]:
     """T1Diff (variant "t1diff") or its ablation ("raw_ddpm"): the epsilon loss (paper eq. 6) on the fitted T1 maps;
     validation: the same loss on validation slices at fixed timesteps and noise (one generator per validation)."""
-    train, validation, network = _setup(config, variant, context)
+    train, validation = _setup(config, variant)
+    network = build_model(config)
     model = DiffusionModel.from_config(network, config["schedule"], conditions_of(variant))
     names = tuple(condition.name for condition in conditions_of(variant))
     train_cfg = config["train"]
@@ -236,44 +235,21 @@ def train_raw_ddpm(config: dict[str, Any], out: Path, context: Context, resume: 
 
 
 def train_pix2pix(config: dict[str, Any], out: Path, context: Context, resume: bool) -> tuple[dict, dict]:
-    """pix2pix (Isola et al. 2017): U-Net generator from the raw cine phases (+ field) to tanh-scaled T1, trained
-    with lambda * L1 + the adversarial loss of a conditional PatchGAN (MONAI PatchDiscriminator, binary
-    cross-entropy on logits), lambda = config["l1_weight"] (pix2pix: 100); validation: L1 on validation slices."""
-    train, validation, generator_net = _setup(config, "pix2pix", context)
-    discriminator = build_network(config["discriminator"])
-    train_cfg = config["train"]
-    batch, l1_weight = int(train_cfg["batch_size"]), float(config["l1_weight"])
+    """pix2pix (Isola et al. 2017, `training.pix2pix`): U-Net generator from the raw cine phases (+ field) to
+    tanh-scaled T1, lambda * L1 + a conditional PatchGAN, lambda = config["l1_weight"] (pix2pix: 100); validation: L1
+    on validation slices."""
+    train, validation = _setup(config, "pix2pix")
+    batch = int(config["train"]["batch_size"])
     names = ("phases", "field")
-    trainer = Trainer.from_config({"generator": generator_net, "discriminator": discriminator}, context, out,
-                                  train_cfg)
 
-    def logits(net: torch.nn.Module, condition: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
-        return net(torch.cat([condition, image], dim=1))[-1]  # PatchDiscriminator: the last output is the logits
-
-    def step(nets: Any, generator: torch.Generator) -> dict[str, torch.Tensor]:
+    def batches(generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         arrays = _batch(train, (*names, "target"), batch, generator, context.device)
-        condition = torch.cat([arrays[name] for name in names], dim=1)
-        fake = torch.tanh(nets["generator"](condition))
-        fooled = logits(nets["discriminator"], condition, fake)
-        g_loss = (l1_weight * F.l1_loss(fake, arrays["target"])
-                  + F.binary_cross_entropy_with_logits(fooled, torch.ones_like(fooled)))
-        trainer.optimise("generator", g_loss)
-        real = logits(nets["discriminator"], condition, arrays["target"])
-        false = logits(nets["discriminator"], condition, fake.detach())
-        d_loss = 0.5 * (F.binary_cross_entropy_with_logits(real, torch.ones_like(real))
-                        + F.binary_cross_entropy_with_logits(false, torch.zeros_like(false)))
-        trainer.optimise("discriminator", d_loss)
-        return {"generator": g_loss, "discriminator": d_loss}
+        return torch.cat([arrays[name] for name in names], dim=1), arrays["target"]
 
-    def validate(nets: Any) -> dict[str, float]:
-        condition = torch.cat([torch.from_numpy(validation[name]) for name in names], dim=1).to(context.device)
-        fake = torch.tanh(nets["generator"](condition))
-        return {"validation_l1": float(F.l1_loss(fake, torch.from_numpy(validation["target"]).to(context.device)))}
-
-    if resume:
-        trainer.resume()
-    weights = trainer.fit(step, validate)["generator"]
-    return weights, {**_product(config, trainer, train, validation), "l1_weight": l1_weight}
+    held_out = (torch.cat([torch.from_numpy(validation[name]) for name in names], dim=1),
+                torch.from_numpy(validation["target"]))
+    weights, trainer = pix2pix.train_pix2pix(config, out, context, resume, batches, held_out)
+    return weights, {**_product(config, trainer, train, validation), "l1_weight": float(config["l1_weight"])}
 
 
 RECIPES = {"t1_from_cine": train_t1diff, "t1_from_cine_raw_ddpm": train_raw_ddpm,

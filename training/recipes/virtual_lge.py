@@ -32,7 +32,7 @@ from CMRSynthesisLib.diffusion.conditioning import Condition
 from CMRSynthesisLib.diffusion.latent import LatentCodec
 from CMRSynthesisLib.diffusion.model import DiffusionModel
 from CMRSynthesisLib.diffusion.networks import build_network, load_weights
-from CMRSynthesisLib.diffusion.training import diffusion_loss
+from CMRSynthesisLib.diffusion.training import denoising_step, diffusion_loss
 from CMRSynthesisLib.methods import virtual_lge_inputs
 from CMRSynthesisLib.methods.cpkdm_networks import (
     CPKDMNetwork,
@@ -41,36 +41,25 @@ from CMRSynthesisLib.methods.cpkdm_networks import (
     conditions_of,
     edge_weights,
 )
+from CMRSynthesisLib.methods.virtual_lge import LGE_PERCENTILES, lge_on_crop, lv_crop
 from CMRSynthesisLib.methods.virtual_lge_inputs import slice_inputs
 from CMRSynthesisLib.phantom import anatomy as phantom_anatomy
 from CMRSynthesisLib.phantom import contrast as phantom_contrast
 from CMRSynthesisLib.phantom import motion as phantom_motion
 from CMRSynthesisLib.phantom import study as phantom_study
-from CMRSynthesisLib.preprocess import LVCrop, percentile_normalise
 
+from .. import pix2pix
+from ..adversarial import discriminator_loss, generator_loss, patch_logits
 from ..autoencoder import train_autoencoder
 from ..datasets import cached_arrays
 from ..distributed import Context
 from ..loop import Trainer
 
 METHOD = "virtual_lge"
-LGE_PERCENTILES = (0.5, 99.5)
 # The modules whose code makes the examples (with this module's example functions, added below): their source is
 # part of the cache key, so a change to any of them renders the examples anew.
 EXAMPLE_MODULES = (virtual_lge_inputs, relaxation, curve_clustering, strain, t1fit, phantom_anatomy, phantom_motion,
                    phantom_contrast, phantom_study, preprocess)
-
-
-def lge_on_crop(image: np.ndarray, crop: LVCrop) -> np.ndarray:
-    """One LGE slice (y, x) on `crop`, scaled to [-1, 1] by its LGE_PERCENTILES: (1, S, S) float32."""
-    return (percentile_normalise(crop.extract(np.asarray(image, dtype=np.float32)), *LGE_PERCENTILES)[None] * 2.0
-            - 1.0).astype(np.float32)
-
-
-def lv_crop(blood: np.ndarray, spacing_yx: tuple[float, float], config: dict[str, Any]) -> LVCrop:
-    """The LV crop of a slice (config crop_size, pixel_mm) centred on its LV blood pool (y, x) bool at ED."""
-    rows, cols = np.nonzero(blood)
-    return LVCrop((rows.mean(), cols.mean()), spacing_yx, int(config["crop_size"]), float(config["pixel_mm"]))
 
 
 def lge_crops(split: str, subjects: int, config: dict[str, Any]) -> np.ndarray:
@@ -135,20 +124,23 @@ def train_lge_autoencoder(config: dict[str, Any], out: Path, context: Context, r
                      "pixel_mm": float(config["pixel_mm"]), "lge_percentiles": list(LGE_PERCENTILES), **product}
 
 
-def encode_lge(examples: dict[str, np.ndarray], checkpoint: Path, device: torch.device, batch: int = 32
-               ) -> tuple[torch.Tensor, dict[str, Any]]:
-    """The scaled latents (N, C, h, w) of the examples' LGE through the autoencoder checkpoint (hash-checked), and
-    that checkpoint's config."""
+def load_codec(checkpoint: Path, device: torch.device) -> tuple[LatentCodec, dict[str, Any]]:
+    """The frozen latent codec of a virtual-LGE autoencoder checkpoint (hash-checked) and that checkpoint's config.
+    ValueError for a checkpoint of another part."""
     weights, config = load_checkpoint(checkpoint, expected_method=METHOD)
     if config.get("part") != "autoencoder":
         raise ValueError(f"{checkpoint} is not a virtual-LGE autoencoder checkpoint (part {config.get('part')!r})")
-    codec = LatentCodec(load_weights(build_network(config["autoencoder"]), weights).to(device).eval(),
-                        float(config["scale_factor"]))
+    autoencoder = load_weights(build_network(config["autoencoder"]), weights).to(device).eval().requires_grad_(False)
+    return LatentCodec(autoencoder, float(config["scale_factor"])), config
+
+
+def encode_lge(examples: dict[str, np.ndarray], codec: LatentCodec, device: torch.device, batch: int = 32
+               ) -> torch.Tensor:
+    """The scaled latents (N, C, h, w) of the examples' LGE through `codec`."""
     images = torch.from_numpy(examples["lge"])
     with torch.no_grad():
-        latents = torch.cat([codec.encode(images[start:start + batch].to(device)).cpu()
-                             for start in range(0, len(images), batch)])
-    return latents, config
+        return torch.cat([codec.encode(images[start:start + batch].to(device)).cpu()
+                          for start in range(0, len(images), batch)])
 
 
 def cached_phantom_examples(split: str, subjects: int, config: dict[str, Any]) -> dict[str, np.ndarray]:
@@ -174,18 +166,25 @@ def morphology_loss(network: torch.nn.Module, curves: torch.Tensor, clusters: to
 def train_latent_diffusion(config: dict[str, Any], out: Path, context: Context, resume: bool
                            ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """KMDI's latent diffusion for config["variant"] (`cpkdm_networks.VARIANTS`) on the LGE latents of the frozen
-    autoencoder config["autoencoder_checkpoint"]: the epsilon loss (paper eq. 4) plus, with the relaxation branch,
-    config["loss"]["morphology_weight"] x `morphology_loss` (edge weight config["loss"]["edge_weight"]).
-    Validation: the epsilon loss on the validation examples at fixed draws. The paper's adversarial term on the
-    decoded x0 is not implemented yet (its weight is not read)."""
+    autoencoder config["autoencoder_checkpoint"]. Loss, per step (config["loss"]):
+
+        L = L_eps (paper eq. 4) + morphology_weight L_morp (with the relaxation branch: `morphology_loss`)
+            + adversarial_weight L_adv (from step adversarial_start on)
+
+    L_adv: the paper's discriminator on the generated images ("KMDI introduces a discriminator, aiming to distinguish
+    the final generated images from real images"): the predicted x0 of the draws with t < adversarial_max_timestep
+    (where x0 is an image, not noise) is decoded by the frozen decoder and scored by a PatchGAN (config
+    "discriminator") against the real LGE crops (`training.adversarial`); the gradient reaches the denoiser through
+    the decoder. Validation: the epsilon loss on the validation examples at fixed draws."""
     data = config["data"]
     if data.get("source") != "phantom":
         raise ValueError(f"virtual LGE trains on the phantom (data source 'phantom'); got {data.get('source')!r}")
     train = cached_phantom_examples("train", int(data["train_subjects"]), config)
     validation = cached_phantom_examples("validation", int(data["validation_subjects"]), config)
     checkpoint = Path(config["autoencoder_checkpoint"])
-    train_latents, autoencoder = encode_lge(train, checkpoint, context.device)
-    validation_latents, _ = encode_lge(validation, checkpoint, context.device)
+    codec, autoencoder = load_codec(checkpoint, context.device)
+    train_latents = encode_lge(train, codec, context.device)
+    validation_latents = encode_lge(validation, codec, context.device)
     variant, factor = config["variant"], int(config["factor"])
     network = build_cpkdm(config)
     names = conditions_of(variant)
@@ -193,30 +192,51 @@ def train_latent_diffusion(config: dict[str, Any], out: Path, context: Context, 
                                        tuple(Condition(name, "concat") for name in names))
     loss_cfg = config.get("loss", {})
     morphology_weight = float(loss_cfg.get("morphology_weight", 0.0))
+    adversarial_weight = float(loss_cfg.get("adversarial_weight", 0.0))
+    adversarial_start = int(loss_cfg.get("adversarial_start", 0))
+    adversarial_max_t = int(loss_cfg.get("adversarial_max_timestep", model.schedule.num_train_timesteps))
     train_cfg = config["train"]
     batch = int(train_cfg["batch_size"])
+    networks = {"model": network}
+    if adversarial_weight > 0:
+        networks["discriminator"] = build_network(config["discriminator"])
 
     def tensors(arrays: dict[str, np.ndarray], index: np.ndarray) -> dict[str, torch.Tensor]:
         return {key: torch.from_numpy(np.ascontiguousarray(arrays[key][index])).to(context.device)
-                for key in ("cine", "kinematics", "curves", "clusters", "covered")}
+                for key in ("cine", "kinematics", "curves", "clusters", "covered", "lge")}
 
-    def loss_fn(net: torch.nn.Module, generator: torch.Generator) -> torch.Tensor:
+    def step(nets: dict[str, torch.nn.Module], generator: torch.Generator) -> dict[str, torch.Tensor]:
+        net = nets["model"]
         index = torch.randint(0, len(train_latents), (batch,), generator=generator,
                               device=generator.device).cpu().numpy()
         arrays = tensors(train, index)
         values = condition_values(variant, arrays["cine"], arrays["kinematics"], arrays["curves"], factor)
         step_model = DiffusionModel(net, model.schedule, model.prediction_type, model.clip_x0, model.conditions)
-        loss = diffusion_loss(step_model, train_latents[index].to(context.device), conditions=values,
-                              generator=generator)
+        drawn = denoising_step(step_model, train_latents[index].to(context.device), conditions=values,
+                               generator=generator)
+        loss, logged = drawn.loss, {"epsilon": drawn.loss}
         module = getattr(net, "module", net)  # DDP wraps the network
         if morphology_weight > 0 and isinstance(module, CPKDMNetwork) and module.morphology is not None:
-            loss = loss + morphology_weight * morphology_loss(module, arrays["curves"], arrays["clusters"],
-                                                              arrays["covered"], float(loss_cfg.get("edge_weight", 4.0)))
-        return loss
+            morphology = morphology_loss(module, arrays["curves"], arrays["clusters"], arrays["covered"],
+                                         float(loss_cfg.get("edge_weight", 4.0)))
+            loss, logged["morphology"] = loss + morphology_weight * morphology, morphology
+        near = drawn.timesteps < adversarial_max_t
+        adversarial = "discriminator" in nets and trainer.step >= adversarial_start and bool(near.any())
+        if adversarial:
+            fake = codec.decode(drawn.x0[near])
+            fooled = generator_loss(patch_logits(nets["discriminator"], fake))
+            loss, logged["adversarial"] = loss + adversarial_weight * fooled, fooled
+        trainer.optimise("model", loss)
+        if adversarial:
+            logged["discriminator"] = discriminator_loss(patch_logits(nets["discriminator"], arrays["lge"][near]),
+                                                         patch_logits(nets["discriminator"], fake.detach()))
+            trainer.optimise("discriminator", logged["discriminator"])
+        return logged
 
-    def validate(net: torch.nn.Module) -> dict[str, float]:
+    def validate(nets: dict[str, torch.nn.Module]) -> dict[str, float]:
         generator = torch.Generator(device=context.device).manual_seed(1234)
-        eval_model = DiffusionModel(net, model.schedule, model.prediction_type, model.clip_x0, model.conditions)
+        eval_model = DiffusionModel(nets["model"], model.schedule, model.prediction_type, model.clip_x0,
+                                    model.conditions)
         total = 0.0
         for start in range(0, len(validation_latents), batch):
             index = np.arange(start, min(start + batch, len(validation_latents)))
@@ -226,10 +246,10 @@ def train_latent_diffusion(config: dict[str, Any], out: Path, context: Context, 
                                           generator=generator)) * len(index)
         return {"validation_loss": total / len(validation_latents)}
 
-    trainer = Trainer.from_config(network, context, out, train_cfg)
+    trainer = Trainer.from_config(networks, context, out, train_cfg)
     if resume:
         trainer.resume()
-    weights = trainer.fit(loss_fn, validate)
+    weights = trainer.fit(step, validate)["model"]
     keys = ("variant", "crop_size", "pixel_mm", "frames", "clusters", "factor", "latent_channels", "curves",
             "schedule", "denoiser", "kinematic_encoder", "morphology", "loss")
     return weights, {"method": METHOD, "part": "diffusion", **{key: config[key] for key in keys if key in config},
@@ -240,4 +260,39 @@ def train_latent_diffusion(config: dict[str, Any], out: Path, context: Context, 
                                           "world_size": context.world_size, "device": str(context.device)}}
 
 
-RECIPES = {"virtual_lge_autoencoder": train_lge_autoencoder, "virtual_lge": train_latent_diffusion}
+PIX2PIX_INPUTS = ("cine", "curves")
+
+
+def pix2pix_condition(arrays: dict[str, np.ndarray]) -> np.ndarray:
+    """The pix2pix baseline's input (N, phases + curves, S, S): the raw cine phases and the recovery curves, as the
+    pure data-driven model reads them (no kinematic or morphological encoder)."""
+    return np.concatenate([arrays[name] for name in PIX2PIX_INPUTS], axis=1).astype(np.float32)
+
+
+def train_virtual_lge_pix2pix(config: dict[str, Any], out: Path, context: Context, resume: bool
+                              ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """The pix2pix baseline of virtual LGE (`training.pix2pix`): a U-Net from the raw cine phases and recovery curves
+    on the crop straight to the LGE crop in [-1, 1], on the same examples as the diffusion variants."""
+    data = config["data"]
+    if data.get("source") != "phantom":
+        raise ValueError(f"virtual LGE trains on the phantom (data source 'phantom'); got {data.get('source')!r}")
+    train = cached_phantom_examples("train", int(data["train_subjects"]), config)
+    validation = cached_phantom_examples("validation", int(data["validation_subjects"]), config)
+    conditions, targets = torch.from_numpy(pix2pix_condition(train)), torch.from_numpy(train["lge"])
+    batch = int(config["train"]["batch_size"])
+
+    def batches(generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        index = torch.randint(0, len(targets), (batch,), generator=generator, device=generator.device).cpu()
+        return conditions[index].to(context.device), targets[index].to(context.device)
+
+    held_out = (torch.from_numpy(pix2pix_condition(validation)), torch.from_numpy(validation["lge"]))
+    weights, trainer = pix2pix.train_pix2pix(config, out, context, resume, batches, held_out)
+    keys = ("variant", "crop_size", "pixel_mm", "frames", "clusters", "curves", "generator", "l1_weight")
+    return weights, {"method": METHOD, "part": "pix2pix", **{key: config[key] for key in keys if key in config},
+                     "training_summary": {"steps": trainer.step, "train_slices": len(targets),
+                                          "validation_slices": len(held_out[1]), "best": trainer.best,
+                                          "world_size": context.world_size, "device": str(context.device)}}
+
+
+RECIPES = {"virtual_lge_autoencoder": train_lge_autoencoder, "virtual_lge": train_latent_diffusion,
+           "virtual_lge_pix2pix": train_virtual_lge_pix2pix}
