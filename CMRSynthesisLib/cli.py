@@ -170,6 +170,9 @@ def build_parser() -> argparse.ArgumentParser:
                                       help=f"held-out splits, separated by commas: {', '.join(spec.evaluation.splits)}")
         parser_of_method.add_argument("--subjects", type=int, default=spec.evaluation.subjects,
                                       help="phantom subjects per split")
+        parser_of_method.add_argument("--baselines-from", type=Path,
+                                      help="folder with the baselines' checkpoints under their shipped names (e.g. "
+                                      "another training seed's models; default: the shipped ones)")
         add_settings(parser_of_method, spec)
         parser_of_method.set_defaults(evaluate=True)
     return parser
@@ -388,7 +391,7 @@ def run_evaluate_command(spec: Any, args: argparse.Namespace, progress: Reporter
     result = evaluate(spec, args.out_dir, splits=parse_splits(args.split, spec.evaluation), subjects=args.subjects,
                       options=method_options(spec, args), checkpoint=args.checkpoint,
                       checkpoints={role.name: getattr(args, role.name) for role in spec.checkpoints[1:]},
-                      device=args.device, progress=progress)
+                      device=args.device, progress=progress, baselines_from=args.baselines_from)
     result.pop("documents")  # in metrics.json; the result keeps the summary
     return result
 

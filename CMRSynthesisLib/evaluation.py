@@ -60,7 +60,9 @@ class ModelUnavailable(CMRSynthesisError):
 class EvaluationContext:
     """What a baseline's `load` receives: the method's declaration and evaluation, the loaded method (a baseline may
     share its segmenter or config), the device asked for ("auto", "cpu", "cuda"), the other checkpoints given on the
-    command line (role name -> folder or None: shipped) and the `run` options (sampling settings, seed, options)."""
+    command line (role name -> folder or None: shipped), the `run` options (sampling settings, seed, options) and
+    where the baselines' checkpoints come from (`baselines_from`: a folder holding them under their shipped names, e.g.
+    the models of another training seed; None: the shipped ones)."""
 
     spec: MethodSpec
     evaluation: Evaluation
@@ -68,6 +70,7 @@ class EvaluationContext:
     device: str
     checkpoints: dict[str, Any]
     options: dict[str, Any]
+    baselines_from: Path | None = None
 
     def predict_with(self, model: Any) -> Callable[[EvaluationCase, Progress | None], Any]:
         """predict(case, progress) running `model` (an object loaded like the method) the way the method runs."""
@@ -88,13 +91,19 @@ def checkpoint_baseline(name: str, label: str, checkpoint: str | Path, help: str
     """A baseline that is the same method loaded from another checkpoint and run like the method (same options,
     seed and device): an ablation or a baseline network trained on the same data with the same budget.
 
-    checkpoint: the name of a shipped checkpoint (Resources/checkpoints) or a folder (Path). A checkpoint that is
-    missing or fails its hash check makes the baseline "unavailable: <why>" (the CheckpointError's message).
+    checkpoint: the name of a shipped checkpoint (Resources/checkpoints; taken from the context's `baselines_from`
+    folder instead when that is given) or a folder (Path). A checkpoint that is missing or fails its hash check makes
+    the baseline "unavailable: <why>" (the CheckpointError's message).
     """
     def load(context: EvaluationContext) -> Callable[..., Any]:
         from .checkpoints import shipped_checkpoint
 
-        folder = checkpoint if isinstance(checkpoint, Path) else shipped_checkpoint(checkpoint)
+        if isinstance(checkpoint, Path):
+            folder = checkpoint
+        elif context.baselines_from is not None:
+            folder = Path(context.baselines_from) / checkpoint
+        else:
+            folder = shipped_checkpoint(checkpoint)
         model = context.spec.load(folder, context.device, **context.checkpoints)
         return context.predict_with(model)
 
@@ -143,7 +152,7 @@ def evaluate(spec: MethodSpec, out_dir: str | Path, *, splits: Sequence[str] | N
              checkpoint: str | Path | None = None, checkpoints: dict[str, Any] | None = None, device: str = "auto",
              progress: Progress | None = None, evaluation: Evaluation | None = None,
              on_output: Callable[[EvaluationCase, str, Any], None] | None = None,
-             command: str | None = None) -> dict[str, Any]:
+             command: str | None = None, baselines_from: str | Path | None = None) -> dict[str, Any]:
     """Evaluate method `spec` on held-out phantom cases of each split against its baselines; write the results.
 
     out_dir: folder of the results (DIR/<family>/metrics.json, figure.png, table.md, DIR/table.md; see the module
@@ -153,7 +162,8 @@ def evaluate(spec: MethodSpec, out_dir: str | Path, *, splits: Sequence[str] | N
     "auto", "cpu" or "cuda". progress(fraction, message): counts cases x models; returning False cancels.
     evaluation: overrides `spec.evaluation` (e.g. the demo's with more slices per subject). on_output(case, model
     name, output): called with every output (e.g. to save volumes). command: the command line recorded in the tables
-    (default: the equivalent `cmrsynth evaluate` command).
+    (default: the equivalent `cmrsynth evaluate` command). baselines_from: a folder holding the baselines' checkpoints
+    under their shipped names (e.g. another training seed's models; None: the shipped ones).
 
     Everything is checked before the work (InputError: no evaluation, an unknown split, subjects < 1, unknown options;
     OutputError: an unwritable folder; CheckpointError: the method's own checkpoint) and nothing is written until all
@@ -177,7 +187,8 @@ def evaluate(spec: MethodSpec, out_dir: str | Path, *, splits: Sequence[str] | N
 
     report(progress, 0.0, f"loading {spec.name}")
     method = spec.load(checkpoint, device, **checkpoints)
-    context = EvaluationContext(spec, evaluation, method, device, checkpoints, settings)
+    context = EvaluationContext(spec, evaluation, method, device, checkpoints, settings,
+                                None if baselines_from is None else Path(baselines_from))
     models = _models(spec, evaluation, context)
     runnable = [model for model in models if model.predict is not None]
     cases = {}
@@ -216,7 +227,8 @@ def evaluate(spec: MethodSpec, out_dir: str | Path, *, splits: Sequence[str] | N
         documents[family] = family_document(spec, evaluation, models, family, rows, settings, method,
                                             time.time() - started, subjects, checkpoint, checkpoints)
     report(progress, 1.0, "writing metrics, figures and tables")
-    command = command or evaluate_command(spec, families, subjects, settings, checkpoint, checkpoints, device)
+    command = command or evaluate_command(spec, families, subjects, settings, checkpoint, checkpoints, device,
+                                          baselines_from)
     return _write(spec, evaluation, documents, out_dir, command)
 
 
@@ -399,7 +411,8 @@ def family_document(spec: MethodSpec, evaluation: Evaluation, models: list[_Mode
 
 
 def evaluate_command(spec: MethodSpec, families: Sequence[str], subjects: int, settings: dict[str, Any],
-                     checkpoint: Any, checkpoints: dict[str, Any], device: str) -> str:
+                     checkpoint: Any, checkpoints: dict[str, Any], device: str,
+                     baselines_from: str | Path | None = None) -> str:
     """The `cmrsynth evaluate` command line that repeats a run (options at their values; paths as given)."""
     parts = ["cmrsynth", "evaluate", spec.name, "--out-dir", "DIR", "--split", ",".join(families), "--subjects",
              str(subjects)]
@@ -412,6 +425,8 @@ def evaluate_command(spec: MethodSpec, families: Sequence[str], subjects: int, s
     for role, path in {"checkpoint": checkpoint, **checkpoints}.items():
         if path is not None:
             parts += ["--" + role.replace("_", "-"), str(path)]
+    if baselines_from is not None:
+        parts += ["--baselines-from", str(baselines_from)]
     return " ".join(parts + ["--device", device])
 
 

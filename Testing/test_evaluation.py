@@ -125,6 +125,17 @@ def test_toy_method_through_cmrsynth_evaluate(toy_evaluated, tmp_path, capsys):
     assert not list(out.rglob("*.partial"))
 
 
+def test_baselines_come_from_another_folder_when_asked(toy_evaluated, tmp_path, capsys):
+    """--baselines-from DIR: a checkpoint baseline loads DIR/<its shipped name> (another training seed's models), so
+    the baseline missing from the shipped ones runs; the recorded command repeats the option."""
+    seeds = tmp_path / "seed1"
+    (seeds / "no_such_toy_checkpoint").mkdir(parents=True)  # the toy model loads any folder
+    assert run_toy(tmp_path / "found", "--split", "test", "--subjects", "2", "--baselines-from", str(seeds)) == 0
+    document = json.loads((tmp_path / "found" / "test" / "metrics.json").read_text())
+    assert document["models"]["trained"]["error"]["n"] == 2
+    assert f"--baselines-from {seeds}" in (tmp_path / "found" / "table.md").read_text()
+
+
 def test_progress_counts_cases_times_models_and_outputs_reach_the_callback(toy_evaluated, tmp_path):
     fractions, messages, outputs = [], [], []
 

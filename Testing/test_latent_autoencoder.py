@@ -89,6 +89,12 @@ def test_the_recipe_trains_on_phantom_lge_crops_into_a_checkpoint(tmp_path):
     weights, saved = load_checkpoint(tmp_path / "ae", expected_method="virtual_lge")
     assert saved["part"] == "autoencoder" and saved["scale_factor"] > 0 and "virtual_lge_autoencoder" in saved["command"]
     load_weights(build_network(saved["autoencoder"]), weights)
+    # a second training seed of the same config: recorded in the checkpoint and its command, other weights
+    assert train(["virtual_lge_autoencoder", "--config", str(config), "--out", str(tmp_path / "ae1"), "--seed",
+                  "1"]) == 0
+    other, again = load_checkpoint(tmp_path / "ae1", expected_method="virtual_lge")
+    assert saved["train"]["seed"] == 0 and again["train"]["seed"] == 1 and again["command"].endswith("--seed 1")
+    assert not all(torch.equal(weights[key], other[key]) for key in weights)
 
 
 def test_virtual_lge_examples_of_a_phantom_subject():

@@ -32,6 +32,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--resume", action="store_true", help="continue from OUT/training_state")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
     parser.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0: torch's default)")
+    parser.add_argument("--seed", type=int, help="training seed instead of the config's train.seed (another seed of "
+                        "the same recipe: network initialisation, batches and noise; the examples stay the same)")
     args = parser.parse_args(argv)
     if args.recipe == "list":
         for name, function in recipes.items():
@@ -47,6 +49,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     config = json.loads(args.config.read_text())
+    if args.seed is not None:
+        config["train"]["seed"] = args.seed
     context = setup(args.device)
     torch.manual_seed(config["train"]["seed"])  # network initialisation: same config, same weights on every rank
     try:
