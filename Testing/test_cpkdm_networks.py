@@ -134,6 +134,33 @@ def test_cpkdm_network_through_the_diffusion_core_reads_both_branches():
     assert result.mean.shape == (1, 3, 8, 8) and torch.isfinite(result.mean).all() and result.sd.abs().sum() > 0
 
 
+def test_cpkdm_encoders_run_once_per_sampling_chain_with_the_same_numbers():
+    """Inside one chain the kinematic tokens and F_morp are computed once while the conditions stay the same; the
+    output equals the one computed afresh; a new condition computes them again; outside a chain, always."""
+    from CMRSynthesisLib.methods.cpkdm_networks import to_latent_grid
+
+    network = _cpkdm()
+    calls = {"kinematic": 0, "morphology": 0}
+    network.kinematic_encoder.register_forward_hook(lambda *_: calls.__setitem__("kinematic", calls["kinematic"] + 1))
+    network.morphology.encoder.register_forward_hook(lambda *_: calls.__setitem__("morphology",
+                                                                                  calls["morphology"] + 1))
+    cine, kinematics, curves = torch.rand(1, 4, 32, 32), torch.randn(1, 4, 4, 32, 32), torch.randn(1, 8, 32, 32)
+    conditions = torch.cat([to_latent_grid(torch.cat([cine, kinematics.flatten(1, 2)], dim=1), 4),
+                            to_latent_grid(curves, 4)], dim=1)
+    steps = torch.tensor([500])
+    first, second = (torch.cat([torch.randn(1, 3, 8, 8), conditions], dim=1) for _ in range(2))
+    with torch.no_grad():
+        fresh = network(second, steps)
+    with network.one_chain():
+        network(first, steps)
+        cached = network(second, steps)
+        changed = second.clone()
+        changed[:, 3] += 1.0  # another cine / kinematics
+        network(changed, steps)
+    assert torch.equal(cached, fresh)
+    assert calls == {"kinematic": 1 + 2, "morphology": 1 + 1}  # fresh, then twice and once inside the chain
+
+
 @pytest.mark.parametrize("kinematics, relaxation", [(False, True), (True, False)],
                          ids=["without kinematics", "without relaxation"])
 def test_cpkdm_ablations_take_only_their_branch(kinematics, relaxation):

@@ -7,6 +7,7 @@ import dataclasses
 import json
 
 import numpy as np
+import pydicom
 import pytest
 import torch
 
@@ -217,6 +218,14 @@ def test_the_command_reads_a_dicom_molli_and_writes_nothing_on_bad_input(checkpo
     assert written.array[4].any() and not written.array[3].any()
     summary = capsys.readouterr().out
     assert "MOLLI" in summary and "transmurality_by_segment" in summary
+    pacs = tmp_path / "pacs"
+    assert main(["virtual-lge", "--cine", str(cine_path), "--molli", str(molli_dir), "--out", str(pacs), "--format",
+                 "dicom", "--slices", "5", *common]) == 0
+    datasets = [pydicom.dcmread(path) for path in sorted(pacs.rglob("*.dcm"))]
+    assert len(datasets) == cine.spatial_shape[0]
+    assert all("SYNTHETIC" in dataset.ImageType and dataset.SeriesDescription.startswith("SYNTHETIC")
+               and "virtual_lge" in dataset.DerivationDescription for dataset in datasets)
+    capsys.readouterr()
     short = write_cine(cine.with_array(cine.array[:3].copy(), trigger_times_ms=cine.metadata["trigger_times_ms"][:3]),
                        tmp_path / "short.nii.gz")
     bad_out = tmp_path / "bad.nii.gz"

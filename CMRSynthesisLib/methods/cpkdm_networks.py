@@ -20,8 +20,13 @@ H and W divisible by `downsample`, the latent grid being (H / downsample, W / do
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 import torch
 from torch import nn
+
+from ..diffusion.chain_cache import ChainCache
 
 # The per-frame kinematic inputs, in channel order: Green-Lagrange strains (fractions) and the paper's eq. 2
 # projected displacements (mm) from `analysis.strain.slice_kinematics`.
@@ -158,6 +163,14 @@ class CPKDMNetwork(nn.Module):
                              f"by {factor}: they must agree")
         self.denoiser, self.kinematic_encoder, self.morphology = denoiser, kinematic_encoder, morphology
         self.latent_channels, self.factor, self.frames, self.curves = latent_channels, factor, frames, curves
+        self._kinematic_cache, self._morphology_cache = ChainCache(), ChainCache()
+
+    @contextlib.contextmanager
+    def one_chain(self) -> Iterator[None]:
+        """The scope of one sampling chain with fixed weights and no gradients: the kinematic tokens and F_morp are
+        computed once while the conditions stay the same (`diffusion.chain_cache`)."""
+        with self._kinematic_cache.one_chain(), self._morphology_cache.one_chain():
+            yield
 
     @property
     def motion_channels(self) -> int:
@@ -189,10 +202,13 @@ class CPKDMNetwork(nn.Module):
                              "conditions as 'concat'")
         z_t, motion, curves = self.split(x)
         if curves is not None:
-            z_t = torch.cat([z_t, self.morphology.encode(curves)], dim=1)
+            z_t = torch.cat([z_t, self._morphology_cache.features(curves, lambda: self.morphology.encode(curves))],
+                            dim=1)
         if motion is None:
             return self.denoiser(z_t, timesteps)
-        return self.denoiser(z_t, timesteps, context=self.kinematic_encoder(*motion))
+        key = x[:, self.latent_channels:self.latent_channels + self.motion_channels]  # cine and kinematics
+        tokens = self._kinematic_cache.features(key, lambda: self.kinematic_encoder(*motion))
+        return self.denoiser(z_t, timesteps, context=tokens)
 
 
 VARIANTS = ("cpkdm", "no_kinematics", "no_relaxation", "pure_data_driven")

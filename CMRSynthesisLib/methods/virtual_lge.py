@@ -24,6 +24,8 @@ data-driven latent diffusion, and pix2pix (a U-Net from the raw cine phases and 
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 from pathlib import Path
 from typing import Any
 
@@ -49,7 +51,7 @@ from ..slice_matching import match_slices, onto_reference_slices
 from ..slice_runner import run_slices
 from ..volume import Volume
 from .cine_segmentation import LABEL_VALUES, CineSegmenter
-from .cpkdm_networks import KINEMATIC_CHANNELS, VARIANTS, build_cpkdm, condition_values, conditions_of
+from .cpkdm_networks import KINEMATIC_CHANNELS, VARIANTS, CPKDMNetwork, build_cpkdm, condition_values, conditions_of
 from .registry import (
     CheckpointRole,
     Column,
@@ -133,6 +135,7 @@ class VirtualLGE:
             raise CheckpointError(f"the virtual-LGE checkpoint config lacks {', '.join(missing)}")
         self.config, self.segmenter, self.device, self.codec = config, segmenter, device, codec
         self.variant = config["variant"]
+        self._segmented: tuple[str, np.ndarray] | None = None
         self.network = network.to(device).eval()
         self.model = None if self.variant == "pix2pix" else DiffusionModel.from_config(
             self.network, {**config["schedule"], "clip_sample": False},
@@ -214,7 +217,7 @@ class VirtualLGE:
             sampler, self.model.schedule.num_train_timesteps - 1, self.model.schedule.num_train_timesteps, ddim_steps)
 
         report(progress, 0.0, "segmenting the cine")
-        labels = self.segmenter.segment(cine).array
+        labels = self._segment(cine)
         ed_auto, es_auto = ed_es_frames(blood_pool_volumes_ml(labels, cine.spacing))
         ed = ed_auto if ed is None else ed
         es = es_auto if es is None else es
@@ -298,6 +301,15 @@ class VirtualLGE:
                     strain["circumferential_strain"], units="1", quantity="circumferential_strain",
                     description=f"circumferential Green-Lagrange strain at ES (frame {es})")}
 
+    def _segment(self, cine: Volume) -> np.ndarray:
+        """The segmenter's labels (t, z, y, x) of `cine`, remembered for the last cine segmented (the same voxels on
+        the same grid: one slice after another of a stack, as the evaluation and a user choosing slices run it)."""
+        key = hashlib.sha256(np.ascontiguousarray(cine.array).tobytes()).hexdigest() + repr(
+            (cine.spacing, cine.origin, cine.direction))
+        if self._segmented is None or self._segmented[0] != key:
+            self._segmented = (key, self.segmenter.segment(cine).array)
+        return self._segmented[1]
+
     @staticmethod
     def _transmurality(cine: Volume, labels_ed: np.ndarray, scar: np.ndarray, work: list[int]) -> dict[str, Any]:
         """The virtual scar's extent per AHA segment (`analysis.transmurality`) over the synthesised slices, anchored
@@ -343,9 +355,11 @@ class VirtualLGE:
         factor = int(self.config["factor"])
         conditions = condition_values(self.variant, tensors["cine"], tensors["kinematics"], tensors["curves"], factor)
         size = int(self.config["crop_size"]) // factor
-        result = sample(self.model, pairs, shape=(1, int(self.config["latent_channels"]), size, size), start="noise",
-                        conditions=conditions, sampler=sampler, eta=eta, samples=samples, generator=[generator],
-                        progress=progress, decode=self.codec.decode)
+        chain = self.network.one_chain() if isinstance(self.network, CPKDMNetwork) else contextlib.nullcontext()
+        with chain:
+            result = sample(self.model, pairs, shape=(1, int(self.config["latent_channels"]), size, size),
+                            start="noise", conditions=conditions, sampler=sampler, eta=eta, samples=samples,
+                            generator=[generator], progress=progress, decode=self.codec.decode)
         return result.mean[0, 0].clamp(-1.0, 1.0).cpu().numpy(), result.sd[0, 0].cpu().numpy()
 
 
