@@ -28,8 +28,8 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check CMRSynthesis CMRSynthesisLib training Testing benchmarks
 
 # Re-train the shipped demo checkpoints (2-core CPU: segmenter about 5 minutes, enhancer about 40, cine segmenter
-# about 20, the three T1-from-cine models 30-70 each for 4,800 steps after 7 minutes of rendering) and refresh the
-# manifest.
+# about 20, the three T1-from-cine models 30-70 each for 4,800 steps after 7 minutes of rendering, the virtual-LGE
+# autoencoder about 17 and its five models 10-45 each after 14 minutes of rendering) and refresh the manifest.
 checkpoints: $(STAMP)
 	$(PY) -m training scar_enhancement_segmenter --config training/configs/scar_segmenter_demo.json --out Resources/checkpoints/scar_enhancement_segmenter
 	$(PY) -m training scar_enhancement --config training/configs/scar_enhancement_demo.json --out Resources/checkpoints/scar_enhancement
@@ -37,6 +37,12 @@ checkpoints: $(STAMP)
 	$(PY) -m training t1_from_cine --config training/configs/t1_from_cine_demo.json --out Resources/checkpoints/t1_from_cine
 	$(PY) -m training t1_from_cine_raw_ddpm --config training/configs/t1_from_cine_raw_ddpm_demo.json --out Resources/checkpoints/t1_from_cine_raw_ddpm
 	$(PY) -m training t1_from_cine_pix2pix --config training/configs/t1_from_cine_pix2pix_demo.json --out Resources/checkpoints/t1_from_cine_pix2pix
+	$(PY) -m training virtual_lge_autoencoder --config training/configs/virtual_lge_autoencoder_demo.json --out Resources/checkpoints/virtual_lge_autoencoder
+	$(PY) -m training virtual_lge --config training/configs/virtual_lge_demo.json --out Resources/checkpoints/virtual_lge
+	$(PY) -m training virtual_lge --config training/configs/virtual_lge_no_kinematics_demo.json --out Resources/checkpoints/virtual_lge_no_kinematics
+	$(PY) -m training virtual_lge --config training/configs/virtual_lge_no_relaxation_demo.json --out Resources/checkpoints/virtual_lge_no_relaxation
+	$(PY) -m training virtual_lge --config training/configs/virtual_lge_pure_data_driven_demo.json --out Resources/checkpoints/virtual_lge_pure_data_driven
+	$(PY) -m training virtual_lge_pix2pix --config training/configs/virtual_lge_pix2pix_demo.json --out Resources/checkpoints/virtual_lge_pix2pix
 	$(PY) -m training manifest Resources/checkpoints
 
 clean:

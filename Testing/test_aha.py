@@ -406,3 +406,26 @@ def test_display_conventions():
     low, high = display.window("strain", values)
     assert -0.2 < low < -0.19 and 0.19 < high < 0.2 and display.display_for("strain", "1").units == "1"
     assert display.format_value("ecv", 27.345) == "27.3" and display.format_value("t1_post", 456.6) == "457"
+
+
+def test_scar_extent_per_segment_is_graded_and_counts_only_where_looked():
+    """A transmural scar over half of the anterior segments' arc of the mid slices: those segments hold about 50 %
+    extent (grade 26-50 %), the others 0 (grade 0); looking only at one mid slice leaves the basal and apical segments
+    missing and keeps the mid extents (the segments stay those of the whole stack)."""
+    from CMRSynthesisLib.analysis.transmurality import GRADE_LABELS, segment_scar_extent
+
+    stack = ring_stack()
+    segmentation = aha_segments(stack["myocardium"], blood_pool=stack["blood"], rv=stack["rv"])
+    labels = segmentation.labels.array
+    mid = sorted(z for z, level in segmentation.levels.items() if level == "mid")
+    scar = np.zeros(labels.shape, bool)
+    scar[mid] = labels[mid] == 7  # mid anterior, whole segment
+    scar &= (stack["psi"] > 0) & (stack["psi"] < 180)  # half of it: the part towards the septum
+    rows = {row["segment"]: row for row in segment_scar_extent(segmentation, scar)}
+    assert 35.0 < rows[7]["mean"] < 65.0 and rows[7]["grade_label"] in GRADE_LABELS[2:4]
+    assert all(rows[segment]["mean"] == 0.0 and rows[segment]["grade"] == 0 for segment in rows if segment != 7)
+    within = np.zeros(labels.shape, bool)
+    within[mid[0]] = True
+    looked = {row["segment"]: row for row in segment_scar_extent(segmentation, scar, within=within)}
+    assert all(looked[segment]["missing"] for segment in list(range(1, 7)) + list(range(13, 17)))
+    assert looked[7]["mean"] == pytest.approx(100.0 * scar[mid[0]][labels[mid[0]] == 7].mean())

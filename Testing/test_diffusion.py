@@ -233,6 +233,9 @@ def test_timestep_grids():
     assert ddpm_timesteps(3) == [(3, 2), (2, 1), (1, 0), (0, CLEAN)]
     assert ddim_timesteps(250, 20, 1000) == [(250 - 12 * i, 238 - 12 * i) for i in range(20)]  # ends above 0
     assert ddim_timesteps(999, 25, 1000)[-1] == (39, CLEAN) and len(ddim_timesteps(999, 25, 1000)) == 25
+    for steps in (50, 100):  # from pure noise with steps dividing T: the chain reaches the clean image
+        pairs = ddim_timesteps(999, steps, 1000)
+        assert len(pairs) == steps and pairs[-1] == (1000 // steps - 1, CLEAN)
     assert ddim_timesteps(7, 3, 1000) == [(7, 5), (5, 3), (3, 1)]
     assert ddim_timesteps(30, 50, 1000) == ddpm_timesteps(30)
     with pytest.raises(InputError, match="start step"):

@@ -105,9 +105,9 @@ def test_each_variant_synthesises_on_the_cine_grid(checkpoints, study, variant):
     assert np.all((lge.array >= 0) & (lge.array <= 1)) and (lge.array > 0).any()
     assert lge.array[:, 0, 0].max() == 0.0  # outside the crops: no value
     settings = lge.metadata["synthesis"]
-    assert settings["variant"] == variant and settings["slices"] == [0, 1, 2]
+    assert settings["variant"] == variant and settings["slices"] == [1, 2, 3]  # counted from 1, as --slices
     assert "8 images per slice" in settings["molli_scheme"]
-    assert set(settings["crops"]) == {"0", "1", "2"}
+    assert set(settings["crops"]) == {"1", "2", "3"}
     assert (sd.array.max() > 0.0) == (variant != "pix2pix")
     assert set(np.unique(scar.array)) <= {0, 1}
     assert np.all(lge.array[scar.array > 0] > settings["scar_threshold"])
@@ -155,7 +155,7 @@ def test_a_molli_at_other_positions_or_from_another_frame_of_reference_is_refuse
 def test_a_molli_covering_part_of_the_stack_synthesises_the_covered_slices_and_says_so(checkpoints, study):
     shifted = dataclasses.replace(study["molli"], images=_moved(study["molli"].images, study["cine"].spacing[2]))
     lge = _load(checkpoints, "cpkdm").run({**study, "molli": shifted}, samples=1, ddim_steps=2)["lge"]
-    assert lge.metadata["synthesis"]["slices"] == [1, 2] and not lge.array[0].any()
+    assert lge.metadata["synthesis"]["slices"] == [2, 3] and not lge.array[0].any()
     assert any("have no slice of the MOLLI images" in note for note in lge.metadata["synthesis"]["notes"])
 
 
@@ -166,7 +166,7 @@ def test_a_molli_on_another_in_plane_grid_is_resampled_onto_the_cine(checkpoints
                     dict(images.metadata))
     molli = dataclasses.replace(study["molli"], images=coarse)
     lge = _load(checkpoints, "no_kinematics").run({**study, "molli": molli}, samples=1, ddim_steps=2)["lge"]
-    assert lge.metadata["synthesis"]["slices"] == [0, 1, 2]
+    assert lge.metadata["synthesis"]["slices"] == [1, 2, 3]
     assert any("resampled in-plane" in note for note in lge.metadata["synthesis"]["notes"])
 
 

@@ -25,13 +25,17 @@ def transmurality_grade(extent_percent: float) -> int:
     return 1 + min(3, int(np.ceil(extent_percent / 25.0)) - 1)
 
 
-def segment_scar_extent(segmentation: AhaSegmentation, scar: np.ndarray | Volume) -> list[dict]:
+def segment_scar_extent(segmentation: AhaSegmentation, scar: np.ndarray | Volume,
+                        within: np.ndarray | Volume | None = None) -> list[dict]:
     """16 rows (`aha.segment_statistics` of the scar mask in %): "mean" the segment's scar extent (%), plus "grade"
     (0-4, None where the segment is missing) and "grade_label" (GRADE_LABELS). scar: (z, y, x) bool or 0/1 on the
-    segmentation's grid. InputError as `segment_statistics` (another grid)."""
+    segmentation's grid; within: where the scar was looked for (e.g. the slices synthesised; None: everywhere), so
+    segments are placed on the whole stack and a segment with no voxel there is missing. InputError as
+    `segment_statistics` (another grid)."""
     labels = segmentation.labels
     mask = labels.mask_on_grid(scar, "the scar mask", "the AHA segmentation", allow_empty=True)
-    rows = segment_statistics(segmentation, labels.with_array(100.0 * mask.astype(np.float32), units="%"))
+    rows = segment_statistics(segmentation, labels.with_array(100.0 * mask.astype(np.float32), units="%"),
+                              mask=within)
     for row in rows:
         grade = None if row["missing"] else transmurality_grade(row["mean"])
         row.update(grade=grade, grade_label=None if grade is None else GRADE_LABELS[grade])

@@ -49,11 +49,13 @@ def ddim_timesteps(start: int, steps: int, num_train_timesteps: int) -> list[tup
     """At most `steps` pairs from `start` on a regular grid: t_i = start - i s while t_i >= 0, each paired with
     t_i - s (CLEAN when below 0).
 
-    The stride s = T // (T // (start // steps)) (at least 1) is T / n for an integer n: the spacing of an n-step DDIM
-    over the whole chain (Song et al. 2021, sec. 4.2), as MONAI's DDIMScheduler steps. So the chain may stop above
-    t = 0 when start is not a multiple of s: e.g. start 250, 20 steps: s = 12, t = 250, 238, ..., 22, ending at 10.
+    The stride s = T // (T // ((start + 1) // steps)) (at least 1; start + 1 timesteps 0..start are to be covered)
+    is T / n for an integer n: the spacing of an n-step DDIM over the whole chain (Song et al. 2021, sec. 4.2), as
+    MONAI's DDIMScheduler steps. A chain from pure noise (start T - 1) with n dividing T so reaches the clean image:
+    T = 1000, 50 steps: s = 20, t = 999, 979, ..., 19, then clean. A partial chain may stop above t = 0 when start is
+    not a multiple of s: e.g. start 250, 20 steps: s = 12, t = 250, 238, ..., 22, ending at 10.
     """
-    wanted = max(1, start // steps)
+    wanted = max(1, (start + 1) // steps)
     stride = num_train_timesteps // (num_train_timesteps // wanted)
     return [(t, max(t - stride, CLEAN)) for t in range(start, -1, -stride)[:steps]]
 

@@ -181,7 +181,8 @@ class VirtualLGE:
         steps with noise level `ddim_eta`; "ddpm": every step). Returns "lge" (float32 in [0, 1] on the cine's
         spatial grid, 0 outside the crops), "lge_sd" (SD of the k samples), "scar" (uint8 mask: virtual scar in the
         ED myocardium), "radial_strain" and "circumferential_strain" (Green-Lagrange, fraction, at ES, in the ED
-        myocardium). Settings, the MOLLI scheme read and the crops are in lge.metadata["synthesis"].
+        myocardium). Settings, the MOLLI scheme read, the slices synthesised and their crops (by slice number counted from 1,
+        as `slices` takes them) are in lge.metadata["synthesis"].
 
         InputError for a missing or malformed input, fewer than MIN_CINE_FRAMES frames, ED = ES, a frame or slice out
         of range, no LV, or a MOLLI fit that fails in most of the myocardium; GeometryError when the cine and the
@@ -279,9 +280,9 @@ class VirtualLGE:
                            {key: cine.metadata[key] for key in ("source_files", "frame_of_reference_uid")
                             if key in cine.metadata})
         settings = {"method": METHOD, "variant": self.variant, "ed_frame": int(ed), "es_frame": int(es),
-                    "samples": samples, "seed": seed, "sampler": sampler, "slices": work,
+                    "samples": samples, "seed": seed, "sampler": sampler, "slices": [z + 1 for z in work],
                     "scar_threshold": float(scar_threshold), "molli_scheme": relaxation.scheme,
-                    "crops": {str(z): crops[z] for z in sorted(crops)},
+                    "crops": {str(z + 1): crops[z] for z in sorted(crops)},
                     "transmurality": self._transmurality(cine, labels[ed], scar, work),
                     "checkpoint": self.config.get("description", "")}
         if sampler == "ddim":
@@ -312,9 +313,10 @@ class VirtualLGE:
 
     @staticmethod
     def _transmurality(cine: Volume, labels_ed: np.ndarray, scar: np.ndarray, work: list[int]) -> dict[str, Any]:
-        """The virtual scar's extent per AHA segment (`analysis.transmurality`) over the synthesised slices, anchored
-        at the segmenter's RV: {"segments": rows} or {"unavailable": why} (e.g. too few slices for the AHA levels,
-        no RV to find the septum)."""
+        """The virtual scar's extent per AHA segment (`analysis.transmurality`): segments placed on the segmenter's
+        whole ED myocardium (levels from the whole stack, anchored at its RV), the extent over the synthesised slices
+        (segments without one are missing): {"segments": rows} or {"unavailable": why} (e.g. no RV to find the
+        septum)."""
         from ..analysis.aha import aha_segments
         from ..analysis.transmurality import segment_scar_extent
 
@@ -322,11 +324,10 @@ class VirtualLGE:
         only[work] = True
         grid = Volume(np.zeros(labels_ed.shape, np.uint8), cine.spacing, cine.origin, cine.direction)
         try:
-            segments = aha_segments(grid.with_array(((labels_ed == LABEL_VALUES["lv_myocardium"]) & only)
-                                                    .astype(np.uint8)),
-                                    blood_pool=(labels_ed == LABEL_VALUES["lv_blood"]) & only,
+            segments = aha_segments(grid.with_array((labels_ed == LABEL_VALUES["lv_myocardium"]).astype(np.uint8)),
+                                    blood_pool=labels_ed == LABEL_VALUES["lv_blood"],
                                     rv=labels_ed == LABEL_VALUES["rv_blood"], allow_missing=True)
-            return {"segments": segment_scar_extent(segments, scar.astype(bool))}
+            return {"segments": segment_scar_extent(segments, scar.astype(bool), within=only)}
         except InputError as error:
             return {"unavailable": str(error)}
 
@@ -401,8 +402,8 @@ def evaluation_cases(split: str, subjects: int, method: Any) -> list[EvaluationC
     cine (drawn without infarct contrast: the infarct shows only in its motion and native T1) and native MOLLI
     (`run` synthesises the case's slice only, seeded by its position as in any stack); reference the true LGE of the
     slice; context the true ED myocardium (scar included) and scar of the slice. Fact "threshold_rule_dice": the
-    Dice of the true LGE under the method's scar rule on the crop of the true LV (SCAR_THRESHOLD inside the true
-    myocardium): the ceiling of that rule, what a perfect synthesis would score."""
+    Dice of the true LGE under the method's scar rule (the default SCAR_THRESHOLD inside the true myocardium, on the
+    crop of the true LV): the ceiling of that rule, what a perfect synthesis would score."""
     from .. import phantom
 
     cases = []
@@ -416,9 +417,11 @@ def evaluation_cases(split: str, subjects: int, method: Any) -> list[EvaluationC
             if not (myocardium.any() and masks["blood"][z].any()):
                 continue
             crop = lv_crop(masks["blood"][z], (cine.spacing[1], cine.spacing[0]), method.config)
-            truth = (lge_on_crop(study["lge"].array[z], crop)[0] + 1.0) / 2.0
-            ceiling = scar_dice(truth > SCAR_THRESHOLD, crop.extract(myocardium.astype(np.float32)) > 0.5,
-                                crop.extract(masks["scar"][z].astype(np.float32)) > 0.5)
+            image = study["lge"].array[z].astype(np.float32)
+            low, high = np.percentile(crop.extract(image), LGE_PERCENTILES)
+            inside = crop.paste(np.ones((crop.size, crop.size), np.float32), image.shape) > 0.999
+            ceiling = scar_dice(((image - low) / max(high - low, 1e-6) > SCAR_THRESHOLD) & inside, myocardium,
+                                masks["scar"][z] & inside)
             cases.append(EvaluationCase(subject=subject_id, family=split, inputs={"cine": cine, "molli": molli},
                                         reference=study["lge"].array[z], slice=z,
                                         context={"myocardium": myocardium, "scar": masks["scar"][z]},
@@ -435,39 +438,45 @@ def _predict(method: VirtualLGE, case: EvaluationCase, options: dict[str, Any], 
 REGION_MARGIN_MM = 5.0  # chosen: the infarct region is the scar's bounding box grown by this much
 
 
-def _crop_pair(output: Volume, reference: np.ndarray, case: EvaluationCase) -> tuple[np.ndarray, np.ndarray, LVCrop]:
-    """(virtual, true) LGE of the case's slice on the crop the method used, both in [0, 1] (the true LGE scaled by its
-    own LGE_PERCENTILES on that crop, as in training)."""
-    found = output.metadata["synthesis"]["crops"][str(case.slice)]
+def _grid_pair(output: Volume, reference: np.ndarray, case: EvaluationCase) -> tuple[np.ndarray, np.ndarray,
+                                                                                      tuple[slice, slice]]:
+    """(virtual, true) LGE of the case's slice on the cine's grid, and the box of the crop the method used there
+    (the pixels wholly inside it): the virtual LGE as the user gets it (pasted once from the crop), the true LGE
+    scaled to [0, 1] by the LGE_PERCENTILES of that crop, as in training, and not resampled."""
+    found = output.metadata["synthesis"]["crops"][str(case.slice + 1)]
     crop = LVCrop(found["centre_rc"], (output.spacing[1], output.spacing[0]), found["size"], found["pixel_mm"])
-    return (crop.extract(output.array[case.slice]),
-            (lge_on_crop(reference, crop)[0] + 1.0) / 2.0, crop)
+    made = output.array[case.slice].astype(np.float64)
+    inside = crop.paste(np.ones((crop.size, crop.size), np.float32), made.shape) > 0.999
+    rows, cols = np.nonzero(inside)
+    box = (slice(rows.min(), rows.max() + 1), slice(cols.min(), cols.max() + 1))
+    low, high = np.percentile(crop.extract(np.asarray(reference, np.float32)), LGE_PERCENTILES)
+    truth = np.clip((np.asarray(reference, np.float64) - low) / max(high - low, 1e-6), 0.0, 1.0)
+    return made, truth, box
 
 
 def image_metrics(output: Volume, reference: np.ndarray, case: EvaluationCase) -> dict[str, float | None]:
-    """Paper Table 1 on the crop (2 pixels of border left out: the re-sampled edge): SSIM, PSNR (data range 1),
-    MSE, LPIPS (None where unavailable); region-level SSIM and PSNR on the infarct region (the true scar's bounding box grown by REGION_MARGIN_MM,
-    at least 7 x 7 pixels; None without scar); the Dice of the virtual scar (virtual LGE > the run's threshold inside
-    the true myocardium) against the true scar (None when both are empty)."""
+    """Paper Table 1 over the crop's box on the cine's grid (`_grid_pair`): SSIM, PSNR (data range 1), MSE, LPIPS
+    (None where unavailable); region-level SSIM and PSNR on the infarct region (the true scar's bounding box grown by
+    REGION_MARGIN_MM, at least 7 x 7 pixels, inside the crop's box; None without scar); the Dice of the virtual scar
+    (virtual LGE > the run's threshold inside the true myocardium) against the true scar (None when both are empty)."""
     from ..metrics import lpips_distance, mse, psnr, ssim
 
-    made, truth, crop = _crop_pair(output, reference, case)
-    inner = (slice(2, -2), slice(2, -2))
-    pair = truth[inner].astype(np.float64), made[inner].astype(np.float64)
+    made, truth, box = _grid_pair(output, reference, case)
+    pair = truth[box], made[box]
     metrics: dict[str, float | None] = {"ssim": ssim(*pair, 1.0), "psnr": psnr(*pair, 1.0), "mse": mse(*pair),
                                         "lpips": lpips_distance(*pair, 1.0)}
-    scar = crop.extract(case.context["scar"].astype(np.float32)) > 0.5
-    myocardium = crop.extract(case.context["myocardium"].astype(np.float32)) > 0.5
+    scar, myocardium = case.context["scar"], case.context["myocardium"]
     metrics["region_ssim"] = metrics["region_psnr"] = None
-    if scar.any():
-        rows, cols = np.nonzero(scar)
-        grow = int(np.ceil(REGION_MARGIN_MM / crop.pixel_mm))
-        low_r, high_r = _span(rows.min() - grow, rows.max() + grow + 1, 7, scar.shape[0])
-        low_c, high_c = _span(cols.min() - grow, cols.max() + grow + 1, 7, scar.shape[1])
-        box = (slice(low_r, high_r), slice(low_c, high_c))
-        metrics["region_ssim"] = ssim(truth[box].astype(np.float64), made[box].astype(np.float64), 1.0)
-        metrics["region_psnr"] = psnr(truth[box].astype(np.float64), made[box].astype(np.float64), 1.0)
-    metrics["scar_dice"] = scar_dice(made > float(output.metadata["synthesis"]["scar_threshold"]), myocardium, scar)
+    if scar[box].any():
+        rows, cols = np.nonzero(scar[box])
+        grow = [int(np.ceil(REGION_MARGIN_MM / spacing)) for spacing in (output.spacing[1], output.spacing[0])]
+        low_r, high_r = _span(rows.min() - grow[0], rows.max() + grow[0] + 1, 7, pair[0].shape[0])
+        low_c, high_c = _span(cols.min() - grow[1], cols.max() + grow[1] + 1, 7, pair[0].shape[1])
+        region = (slice(low_r, high_r), slice(low_c, high_c))
+        metrics["region_ssim"] = ssim(pair[0][region], pair[1][region], 1.0)
+        metrics["region_psnr"] = psnr(pair[0][region], pair[1][region], 1.0)
+    threshold = float(output.metadata["synthesis"]["scar_threshold"])
+    metrics["scar_dice"] = scar_dice(made[box] > threshold, myocardium[box], scar[box])
     return metrics
 
 
