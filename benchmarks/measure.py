@@ -24,3 +24,53 @@ def peak_mb(call: Callable[[], Any]) -> float:
         return tracemalloc.get_traced_memory()[1] / 2**20
     finally:
         tracemalloc.stop()
+
+
+def machine_facts() -> dict[str, Any]:
+    """The machine a benchmark ran on: platform, CPUs, torch version and threads, the load average at the end (a
+    shared machine's wall times include waiting for a core) and the process's peak RSS (MiB)."""
+    import os
+    import platform
+    import resource
+
+    import torch
+
+    return {"platform": platform.platform(), "cpus": os.cpu_count(), "torch": torch.__version__,
+            "torch_threads": torch.get_num_threads(),
+            "load_average_1_5_15_min_at_end": [round(v, 2) for v in os.getloadavg()],
+            "process_peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0}
+
+
+def per_slice_rows(settings: dict[str, dict[str, Any]], run: Callable[[dict[str, Any]], Any],
+                   slices_of: Callable[[Any], int], repeats: int) -> dict[str, dict[str, Any]]:
+    """For each named setting (`run` keywords): an untimed warm-up call of run(options), then the median wall and CPU
+    seconds per slice of `repeats` timed calls (slices_of(result): how many slices a call made) and the peak MiB
+    allocated during one traced call. All settings are timed in one run, so their ratios see one machine load."""
+    import statistics
+
+    rows = {}
+    for name, options in settings.items():
+        def call(options: dict[str, Any] = options) -> Any:
+            return run(options)
+
+        call()  # warm-up
+        runs = [timed(call) for _ in range(repeats)]
+        made = slices_of(runs[0][0])
+        peak = peak_mb(call)
+        wall, cpu = (statistics.median(result[index] for result in runs) / made for index in (1, 2))
+        rows[name] = {"seconds_per_slice": wall, "cpu_seconds_per_slice": cpu, "slices": made,
+                      "peak_allocated_mb": peak, **options}
+    return rows
+
+
+def write_report(path: Any, report: dict[str, Any], rows: dict[str, dict[str, Any]]) -> None:
+    """Write the report as JSON (atomically) and print one line per timed setting."""
+    import json
+
+    from CMRSynthesisLib.io import atomic_write_bytes
+
+    atomic_write_bytes(path, (json.dumps(report, indent=2) + "\n").encode())
+    for name, row in rows.items():
+        print(f"{name}: {row['seconds_per_slice']:.2f} s/slice (CPU {row['cpu_seconds_per_slice']:.2f} s), "
+              f"peak {row['peak_allocated_mb']:.0f} MiB")
+    print(f"-> {path}")

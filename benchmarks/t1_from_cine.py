@@ -14,18 +14,12 @@ on this CPU (judged for each step count: the method's default of 100 steps is sl
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
-import resource
 from pathlib import Path
 
 import numpy as np
-import torch
-from measure import peak_mb, timed
+from measure import machine_facts, per_slice_rows, write_report
 
 from CMRSynthesisLib import phantom
-from CMRSynthesisLib.io import atomic_write_bytes
 from CMRSynthesisLib.methods import load_method
 from CMRSynthesisLib.volume import Volume
 
@@ -53,37 +47,21 @@ def main() -> None:
     settings = {f"ddim_{steps}": {"sampler": "ddim", "ddim_steps": int(steps), "ddim_eta": 1.0}
                 for steps in args.ddim_steps.split(",")}
     settings["ddpm"] = {"sampler": "ddpm"}
-    rows = {}
-    for name, options in settings.items():
-        def call(options: dict = options) -> dict:
-            return method.run({"cine": cine}, samples=args.samples, seed=0, **options)
-
-        call()  # warm-up
-        runs = [timed(call) for _ in range(args.repeats)]
-        mapped = len(runs[0][0]["t1"].metadata["synthesis"]["slices"])
-        peak = peak_mb(call)
-        wall, cpu = (float(np.median([run[index] for run in runs])) / mapped for index in (1, 2))
-        rows[name] = {"seconds_per_slice": wall, "cpu_seconds_per_slice": cpu, "slices": mapped,
-                      "peak_allocated_mb": peak, **options}
+    rows = per_slice_rows(settings, lambda options: method.run({"cine": cine}, samples=args.samples, seed=0,
+                                                               **options),
+                          lambda outputs: len(outputs["t1"].metadata["synthesis"]["slices"]), args.repeats)
     report = {
         "settings": {"slices": args.slices, "samples": args.samples, "repeats": args.repeats,
                      "matrix": list(cine.spatial_shape[1:]), "frames": int(cine.array.shape[0]),
                      "device": str(method.device)},
-        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "torch": torch.__version__,
-                    "torch_threads": torch.get_num_threads(),
-                    "load_average_1_5_15_min_at_end": [round(v, 2) for v in os.getloadavg()],
-                    "process_peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0},
+        "machine": machine_facts(),
         **rows,
         **{f"ddpm_over_{name}": rows["ddpm"]["seconds_per_slice"] / row["seconds_per_slice"]
            for name, row in rows.items() if name != "ddpm"},
         "ddim_target_seconds_per_slice": 2.0,
         **{f"{name}_target_met": row["seconds_per_slice"] < 2.0 for name, row in rows.items() if name != "ddpm"},
     }
-    atomic_write_bytes(args.out, (json.dumps(report, indent=2) + "\n").encode())
-    for name, row in rows.items():
-        print(f"{name}: {row['seconds_per_slice']:.2f} s/slice (CPU {row['cpu_seconds_per_slice']:.2f} s), "
-              f"peak {row['peak_allocated_mb']:.0f} MiB")
-    print(f"-> {args.out}")
+    write_report(args.out, report, rows)
 
 
 if __name__ == "__main__":

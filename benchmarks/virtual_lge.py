@@ -16,18 +16,11 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
-import os
-import platform
-import resource
 from pathlib import Path
 
-import numpy as np
-import torch
-from measure import peak_mb, timed
+from measure import machine_facts, per_slice_rows, write_report
 
 from CMRSynthesisLib import phantom
-from CMRSynthesisLib.io import atomic_write_bytes
 from CMRSynthesisLib.methods import get_spec, load_method
 
 TARGET_SECONDS_PER_SLICE = 5.0
@@ -58,38 +51,22 @@ def main() -> None:
     default = get_spec("virtual_lge").sampling
     settings = {f"ddim_{steps}": {"sampler": "ddim", "ddim_steps": int(steps), "ddim_eta": default.ddim_eta}
                 for steps in args.ddim_steps.split(",")}
-    rows = {}
-    for name, options in settings.items():
-        def call(options: dict = options) -> dict:
-            return method.run(study["inputs"], samples=args.samples, seed=0, slices=study["slices"], **options)
-
-        call()  # warm-up
-        runs = [timed(call) for _ in range(args.repeats)]
-        made = len(runs[0][0]["lge"].metadata["synthesis"]["slices"])
-        peak = peak_mb(call)
-        wall, cpu = (float(np.median([run[index] for run in runs])) / made for index in (1, 2))
-        rows[name] = {"seconds_per_slice": wall, "cpu_seconds_per_slice": cpu, "slices": made,
-                      "peak_allocated_mb": peak, **options}
+    rows = per_slice_rows(settings, lambda options: method.run(study["inputs"], samples=args.samples, seed=0,
+                                                               slices=study["slices"], **options),
+                          lambda outputs: len(outputs["lge"].metadata["synthesis"]["slices"]), args.repeats)
     cine = study["inputs"]["cine"]
     report = {
         "settings": {"slices": study["slices"], "samples": args.samples, "repeats": args.repeats,
                      "matrix": list(cine.spatial_shape[1:]), "frames": int(cine.array.shape[0]),
                      "molli_images_per_slice": int(study["inputs"]["molli"].images.array.shape[0]),
                      "device": str(method.device), "default_sampler": dataclasses.asdict(default)},
-        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "torch": torch.__version__,
-                    "torch_threads": torch.get_num_threads(),
-                    "load_average_1_5_15_min_at_end": [round(v, 2) for v in os.getloadavg()],
-                    "process_peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0},
+        "machine": machine_facts(),
         **rows,
         "target_seconds_per_slice": TARGET_SECONDS_PER_SLICE,
         **{f"{name}_target_met": row["seconds_per_slice"] < TARGET_SECONDS_PER_SLICE for name, row in rows.items()},
         "paper_gpu_seconds_per_image": 0.24,
     }
-    atomic_write_bytes(args.out, (json.dumps(report, indent=2) + "\n").encode())
-    for name, row in rows.items():
-        print(f"{name}: {row['seconds_per_slice']:.2f} s/slice (CPU {row['cpu_seconds_per_slice']:.2f} s), "
-              f"peak {row['peak_allocated_mb']:.0f} MiB")
-    print(f"-> {args.out}")
+    write_report(args.out, report, rows)
 
 
 if __name__ == "__main__":
