@@ -519,8 +519,13 @@ def test_every_shipped_config_builds_its_networks(path):
     if config.get("variant") in CPKDM_VARIANTS:
         network = build_cpkdm(config)
         morphology = config["morphology"]["channels"] if config["variant"] in ("cpkdm", "no_kinematics") else 0
-        assert config["denoiser"]["args"]["in_channels"] == config["latent_channels"] + morphology
+        raw = ((config["frames"] + config["curves"]) * config["factor"] ** 2
+               if config["variant"] == "pure_data_driven" else 0)  # raw phases and curves, pixel-unshuffled
+        assert config["denoiser"]["args"]["in_channels"] == config["latent_channels"] + morphology + raw
         assert isinstance(network, torch.nn.Module)
+    elif path.name.startswith("virtual_lge_pix2pix"):
+        assert config["generator"]["args"]["in_channels"] == config["frames"] + config["curves"]
+        assert config["discriminator"]["args"]["in_channels"] == config["frames"] + config["curves"] + 1
     elif "variant" in config:
         build_model(config)
         if config["variant"] in ("t1diff", "raw_ddpm"):
