@@ -28,8 +28,9 @@ def _add_option(parser: argparse.ArgumentParser, option: Option) -> None:
         parser.add_argument(_flag(option.name), action=argparse.BooleanOptionalAction, default=bool(option.default),
                             help=option.help)
         return
+    shown = "" if option.default is None else " (default: %(default)s)"
     parser.add_argument(_flag(option.name), type=option.type, default=option.default, choices=option.choices,
-                        help=option.help)
+                        help=option.help + shown)
 
 
 def add_method_command(commands: Any, spec: MethodSpec) -> argparse.ArgumentParser:
@@ -38,7 +39,7 @@ def add_method_command(commands: Any, spec: MethodSpec) -> argparse.ArgumentPars
     for role in spec.inputs:
         parser.add_argument(_flag(role.name), type=Path, required=role.required, help=role.help)
     main, *others = spec.outputs
-    parser.add_argument("--out", type=Path, required=True, help=f"{main.help}: a .nii.gz, .nii or .nrrd file, or "
+    parser.add_argument("--out", type=Path, required=True, help=f"{main.help}: a .nii.gz, .nii, .nrrd or .mha file, or "
                         "with --format dicom a new folder")
     for role in others:
         parser.add_argument(_flag(f"{role.name}_out"), type=Path, help=f"also write: {role.help}")
@@ -66,14 +67,16 @@ def add_settings(parser: argparse.ArgumentParser, spec: MethodSpec) -> None:
         if sampling.steps is not None:
             parser.add_argument("--steps", type=int, default=sampling.steps, help=sampling.steps_help)
         parser.add_argument("--samples", type=int, default=sampling.samples,
-                            help="k samples, run as one batch: their mean is the result, their SD the uncertainty")
+                            help="k samples, run as one batch: their mean is the result, their SD the uncertainty "
+                            "(default: %(default)s)")
         parser.add_argument("--sampler", choices=("ddpm", "ddim"), default=sampling.sampler,
-                            help="ddpm: every step; ddim: a faster coarse grid")
+                            help="ddpm: every step; ddim: a faster coarse grid (default: %(default)s)")
         parser.add_argument("--ddim-steps", type=int, default=sampling.ddim_steps, help="DDIM steps (with --sampler "
-                            "ddim)")
+                            "ddim; default: %(default)s)")
         parser.add_argument("--ddim-eta", type=float, default=sampling.ddim_eta, help="DDIM noise level in [0, 1] "
-                            "(with --sampler ddim): 0 deterministic, 1 as much noise as DDPM")
-        parser.add_argument("--seed", type=int, default=0, help="random seed: same seed, same result, per slice")
+                            "(with --sampler ddim): 0 deterministic, 1 as much noise as DDPM (default: %(default)s)")
+        parser.add_argument("--seed", type=int, default=0, help="random seed: same seed, same result, per slice "
+                            "(default: %(default)s)")
     for role in spec.checkpoints:
         parser.add_argument(_flag(role.name), type=Path, help=f"{role.help} (default: the shipped demo model "
                             f"{role.shipped})")
@@ -237,6 +240,6 @@ def _write_dicom(spec: MethodSpec, args: argparse.Namespace, inputs: dict[str, A
         grid = getattr(inputs[roles[name].grid], "metadata", {})
         source = [path for path in grid.get("source_files") or [] if not itk_suffix(path)]
         write_output(outputs[name], folder, fmt="dicom", method=spec.name, checkpoint=checkpoint,
-                     synthetic=roles[name].kind in ("image", "map", "sd"), source=source,
+                     synthetic=roles[name].is_synthetic, source=source,
                      description=f"{spec.title}: {roles[name].name}", protected=protected)
     return {name: str(folder.resolve()) for name, folder in paths.items()}

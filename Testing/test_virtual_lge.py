@@ -132,6 +132,8 @@ def test_slice_selections_are_parsed_and_refused_when_out_of_range():
         parse_slices("2-4", 3)
     with pytest.raises(InputError, match="comma-separated"):
         parse_slices("two", 3)
+    with pytest.raises(InputError, match="from low to high"):
+        parse_slices("3-2", 3)
 
 
 def _moved(volume: Volume, millimetres: float) -> Volume:
@@ -219,12 +221,16 @@ def test_the_command_reads_a_dicom_molli_and_writes_nothing_on_bad_input(checkpo
     summary = capsys.readouterr().out
     assert "MOLLI" in summary and "transmurality_by_segment" in summary
     pacs = tmp_path / "pacs"
-    assert main(["virtual-lge", "--cine", str(cine_path), "--molli", str(molli_dir), "--out", str(pacs), "--format",
-                 "dicom", "--slices", "5", *common]) == 0
-    datasets = [pydicom.dcmread(path) for path in sorted(pacs.rglob("*.dcm"))]
-    assert len(datasets) == cine.spatial_shape[0]
-    assert all("SYNTHETIC" in dataset.ImageType and dataset.SeriesDescription.startswith("SYNTHETIC")
-               and "virtual_lge" in dataset.DerivationDescription for dataset in datasets)
+    assert main(["virtual-lge", "--cine", str(cine_path), "--molli", str(molli_dir), "--out", str(pacs / "lge"),
+                 "--scar-out", str(pacs / "scar"), "--radial-strain-out", str(pacs / "strain"), "--format", "dicom",
+                 "--slices", "5", *common]) == 0
+    series = {name: [pydicom.dcmread(path) for path in sorted((pacs / name).rglob("*.dcm"))]
+              for name in ("lge", "scar", "strain")}
+    assert len(series["lge"]) == cine.spatial_shape[0]
+    for name, synthetic in (("lge", True), ("scar", True), ("strain", False)):  # strain is tracked, not synthesised
+        assert all(("SYNTHETIC" in dataset.ImageType) == synthetic
+                   and dataset.SeriesDescription.startswith("SYNTHETIC") == synthetic for dataset in series[name])
+    assert all("virtual_lge" in dataset.DerivationDescription for dataset in series["lge"])
     capsys.readouterr()
     short = write_cine(cine.with_array(cine.array[:3].copy(), trigger_times_ms=cine.metadata["trigger_times_ms"][:3]),
                        tmp_path / "short.nii.gz")

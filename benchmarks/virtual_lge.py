@@ -1,5 +1,5 @@
-"""Virtual LGE (CPKDM) speed and memory per slice with the shipped checkpoints, on phantom test subject 0's cine and
-native MOLLI (its middle `--slices` slices), for the default sampler (DDIM 50 steps, eta 1, k = 3) and the others
+"""Virtual LGE (CPKDM) speed and memory per slice with the shipped checkpoints, on the first phantom test subject's cine
+and native MOLLI (its middle `--slices` slices), for the default sampler (DDIM 50 steps, eta 1, k = 3) and the others
 asked for.
 
 Times are wall and CPU seconds of whole `run` calls (the cine segmentation, the MOLLI fit of the matched slices, the
@@ -27,7 +27,7 @@ TARGET_SECONDS_PER_SLICE = 5.0
 
 
 def study_slices(count: int) -> dict:
-    """The cine (no infarct contrast) and native MOLLI of phantom test subject 0, and the middle `count` cine slices
+    """The cine (no infarct contrast) and native MOLLI of the first phantom test subject, and the middle `count` slices
     (counted from 1, as `--slices` takes them)."""
     subject = phantom.make_subject(phantom.subject_ids("test", 1)[0])
     cine, _ = phantom.render_cine(subject, infarct_contrast=False)

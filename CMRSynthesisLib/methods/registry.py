@@ -74,7 +74,9 @@ class OutputRole:
     """One output of a method: its key in the dict `run` returns; the first output of a method is its main result
     (`--out`), the others are written on request (--<name>-out). `grid`: the input role whose grid it lies on;
     `frames`: True when it keeps the time axis of a cine on that grid (a cine in, a cine out; else 3D);
-    `quantity`: the display quantity of a map (see `CMRSynthesisLib.display`), None for none."""
+    `quantity`: the display quantity of a map (see `CMRSynthesisLib.display`), None for none; `synthetic`: whether a
+    DICOM export marks it SYNTHETIC (made by the generative model) or only DERIVED (computed from acquired images),
+    None: by kind (images, maps and SDs synthetic, labels and masks derived)."""
 
     name: str
     kind: str
@@ -82,6 +84,12 @@ class OutputRole:
     grid: str
     frames: bool = False
     quantity: str | None = None
+    synthetic: bool | None = None
+
+    @property
+    def is_synthetic(self) -> bool:
+        """Marked SYNTHETIC in a DICOM export (`synthetic`, or by kind)."""
+        return self.kind in ("image", "map", "sd") if self.synthetic is None else self.synthetic
 
     def __post_init__(self) -> None:
         _check_name(self.name, "output role")

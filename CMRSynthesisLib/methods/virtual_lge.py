@@ -100,7 +100,10 @@ def parse_slices(text: str | None, count: int) -> list[int] | None:
         except ValueError:
             raise InputError(f"slices must be numbers from 1 or ranges such as 3-5, comma-separated; got {text!r}"
                              ) from None
-        if len(bounds) > 2 or not 1 <= first <= last <= count:
+        if len(bounds) > 2 or first > last:
+            raise InputError(f"slice selection {part.strip()!r} is not a slice number or a range from low to high "
+                             "(e.g. 3-5)")
+        if not 1 <= first <= last <= count:
             raise InputError(f"slice selection {part.strip()!r} is not within 1-{count} (the cine has {count} slices)")
         chosen.update(range(first - 1, last))
     return sorted(chosen)
@@ -539,11 +542,13 @@ SPEC = MethodSpec(
                       "--ti), at the cine's slice positions")),
     outputs=(OutputRole("lge", "image", "virtual LGE (normalised intensity 0-1) at ED on the cine's grid", grid="cine"),
              OutputRole("lge_sd", "sd", "per-voxel SD of the k samples", grid="cine"),
-             OutputRole("scar", "mask", "virtual scar: ED myocardium above the scar threshold", grid="cine"),
-             OutputRole("radial_strain", "map", "radial Green-Lagrange strain at ES (fraction)", grid="cine",
-                        quantity="radial_strain"),
-             OutputRole("circumferential_strain", "map", "circumferential Green-Lagrange strain at ES (fraction)",
-                        grid="cine", quantity="circumferential_strain")),
+             OutputRole("scar", "mask", "virtual scar: ED myocardium above the scar threshold", grid="cine",
+                        synthetic=True),
+             OutputRole("radial_strain", "map", "radial Green-Lagrange strain at ES (fraction; tracked on the cine, "
+                        "not synthesised)", grid="cine", quantity="radial_strain", synthetic=False),
+             OutputRole("circumferential_strain", "map", "circumferential Green-Lagrange strain at ES (fraction; "
+                        "tracked on the cine, not synthesised)", grid="cine", quantity="circumferential_strain",
+                        synthetic=False)),
     checkpoints=(CheckpointRole("checkpoint", "virtual-LGE checkpoint folder", SHIPPED_CHECKPOINT),
                  CheckpointRole("autoencoder", "LGE autoencoder checkpoint folder (the one the model was trained on)",
                                 SHIPPED_AUTOENCODER),
