@@ -5,6 +5,7 @@ written. The transmurality grades readers use."""
 
 import dataclasses
 import json
+import types
 
 import numpy as np
 import pydicom
@@ -246,3 +247,35 @@ def test_the_registry_knows_the_method_and_its_shipped_models():
     spec = get_spec("virtual_lge")
     assert method and spec.command == "virtual-lge" and [role.kind for role in spec.inputs] == ["cine", "molli"]
     assert {role.shipped for role in spec.checkpoints} == {"virtual_lge", "virtual_lge_autoencoder", "cine_segmenter"}
+
+
+def test_the_metrics_score_a_perfect_synthesis_perfectly_and_a_flat_one_poorly():
+    """image_metrics on the cine's grid: the true LGE scaled as the targets are, placed in the crop, scores SSIM 1,
+    MSE 0 and the threshold rule's own Dice (the case's ceiling); a flat grey image scores far lower."""
+    from CMRSynthesisLib.methods.virtual_lge import (
+        crop_box,
+        evaluation_cases,
+        image_metrics,
+        lv_crop,
+        scaled_by_crop,
+    )
+
+    method = types.SimpleNamespace(config={"crop_size": 64, "pixel_mm": 1.8})
+    case = next(c for c in evaluation_cases("test", 1, method) if c.facts["scar_pixels"] > 20)
+    cine = case.inputs["cine"]
+    spacing_yx = (cine.spacing[1], cine.spacing[0])
+    blood = phantom.lge_study(case.subject)["masks"]["blood"][case.slice]
+    crop = lv_crop(blood, spacing_yx, method.config)
+    box = crop_box(crop, case.reference.shape)
+    array = np.zeros(cine.spatial_shape, np.float32)
+    array[case.slice][box] = scaled_by_crop(case.reference, crop)[box]
+    settings = {"crops": {str(case.slice + 1): {"centre_rc": list(crop.centre), "size": crop.size,
+                                                "pixel_mm": crop.pixel_mm}}, "scar_threshold": 0.5}
+    output = Volume(array, cine.spacing, cine.origin, cine.direction, {"synthesis": settings})
+    perfect = image_metrics(output, case.reference, case)
+    assert perfect["ssim"] == pytest.approx(1.0) and perfect["mse"] == pytest.approx(0.0)
+    assert perfect["region_ssim"] == pytest.approx(1.0)
+    assert perfect["scar_dice"] == pytest.approx(case.facts["threshold_rule_dice"])
+    flat = output.with_array(np.where(array > 0, 0.5, 0.0).astype(np.float32))
+    poor = image_metrics(flat, case.reference, case)
+    assert poor["ssim"] < 0.5 and poor["mse"] > 0.01 and poor["psnr"] < perfect["psnr"]

@@ -87,6 +87,20 @@ def lv_crop(blood: np.ndarray, spacing_yx: tuple[float, float], config: dict[str
     return LVCrop((rows.mean(), cols.mean()), spacing_yx, int(config["crop_size"]), float(config["pixel_mm"]))
 
 
+def scaled_by_crop(image: np.ndarray, crop: LVCrop) -> np.ndarray:
+    """A whole LGE slice (y, x) scaled to [0, 1] by the LGE_PERCENTILES of its crop, as the model's targets are
+    (`lge_on_crop`, mapped to [0, 1]) but on the slice's own pixels: float64 (y, x)."""
+    image = np.asarray(image, dtype=np.float64)
+    low, high = np.percentile(crop.extract(image.astype(np.float32)), LGE_PERCENTILES)
+    return np.clip((image - low) / max(high - low, 1e-6), 0.0, 1.0)
+
+
+def crop_box(crop: LVCrop, shape_yx: tuple[int, int]) -> tuple[slice, slice]:
+    """The box of the slice's pixels wholly inside `crop` (where a pasted crop has values)."""
+    rows, cols = np.nonzero(crop.paste(np.ones((crop.size, crop.size), np.float32), shape_yx) > 0.999)
+    return slice(rows.min(), rows.max() + 1), slice(cols.min(), cols.max() + 1)
+
+
 def parse_slices(text: str | None, count: int) -> list[int] | None:
     """Slice numbers counted from 1 ("3", "2,4", "3-5,7") -> 0-based indices, sorted; None for None or empty.
     InputError for anything else or a number outside 1..count."""
@@ -420,11 +434,9 @@ def evaluation_cases(split: str, subjects: int, method: Any) -> list[EvaluationC
             if not (myocardium.any() and masks["blood"][z].any()):
                 continue
             crop = lv_crop(masks["blood"][z], (cine.spacing[1], cine.spacing[0]), method.config)
-            image = study["lge"].array[z].astype(np.float32)
-            low, high = np.percentile(crop.extract(image), LGE_PERCENTILES)
-            inside = crop.paste(np.ones((crop.size, crop.size), np.float32), image.shape) > 0.999
-            ceiling = scar_dice(((image - low) / max(high - low, 1e-6) > SCAR_THRESHOLD) & inside, myocardium,
-                                masks["scar"][z] & inside)
+            box = crop_box(crop, myocardium.shape)
+            truth = scaled_by_crop(study["lge"].array[z], crop)
+            ceiling = scar_dice(truth[box] > SCAR_THRESHOLD, myocardium[box], masks["scar"][z][box])
             cases.append(EvaluationCase(subject=subject_id, family=split, inputs={"cine": cine, "molli": molli},
                                         reference=study["lge"].array[z], slice=z,
                                         context={"myocardium": myocardium, "scar": masks["scar"][z]},
@@ -449,12 +461,7 @@ def _grid_pair(output: Volume, reference: np.ndarray, case: EvaluationCase) -> t
     found = output.metadata["synthesis"]["crops"][str(case.slice + 1)]
     crop = LVCrop(found["centre_rc"], (output.spacing[1], output.spacing[0]), found["size"], found["pixel_mm"])
     made = output.array[case.slice].astype(np.float64)
-    inside = crop.paste(np.ones((crop.size, crop.size), np.float32), made.shape) > 0.999
-    rows, cols = np.nonzero(inside)
-    box = (slice(rows.min(), rows.max() + 1), slice(cols.min(), cols.max() + 1))
-    low, high = np.percentile(crop.extract(np.asarray(reference, np.float32)), LGE_PERCENTILES)
-    truth = np.clip((np.asarray(reference, np.float64) - low) / max(high - low, 1e-6), 0.0, 1.0)
-    return made, truth, box
+    return made, scaled_by_crop(reference, crop), crop_box(crop, made.shape)
 
 
 def image_metrics(output: Volume, reference: np.ndarray, case: EvaluationCase) -> dict[str, float | None]:
