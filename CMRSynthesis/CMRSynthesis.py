@@ -735,8 +735,9 @@ def methodTask(spec: MethodSpec) -> TaskRow:
             spec, _methodInputs(spec, parameters), parameters.methodTexts(spec), parameters.molliChoice()),
         command=lambda parameters, workdir: _methodCommand(spec, parameters, workdir),
         importer=lambda run, result, outcome: _importMethodResults(spec, run, result, outcome),
-        reference=lambda parameters: _methodInputs(spec, parameters).get(spec.main_output.grid),
-        sourceName=lambda parameters: _inputName(spec, parameters, spec.main_output.grid),
+        reference=lambda parameters: _gridInput(spec, _methodInputs(spec, parameters)),
+        sourceName=lambda parameters: _inputName(spec, parameters, spec.main_output.grid_input(
+            _methodInputs(spec, parameters))),
         inputs=lambda parameters: _methodInputs(spec, parameters),
         help=f"{spec.help}. Method: {spec.paper}.", method=spec, outputLabel=resultLabel)
 
@@ -907,6 +908,11 @@ class CMRSynthesisLogic(ScriptedLoadableModuleLogic):
 
 
 # ---- method tasks: made from the declaration (method_tasks) ------------------------------------------------------
+
+
+def _gridInput(spec: MethodSpec, nodes: dict):
+    """The input node the method's main result lies on (the first of its declared grids that is set)."""
+    return nodes.get(spec.main_output.grid_input(nodes))
 
 
 def _methodInputs(spec: MethodSpec, parameters: CMRSynthesisParameterNode) -> dict:

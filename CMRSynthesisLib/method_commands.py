@@ -125,7 +125,7 @@ def cine_shaped(spec: MethodSpec, inputs: dict[str, Any], names: Any) -> set[str
     """The outputs among `names` written as cines: those declared `frames` whose grid input is 4D."""
     roles = {role.name: role for role in spec.outputs}
     return {name for name in names if roles[name].frames
-            and getattr(getattr(inputs[roles[name].grid], "array", None), "ndim", 0) == 4}
+            and getattr(getattr(inputs[roles[name].grid_input(inputs)], "array", None), "ndim", 0) == 4}
 
 
 def check_outputs(paths: dict[str, Path], framed: set[str], protected: list[Path]) -> None:
@@ -237,7 +237,7 @@ def _write_dicom(spec: MethodSpec, args: argparse.Namespace, inputs: dict[str, A
     roles = {role.name: role for role in spec.outputs}
     checkpoint = str(args.checkpoint) if args.checkpoint else f"shipped {spec.checkpoints[0].shipped}"
     for name, folder in paths.items():
-        grid = getattr(inputs[roles[name].grid], "metadata", {})
+        grid = getattr(inputs[roles[name].grid_input(inputs)], "metadata", {})
         source = [path for path in grid.get("source_files") or [] if not itk_suffix(path)]
         write_output(outputs[name], folder, fmt="dicom", method=spec.name, checkpoint=checkpoint,
                      synthetic=roles[name].is_synthetic, source=source,

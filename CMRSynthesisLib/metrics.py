@@ -21,6 +21,7 @@ from scipy import ndimage
 from skimage import metrics as skmetrics
 
 from .errors import InputError
+from .preprocess import LVCrop
 
 LPIPS_BACKBONE = "AlexNet_Weights.IMAGENET1K_V1"  # torchvision weights the `lpips` package uses for net="alex"
 LPIPS_MIN_SIZE = 64  # crops are upsampled to at least this many pixels a side: AlexNet's pooling needs >= 31
@@ -68,6 +69,21 @@ def roi_bounding_box(roi: np.ndarray, min_size: int = 16) -> tuple[slice, slice]
         start = min(max(start, 0), size - length)
         enlarged.append(slice(start, start + length))
     return enlarged[0], enlarged[1]
+
+
+def scaled_by_crop(image: np.ndarray, crop: LVCrop, percentiles: tuple[float, float] = (0.5, 99.5)) -> np.ndarray:
+    """A whole slice (y, x) scaled to [0, 1] by the `percentiles` of its pixels on `crop`, as a method normalises its
+    crop for its model (e.g. `percentile_normalise` of the crop) but on the slice's own pixels (not resampled), so a
+    synthesis pasted back onto the slice is compared with the truth on one scale: float64 (y, x)."""
+    image = np.asarray(image, dtype=np.float64)
+    low, high = np.percentile(crop.extract(image.astype(np.float32)), percentiles)
+    return np.clip((image - low) / max(high - low, 1e-6), 0.0, 1.0)
+
+
+def crop_box(crop: LVCrop, shape_yx: tuple[int, int]) -> tuple[slice, slice]:
+    """The box of the slice's pixels (y, x) wholly inside `crop` (where a pasted crop has values)."""
+    rows, cols = np.nonzero(crop.paste(np.ones((crop.size, crop.size), np.float32), shape_yx) > 0.999)
+    return slice(rows.min(), rows.max() + 1), slice(cols.min(), cols.max() + 1)
 
 
 def mse(a: np.ndarray, b: np.ndarray) -> float:

@@ -597,7 +597,7 @@ def add_method_outputs(scene, outputs: Sequence, volumes: Mapping[str, Volume], 
     for role in outputs:
         if role.name not in volumes:
             continue
-        volume, grid = volumes[role.name], inputs.get(role.grid)
+        volume, grid = volumes[role.name], inputs.get(role.grid_input(inputs))
         name = f"{grid.GetName() if grid is not None else source_name} {role.name}"
         if grid is not None:
             source = grid.GetNthDataNode(0) if grid.IsA("vtkMRMLSequenceNode") else grid
@@ -619,7 +619,7 @@ def add_method_outputs(scene, outputs: Sequence, volumes: Mapping[str, Volume], 
                 show_quantity(scene, display, role.quantity)
     images = [shown[role.name] for role in outputs if role.name in shown and role.kind not in ("labels", "mask")]
     labels = [shown[role.name] for role in outputs if role.name in shown and role.kind in ("labels", "mask")]
-    background = _shown_node(scene, inputs.get(outputs[0].grid))
+    background = _shown_node(scene, inputs.get(outputs[0].grid_input(inputs)))
     if background is None and images:
         background, images = images[0], images[1:]
     if background is not None:

@@ -19,6 +19,7 @@ from typing import TypeVar
 import torch
 
 from .device import slice_generator
+from .errors import InputError
 from .progress import Progress, report
 
 Result = TypeVar("Result")
@@ -49,3 +50,25 @@ def run_slices(keys: Sequence[int], work: SliceWork, *, seed: int, device: torch
         results.append(work(index, slice_generator(seed, int(key), device), slice_progress))
     report(progress, end, f"{count} slice{'s' if count != 1 else ''} done")
     return results
+
+
+def parse_slices(text: str | None, count: int) -> list[int] | None:
+    """Slice numbers counted from 1 ("3", "2,4", "3-5,7") -> 0-based indices, sorted; None for None or empty.
+    InputError for anything else or a number outside 1..count."""
+    if text is None or not str(text).strip():
+        return None
+    chosen: set[int] = set()
+    for part in str(text).split(","):
+        bounds = part.strip().split("-")
+        try:
+            first, last = int(bounds[0]), int(bounds[-1])
+        except ValueError:
+            raise InputError(f"slices must be numbers from 1 or ranges such as 3-5, comma-separated; got {text!r}"
+                             ) from None
+        if len(bounds) > 2 or first > last:
+            raise InputError(f"slice selection {part.strip()!r} is not a slice number or a range from low to high "
+                             "(e.g. 3-5)")
+        if not 1 <= first <= last <= count:
+            raise InputError(f"slice selection {part.strip()!r} is not within 1-{count} (the cine has {count} slices)")
+        chosen.update(range(first - 1, last))
+    return sorted(chosen)

@@ -21,7 +21,8 @@ from CMRSynthesisLib.errors import CheckpointError, GeometryError, InputError
 from CMRSynthesisLib.io import read_volume, write_cine
 from CMRSynthesisLib.io.cine import read_cine
 from CMRSynthesisLib.methods import load_method
-from CMRSynthesisLib.methods.virtual_lge import VirtualLGE, build_model, parse_slices
+from CMRSynthesisLib.methods.virtual_lge import VirtualLGE, build_model
+from CMRSynthesisLib.slice_runner import parse_slices
 from CMRSynthesisLib.volume import Volume
 
 FRAMES, CROP, FACTOR, LATENT = 4, 32, 2, 2

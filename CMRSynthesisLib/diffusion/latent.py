@@ -9,12 +9,14 @@ DiffusionModel must not clip predicted x0 (clip_sample false).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from monai.networks.nets import AutoencoderKL
 
-from ..errors import InputError
+from ..errors import CheckpointError, InputError
 
 POOLS = {2: F.max_pool2d, 3: F.max_pool3d}
 
@@ -67,3 +69,26 @@ def downsample_mask(mask: torch.Tensor, latent_shape: Sequence[int]) -> torch.Te
                          "be an integer multiple of it")
     factor = tuple(size // small for size, small in zip(spatial, latent))
     return POOLS[len(spatial)]((mask > 0).to(torch.float32), kernel_size=factor)
+
+
+def load_codec(folder: Path, method: str, device: torch.device,
+               trained_with: tuple[Path, dict[str, Any]] | None = None) -> tuple[LatentCodec, dict[str, Any]]:
+    """The frozen codec of an autoencoder checkpoint folder of `method` (hash-checked; its config "part" must be
+    "autoencoder"), on `device`, and the checkpoint's config. trained_with: (folder, config) of the latent diffusion model that will use it: its
+    config's autoencoder.weights_sha256, when recorded, must be this autoencoder's (a model decodes only the latents
+    it was trained on). CheckpointError otherwise."""
+    from ..checkpoints import load_checkpoint
+    from .networks import build_network, load_weights
+
+    weights, config = load_checkpoint(folder, expected_method=method)
+    if config.get("part") != "autoencoder":
+        raise CheckpointError(f"{folder} is not a {method} autoencoder (part {config.get('part')!r})")
+    if trained_with is not None:
+        model_folder, model_config = trained_with
+        expected = model_config.get("autoencoder", {}).get("weights_sha256")
+        if expected and config.get("weights_sha256") != expected:
+            raise CheckpointError(f"{model_folder} was trained on the latents of another autoencoder (weights sha256 "
+                                  f"{expected[:12]}...) than {folder} ({str(config.get('weights_sha256'))[:12]}...): "
+                                  "give the autoencoder it was trained with")
+    network = load_weights(build_network(config["autoencoder"]), weights).to(device).eval().requires_grad_(False)
+    return LatentCodec(network, float(config["scale_factor"])), config

@@ -21,11 +21,14 @@ from .prediction import prediction_target, x0_and_noise
 @dataclasses.dataclass(frozen=True)
 class DenoisingStep:
     """One training draw of `denoising_step`: the loss (0-dim), the clean image the network's output implies
-    (B, C, *spatial; unclipped, carrying gradients) and the timesteps drawn (B,)."""
+    (B, C, *spatial; unclipped, carrying gradients), the timesteps drawn (B,) and the error of the network's output
+    against its target (B, C, *spatial; times the mask when there is one), for losses weighted otherwise (e.g. a
+    heat map)."""
 
     loss: torch.Tensor
     x0: torch.Tensor
     timesteps: torch.Tensor
+    error: torch.Tensor
 
 
 def diffusion_loss(
@@ -80,6 +83,6 @@ def denoising_step(
     predicted, _ = x0_and_noise(output, x_t, abar, model.prediction_type)
     error = output - prediction_target(x0, noise, abar, model.prediction_type)
     if mask is None:
-        return DenoisingStep(error.pow(2).mean(), predicted, timesteps)
+        return DenoisingStep(error.pow(2).mean(), predicted, timesteps, error)
     error = error * mask
-    return DenoisingStep(error.pow(2).sum() / mask.expand_as(error).sum().clamp(min=1), predicted, timesteps)
+    return DenoisingStep(error.pow(2).sum() / mask.expand_as(error).sum().clamp(min=1), predicted, timesteps, error)

@@ -72,7 +72,8 @@ class InputRole:
 @dataclasses.dataclass(frozen=True)
 class OutputRole:
     """One output of a method: its key in the dict `run` returns; the first output of a method is its main result
-    (`--out`), the others are written on request (--<name>-out). `grid`: the input role whose grid it lies on;
+    (`--out`), the others are written on request (--<name>-out). `grid`: the input role whose grid it lies on, or
+    several input roles: the first of them that is given (`grid_input`; e.g. a method of optional inputs);
     `frames`: True when it keeps the time axis of a cine on that grid (a cine in, a cine out; else 3D);
     `quantity`: the display quantity of a map (see `CMRSynthesisLib.display`), None for none; `synthetic`: whether a
     DICOM export marks it SYNTHETIC (made by the generative model) or only DERIVED (computed from acquired images),
@@ -81,10 +82,19 @@ class OutputRole:
     name: str
     kind: str
     help: str
-    grid: str
+    grid: str | tuple[str, ...]
     frames: bool = False
     quantity: str | None = None
     synthetic: bool | None = None
+
+    @property
+    def grids(self) -> tuple[str, ...]:
+        """The input roles it may lie on, in order of preference."""
+        return (self.grid,) if isinstance(self.grid, str) else tuple(self.grid)
+
+    def grid_input(self, inputs: dict[str, Any]) -> str:
+        """The input role (a key of `inputs`) it lies on: the first of `grids` given (not None), else the first."""
+        return next((name for name in self.grids if inputs.get(name) is not None), self.grids[0])
 
     @property
     def is_synthetic(self) -> bool:
@@ -318,8 +328,10 @@ class MethodSpec:
             raise ValueError(f"method {self.name!r}: its first checkpoint role must be 'checkpoint' (its own model)")
         inputs = [role.name for role in self.inputs]
         for output in self.outputs:
-            if output.grid not in inputs:
-                raise ValueError(f"method {self.name!r}: output {output.name!r} lies on unknown input {output.grid!r}")
+            unknown = [grid for grid in output.grids if grid not in inputs]
+            if unknown or not output.grids:
+                raise ValueError(f"method {self.name!r}: output {output.name!r} lies on unknown input "
+                                 f"{', '.join(map(repr, unknown)) or '(none named)'}")
         names = inputs + [f"{role.name}_out" for role in self.outputs[1:]] + [role.name for role in self.checkpoints]
         names += [option.name for option in self.options] + (list(self.sampling.defaults()) if self.sampling else [])
         repeated = sorted({name for name in names if names.count(name) > 1})

@@ -37,18 +37,18 @@ from ..analysis.relaxation import recovery_curves
 from ..checkpoints import load_checkpoint, shipped_checkpoint
 from ..device import check_seed, resolve_device
 from ..diffusion.conditioning import Condition
-from ..diffusion.latent import LatentCodec
+from ..diffusion.latent import LatentCodec, load_codec
 from ..diffusion.model import DiffusionModel
 from ..diffusion.networks import build_network, load_weights
 from ..diffusion.samplers import ONE_SAMPLE_NOTE, SAMPLERS, sample, sampler_eta, timestep_pairs
 from ..errors import CheckpointError, InputError
 from ..evaluation import checkpoint_baseline
 from ..io.t1_series import T1Series
-from ..metrics import lpips_unavailable
+from ..metrics import crop_box, lpips_unavailable, scaled_by_crop
 from ..preprocess import LVCrop, percentile_normalise
 from ..progress import Progress, report
 from ..slice_matching import match_slices, onto_reference_slices
-from ..slice_runner import run_slices
+from ..slice_runner import parse_slices, run_slices
 from ..volume import Volume
 from .cine_segmentation import LABEL_VALUES, CineSegmenter
 from .cpkdm_networks import KINEMATIC_CHANNELS, VARIANTS, CPKDMNetwork, build_cpkdm, condition_values, conditions_of
@@ -85,42 +85,6 @@ def lv_crop(blood: np.ndarray, spacing_yx: tuple[float, float], config: dict[str
     """The LV crop of a slice (config crop_size, pixel_mm) centred on its LV blood pool (y, x) bool at ED."""
     rows, cols = np.nonzero(blood)
     return LVCrop((rows.mean(), cols.mean()), spacing_yx, int(config["crop_size"]), float(config["pixel_mm"]))
-
-
-def scaled_by_crop(image: np.ndarray, crop: LVCrop) -> np.ndarray:
-    """A whole LGE slice (y, x) scaled to [0, 1] by the LGE_PERCENTILES of its crop, as the model's targets are
-    (`lge_on_crop`, mapped to [0, 1]) but on the slice's own pixels: float64 (y, x)."""
-    image = np.asarray(image, dtype=np.float64)
-    low, high = np.percentile(crop.extract(image.astype(np.float32)), LGE_PERCENTILES)
-    return np.clip((image - low) / max(high - low, 1e-6), 0.0, 1.0)
-
-
-def crop_box(crop: LVCrop, shape_yx: tuple[int, int]) -> tuple[slice, slice]:
-    """The box of the slice's pixels wholly inside `crop` (where a pasted crop has values)."""
-    rows, cols = np.nonzero(crop.paste(np.ones((crop.size, crop.size), np.float32), shape_yx) > 0.999)
-    return slice(rows.min(), rows.max() + 1), slice(cols.min(), cols.max() + 1)
-
-
-def parse_slices(text: str | None, count: int) -> list[int] | None:
-    """Slice numbers counted from 1 ("3", "2,4", "3-5,7") -> 0-based indices, sorted; None for None or empty.
-    InputError for anything else or a number outside 1..count."""
-    if text is None or not str(text).strip():
-        return None
-    chosen: set[int] = set()
-    for part in str(text).split(","):
-        bounds = part.strip().split("-")
-        try:
-            first, last = int(bounds[0]), int(bounds[-1])
-        except ValueError:
-            raise InputError(f"slices must be numbers from 1 or ranges such as 3-5, comma-separated; got {text!r}"
-                             ) from None
-        if len(bounds) > 2 or first > last:
-            raise InputError(f"slice selection {part.strip()!r} is not a slice number or a range from low to high "
-                             "(e.g. 3-5)")
-        if not 1 <= first <= last <= count:
-            raise InputError(f"slice selection {part.strip()!r} is not within 1-{count} (the cine has {count} slices)")
-        chosen.update(range(first - 1, last))
-    return sorted(chosen)
 
 
 def build_model(config: dict[str, Any]) -> torch.nn.Module:
@@ -172,17 +136,8 @@ class VirtualLGE:
         resolved = resolve_device(device)
         codec = None
         if config["part"] == "diffusion":
-            ae_folder = Path(autoencoder) if autoencoder else shipped_checkpoint(SHIPPED_AUTOENCODER)
-            ae_weights, ae_config = load_checkpoint(ae_folder, expected_method=METHOD)
-            if ae_config.get("part") != "autoencoder":
-                raise CheckpointError(f"{ae_folder} is not a virtual-LGE autoencoder (part {ae_config.get('part')!r})")
-            expected = config.get("autoencoder", {}).get("weights_sha256")
-            if expected and ae_config.get("weights_sha256") != expected:
-                raise CheckpointError(f"{folder} was trained on the latents of another autoencoder (weights sha256 "
-                                      f"{expected[:12]}...) than {ae_folder} ({str(ae_config.get('weights_sha256'))[:12]}"
-                                      "...): give the autoencoder it was trained with")
-            autoencoder_net = load_weights(build_network(ae_config["autoencoder"]), ae_weights).to(resolved).eval()
-            codec = LatentCodec(autoencoder_net, float(ae_config["scale_factor"]))
+            codec, _ = load_codec(Path(autoencoder) if autoencoder else shipped_checkpoint(SHIPPED_AUTOENCODER), METHOD,
+                               resolved, trained_with=(folder, config))
         return cls(load_weights(build_model(config), weights), config, codec,
                    CineSegmenter.load(segmenter or shipped_checkpoint(SHIPPED_SEGMENTER), resolved), resolved)
 

@@ -8,18 +8,21 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from scipy.ndimage import gaussian_filter, map_coordinates
+from scipy.ndimage import distance_transform_edt, gaussian_filter, map_coordinates
 
 from ..io.t1_series import T1Series
 from ..volume import Volume
-from .anatomy import LABELS, Acquisition, Subject
+from .anatomy import LABELS, Acquisition, Subject, Tissue
 from .motion import cine_phases, cine_trigger_times_ms, material_positions_mm, render_labels
 
 # MOLLI readout saturation: the apparent relaxation rate is 1/T1* = 1/T1 + this (ms^-1), so T1* / T1 is about 0.8 in
 # myocardium, as in bSSFP-read MOLLI.
 LOOK_LOCKER_RATE_PER_MS = 1.0 / 4000.0
 T2W_REPETITION_MS = 1800.0  # dark-blood TSE triggered every other heartbeat
-_NOISE_TAGS = {"lge": 20251, "molli": 20252, "t2w": 20253, "cine": 20254}
+_NOISE_TAGS = {"lge": 20251, "molli": 20252, "t2w": 20253, "cine": 20254, "oedema": 20255}
+OEDEMA_MARGIN_MM = (4.0, 12.0)  # how far the oedema reaches beyond the infarct in the myocardium (area at risk)
+OEDEMA_T2_FACTOR = (1.25, 1.6)  # oedematous myocardium's T2 over the remote one's (acute infarct: T2 up 20-60 %)
+OEDEMA_T1_FACTOR = 1.1  # and its native T1, as the acute scar's
 
 
 def tissue_values(subject: Subject, signal) -> np.ndarray:
@@ -90,18 +93,58 @@ def render_molli(subject: Subject, labels: Volume | None = None, *, post_contras
                     np.repeat(order[:, None], slices, 1), "phantom MOLLI 5(3)3")
 
 
+def oedema_tissue(subject: Subject) -> tuple[float, Tissue] | None:
+    """The myocardial oedema around an acute infarct: (margin in mm, its tissue: the remote myocardium with T2 times
+    a factor in OEDEMA_T2_FACTOR and native T1 times OEDEMA_T1_FACTOR), drawn from the subject id alone; None without
+    an acute infarct (a chronic scar has no oedema)."""
+    if subject.scar is None or not subject.scar.acute:
+        return None
+    rng = np.random.default_rng([subject.subject_id, _NOISE_TAGS["oedema"]])
+    margin, t2_factor = rng.uniform(*OEDEMA_MARGIN_MM), rng.uniform(*OEDEMA_T2_FACTOR)
+    myocardium = subject.tissues["lv_myocardium"]
+    return margin, Tissue(myocardium.proton_density, myocardium.t1_native_ms * OEDEMA_T1_FACTOR,
+                          myocardium.t1_post_ms, myocardium.t2_ms * t2_factor)
+
+
+def oedema_mask(subject: Subject, labels: Volume | None = None) -> np.ndarray:
+    """(z, y, x) bool: the oedema of an acute infarct (`oedema_tissue`): the healthy LV myocardium within the margin
+    of the scar in its slice, so it surrounds the infarct and reaches beyond it (through the wall over a
+    subendocardial scar, and to either side), and excludes the scar itself, as MyoPS labels oedema. All False
+    without an acute infarct. It changes only the T2-weighted image (the other contrasts ignore it)."""
+    labels = _labels_on_grid(subject, labels)
+    oedema = oedema_tissue(subject)
+    mask = np.zeros(labels.spatial_shape, bool)
+    if oedema is None:
+        return mask
+    spacing_yx = (labels.spacing[1], labels.spacing[0])
+    for z in range(labels.spatial_shape[0]):
+        scar = labels.array[z] == LABELS["scar"]
+        if scar.any():
+            near = distance_transform_edt(~scar, sampling=spacing_yx) <= oedema[0]
+            mask[z] = near & (labels.array[z] == LABELS["lv_myocardium"])
+    return mask
+
+
 def render_t2w(subject: Subject, labels: Volume | None = None) -> Volume:
     """int16 dark-blood T2-weighted turbo spin echo (z, y, x): PD (1 - exp(-TR/T1)) exp(-TE/T2), blood suppressed to
-    t2w_blood_residual of its signal; oedematous (acute) infarct bright. Texture, blur, shading, Rician noise
-    (myocardial signal / t2w_snr)."""
+    t2w_blood_residual of its signal; an acute infarct and its surrounding oedema (`oedema_mask`) bright. Texture,
+    blur, shading, Rician noise (myocardial signal / t2w_snr)."""
     labels = _labels_on_grid(subject, labels)
     acquisition = subject.acquisition
-    lut = tissue_values(subject, lambda t: t.proton_density * (1.0 - math.exp(-T2W_REPETITION_MS / t.t1_native_ms))
-                        * math.exp(-acquisition.t2w_echo_ms / t.t2_ms))
+
+    def t2w(t: Tissue) -> float:
+        return (t.proton_density * (1.0 - math.exp(-T2W_REPETITION_MS / t.t1_native_ms))
+                * math.exp(-acquisition.t2w_echo_ms / t.t2_ms))
+
+    lut = tissue_values(subject, t2w)
     for name in ("lv_blood", "rv_blood", "aorta"):
         lut[LABELS[name]] *= acquisition.t2w_blood_residual
     sigma = lut[LABELS["lv_myocardium"]] / acquisition.t2w_snr
-    image = _acquire(subject, lut[labels.array], "t2w", sigma)
+    signal = lut[labels.array]
+    oedema = oedema_tissue(subject)
+    if oedema is not None:
+        signal = np.where(oedema_mask(subject, labels), t2w(oedema[1]), signal)
+    image = _acquire(subject, signal, "t2w", sigma)
     return subject.geometry.volume(image, modality="MR", contrast="T2w dark blood", units="a.u.",
                                    echo_time_ms=round(acquisition.t2w_echo_ms, 1), phantom_subject=subject.subject_id,
                                    field_strength_t=acquisition.field_strength_t)

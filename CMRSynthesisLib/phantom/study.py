@@ -17,7 +17,7 @@ from ..io.dicom_export import check_new_folder, write_dicom_series
 from ..io.writing import atomic_write_bytes, write_volumes
 from ..volume import Volume
 from .anatomy import LABELS, Subject, make_subject
-from .contrast import render_cine, render_lge, render_molli, render_t1_map, render_t2w
+from .contrast import oedema_mask, render_cine, render_lge, render_molli, render_t1_map, render_t2w
 from .motion import cine_phases, lagrangian_displacement_mm, render_labels, true_strain
 
 SUBJECT_FILES = {
@@ -57,6 +57,21 @@ def lge_study(subject_id: int) -> dict:
     subject = make_subject(subject_id)
     labels = render_labels(subject)
     return {"subject": subject, "lge": render_lge(subject, labels), "labels": labels, "masks": tissue_masks(labels)}
+
+
+def multi_sequence_study(subject_id: int) -> dict:
+    """The three sequences of one slice stack at end-diastole, on one grid, as MyoPS holds them: {"subject",
+    "bssfp" (the cine's ED frame, z, y, x), "t2w" (dark blood, oedema bright), "lge", "labels" (ED), "masks":
+    tissue_masks(labels) with "oedema" (`contrast.oedema_mask`: around an acute infarct, excluding the scar)}."""
+    subject = make_subject(subject_id)
+    cine, cine_labels = render_cine(subject)
+    labels = subject.geometry.volume(cine_labels.array[0], units="label", phantom_subject=subject_id)
+    timing = ("trigger_times_ms", "rr_interval_ms")
+    bssfp = Volume(cine.array[0], cine.spacing, cine.origin, cine.direction,
+                   {**{key: value for key, value in cine.metadata.items() if key not in timing},
+                    "contrast": "bSSFP (cine frame at ED)"})
+    return {"subject": subject, "bssfp": bssfp, "t2w": render_t2w(subject, labels), "lge": render_lge(subject, labels),
+            "labels": labels, "masks": {**tissue_masks(labels), "oedema": oedema_mask(subject, labels)}}
 
 
 def write_subject(subject_id: int, folder: str | Path) -> dict[str, Any]:

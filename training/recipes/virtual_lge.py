@@ -27,11 +27,10 @@ from CMRSynthesisLib import phantom, preprocess
 from CMRSynthesisLib.analysis import curve_clustering, relaxation, strain, t1fit
 from CMRSynthesisLib.analysis.curve_clustering import cluster_curves
 from CMRSynthesisLib.analysis.relaxation import recovery_curves
-from CMRSynthesisLib.checkpoints import load_checkpoint
 from CMRSynthesisLib.diffusion.conditioning import Condition
-from CMRSynthesisLib.diffusion.latent import LatentCodec
+from CMRSynthesisLib.diffusion.latent import LatentCodec, load_codec
 from CMRSynthesisLib.diffusion.model import DiffusionModel
-from CMRSynthesisLib.diffusion.networks import build_network, load_weights
+from CMRSynthesisLib.diffusion.networks import build_network
 from CMRSynthesisLib.diffusion.training import denoising_step, diffusion_loss
 from CMRSynthesisLib.methods import virtual_lge_inputs
 from CMRSynthesisLib.methods.cpkdm_networks import (
@@ -124,16 +123,6 @@ def train_lge_autoencoder(config: dict[str, Any], out: Path, context: Context, r
                      "pixel_mm": float(config["pixel_mm"]), "lge_percentiles": list(LGE_PERCENTILES), **product}
 
 
-def load_codec(checkpoint: Path, device: torch.device) -> tuple[LatentCodec, dict[str, Any]]:
-    """The frozen latent codec of a virtual-LGE autoencoder checkpoint (hash-checked) and that checkpoint's config.
-    ValueError for a checkpoint of another part."""
-    weights, config = load_checkpoint(checkpoint, expected_method=METHOD)
-    if config.get("part") != "autoencoder":
-        raise ValueError(f"{checkpoint} is not a virtual-LGE autoencoder checkpoint (part {config.get('part')!r})")
-    autoencoder = load_weights(build_network(config["autoencoder"]), weights).to(device).eval().requires_grad_(False)
-    return LatentCodec(autoencoder, float(config["scale_factor"])), config
-
-
 def encode_lge(examples: dict[str, np.ndarray], codec: LatentCodec, device: torch.device, batch: int = 32
                ) -> torch.Tensor:
     """The scaled latents (N, C, h, w) of the examples' LGE through `codec`."""
@@ -182,7 +171,7 @@ def train_latent_diffusion(config: dict[str, Any], out: Path, context: Context, 
     train = cached_phantom_examples("train", int(data["train_subjects"]), config)
     validation = cached_phantom_examples("validation", int(data["validation_subjects"]), config)
     checkpoint = Path(config["autoencoder_checkpoint"])
-    codec, autoencoder = load_codec(checkpoint, context.device)
+    codec, autoencoder = load_codec(checkpoint, METHOD, context.device)
     train_latents = encode_lge(train, codec, context.device)
     validation_latents = encode_lge(validation, codec, context.device)
     variant, factor = config["variant"], int(config["factor"])
