@@ -1,0 +1,116 @@
+"""Multi-sequence synthesis (CMRDiff) speed and memory per slice and direction with the shipped checkpoints, on the
+first phantom test subject's bSSFP (cine ED frame), T2w and LGE (its middle `--slices` slices), with the default
+sampler (DDIM 50 steps, eta 1, k = 3, guided start); and, with `--guidance-grid`, the trade-off of the two guidance
+scales (c1, c2 in {1, 2, 3, 5}) on held-out phantom slices: PSNR and SSIM of each direction against the truth, as
+JSON and a figure.
+
+Times are wall and CPU seconds of whole `run` calls (heart segmentation, encoding, sampling with its 3 guidance
+passes per step batched, decoding) divided by the slices synthesised, median of `--repeats` calls after an untimed
+warm-up, all directions in one run so their ratios see one machine load (the load average is recorded). Memory: the
+peak bytes allocated by Python and numpy during one traced call (tracemalloc; torch's CPU allocator is not seen) and
+the process's peak RSS. Target: under 5 s per slice on CPU (issue 15).
+
+    python benchmarks/multiseq.py [--slices 2] [--repeats 1] [--device auto]
+    python benchmarks/multiseq.py --guidance-grid [--subjects 1] [--scales 1,2,3,5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+from pathlib import Path
+
+from measure import machine_facts, per_slice_rows, write_report
+
+from CMRSynthesisLib import phantom
+from CMRSynthesisLib.methods import get_spec, load_method
+from CMRSynthesisLib.methods.cmrdiff_network import CONTRASTS
+
+TARGET_SECONDS_PER_SLICE = 5.0
+RESULTS = Path(__file__).parent / "results"
+
+
+def speed(args: argparse.Namespace, method) -> None:
+    study = phantom.multi_sequence_study(phantom.subject_ids("test", 1)[0])
+    count = study["bssfp"].spatial_shape[0]
+    start = max(0, count // 2 - args.slices // 2)
+    slices = f"{start + 1}-{start + args.slices}"
+    settings = {f"to_{target}": {"target": target} for target in CONTRASTS}
+    rows = per_slice_rows(settings, lambda options: method.run(
+        {name: study[name] for name in CONTRASTS if name != options["target"]}, slices=slices, **options),
+        lambda outputs: len(outputs["image"].metadata["synthesis"]["slices"]), args.repeats)
+    report = {"settings": {"slices": slices, "repeats": args.repeats, "matrix": list(study["bssfp"].spatial_shape[1:]),
+                           "device": str(method.device), "defaults": get_spec("multi_sequence").option_defaults()},
+              "machine": machine_facts(), **rows, "target_seconds_per_slice": TARGET_SECONDS_PER_SLICE,
+              **{f"{name}_target_met": row["seconds_per_slice"] < TARGET_SECONDS_PER_SLICE
+                 for name, row in rows.items()}}
+    write_report(args.out or RESULTS / "multiseq.json", report, rows)
+
+
+def guidance_grid(args: argparse.Namespace, method) -> None:
+    """PSNR / SSIM of each direction for every (c1, c2) on the held-out test slices (the evaluation's cases)."""
+    import json
+
+    import numpy as np
+
+    from CMRSynthesisLib.evaluation import _png, _pyplot
+    from CMRSynthesisLib.io import atomic_write_bytes
+    from CMRSynthesisLib.methods.multi_sequence import EVALUATION, image_metrics
+
+    cases = EVALUATION.cases("test", args.subjects, method)
+    scales = [float(value) for value in args.scales.split(",")]
+    grid: dict[str, dict[str, dict[str, float]]] = {target: {} for target in CONTRASTS}
+    for c1, c2 in itertools.product(scales, scales):
+        scores: dict[str, list[dict[str, float]]] = {target: [] for target in CONTRASTS}
+        for case in cases:
+            target = case.context["target"]
+            output = method.run(case.inputs, target=target, slices=str(case.slice + 1), guidance=f"{c1:g},{c2:g}")
+            scores[target].append(image_metrics(output["image"], case.reference, case))
+        for target, rows in scores.items():
+            grid[target][f"{c1:g},{c2:g}"] = {metric: float(np.mean([row[f"{metric}_{target}"] for row in rows]))
+                                              for metric in ("psnr", "ssim")}
+        print(f"c1={c1:g} c2={c2:g}: " + ", ".join(f"{t} PSNR {grid[t][f'{c1:g},{c2:g}']['psnr']:.2f}"
+                                                    for t in CONTRASTS))
+    out = args.out or RESULTS / "multiseq_guidance.json"
+    report = {"scales": scales, "cases_per_direction": len(cases) // len(CONTRASTS), "subjects": args.subjects,
+              "note": "c1, c2: the guidance scales of the two given sequences in bSSFP, T2w, LGE order",
+              "grid": grid, "machine": machine_facts()}
+    atomic_write_bytes(out, (json.dumps(report, indent=2) + "\n").encode())
+    plt = _pyplot()
+    figure, axes = plt.subplots(2, len(CONTRASTS), figsize=(4 * len(CONTRASTS), 7), squeeze=False)
+    for column, target in enumerate(CONTRASTS):
+        given = [name for name in CONTRASTS if name != target]
+        for row, metric in enumerate(("psnr", "ssim")):
+            values = np.array([[grid[target][f"{c1:g},{c2:g}"][metric] for c2 in scales] for c1 in scales])
+            axis = axes[row, column]
+            shown = axis.imshow(values, origin="lower", cmap="viridis")
+            axis.set_xticks(range(len(scales)), [f"{s:g}" for s in scales])
+            axis.set_yticks(range(len(scales)), [f"{s:g}" for s in scales])
+            axis.set_xlabel(f"c2 ({given[1]})")
+            axis.set_ylabel(f"c1 ({given[0]})")
+            axis.set_title(f"to {target}: {metric.upper()}")
+            for (i, j), value in np.ndenumerate(values):
+                axis.text(j, i, f"{value:.2f}" if metric == "psnr" else f"{value:.3f}", ha="center", va="center",
+                          color="white", fontsize=7)
+            figure.colorbar(shown, ax=axis, shrink=0.8)
+    figure.suptitle("CMRDiff guidance scales on held-out phantom slices (synthetic data)")
+    atomic_write_bytes(out.with_suffix(".png"), _png(figure))
+    print(f"-> {out}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--slices", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--guidance-grid", action="store_true", help="measure the guidance-scale trade-off instead")
+    parser.add_argument("--subjects", type=int, default=1, help="test subjects for the guidance grid")
+    parser.add_argument("--scales", default="1,2,3,5", help="guidance scales of the grid")
+    parser.add_argument("--out", type=Path, help="JSON file (default: benchmarks/results/multiseq[_guidance].json)")
+    args = parser.parse_args()
+    method = load_method("multi_sequence", device=args.device)
+    (guidance_grid if args.guidance_grid else speed)(args, method)
+
+
+if __name__ == "__main__":
+    main()
