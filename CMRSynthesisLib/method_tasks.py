@@ -206,7 +206,8 @@ def missing_input(spec: MethodSpec, chosen: Mapping[str, Any], texts: Mapping[st
     chosen: what is chosen for each input role held by a node (a volume or mask, the cine or MOLLI sequence; None or
     absent: nothing); texts: the kept text of each of `stored_names(spec)` (None or absent: never set); molli: the
     MOLLI source images, for a MOLLI role. Checked in order: each required input by its kind (a phenotype file that
-    is named must exist), an image input to take masks on, a readable value of every setting.
+    is named must exist), an image input to take masks on, a readable value of every setting, the method's
+    `input_rule`.
     """
     for role in spec.inputs:
         problem = _role_problem(role, chosen.get(role.name), texts.get(role.name), molli or MolliChoice())
@@ -215,10 +216,11 @@ def missing_input(spec: MethodSpec, chosen: Mapping[str, Any], texts: Mapping[st
     try:
         if any(chosen.get(role.name) is not None for role in spec.inputs if role.kind == "mask"):
             mask_grid_role(spec, chosen)
-        for setting in settings(spec):
-            setting_value(setting, texts.get(setting.name))
+        values = {setting.name: setting_value(setting, texts.get(setting.name)) for setting in settings(spec)}
     except InputError as error:
         return str(error)
+    if spec.input_rule is not None:
+        return spec.input_rule({role.name for role in spec.inputs if chosen.get(role.name) is not None}, values)
     return ""
 
 

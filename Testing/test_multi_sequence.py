@@ -298,3 +298,35 @@ def test_the_evaluation_scores_every_direction_and_reports_missing_baselines(che
     assert "unavailable" in str(document["models"]["pix2pix"]).lower()  # no checkpoint in baselines_from
     assert document["models"]["pure_noise"]["psnr_lge"]["n"] == 1
     assert (tmp_path / "evaluation" / "test" / "metrics.json").is_file()
+
+
+def test_the_slicer_task_asks_for_exactly_the_two_other_sequences(tmp_path):
+    from CMRSynthesisLib import method_tasks
+    from CMRSynthesisLib.methods import get_spec
+
+    spec = get_spec("multi_sequence")
+    node = object()
+    texts = {"target": "t2w"}
+    assert "needs both bSSFP and LGE; missing: LGE" in method_tasks.missing_input(spec, {"bssfp": node}, texts)
+    assert "also given" in method_tasks.missing_input(spec, {"bssfp": node, "t2w": node, "lge": node}, texts)
+    assert method_tasks.missing_input(spec, {"bssfp": node, "lge": node}, texts) == ""
+    files = {"bssfp": tmp_path / "b.nrrd", "lge": tmp_path / "l.nrrd"}
+    subcommand, options = method_tasks.method_command(spec, tmp_path, files, {**texts, "guidance": "1,3"})
+    assert subcommand == "multiseq" and options["target"] == "t2w" and options["guidance"] == "1,3"
+    assert options["bssfp"] == files["bssfp"] and options["lge"] == files["lge"] and options["t2w"] is None
+
+
+def test_the_dicom_export_is_marked_synthetic(checkpoints, study, tmp_path):
+    import pydicom
+
+    paths = {}
+    for name in ("bssfp", "t2w"):
+        paths[name] = tmp_path / f"{name}.nrrd"
+        write_volume(study[name], paths[name])
+    out = tmp_path / "pacs"
+    assert main(["multiseq", "--target", "lge", "--bssfp", str(paths["bssfp"]), "--t2w", str(paths["t2w"]),
+                 "--out", str(out), "--format", "dicom", "--checkpoint", str(checkpoints["cmrdiff"]),
+                 "--autoencoder", str(checkpoints["autoencoder"]), "--device", "cpu", "--samples", "2",
+                 "--ddim-steps", "3"]) == 0
+    first = pydicom.dcmread(sorted(out.rglob("*.dcm"))[0])
+    assert first.SeriesDescription.startswith("SYNTHETIC") and "DERIVED" in first.ImageType

@@ -94,6 +94,22 @@ def parse_guidance(text: str) -> tuple[float, float]:
     return scales[0], scales[1]
 
 
+def input_problem(given: set[str], options: dict[str, Any]) -> str:
+    """What the given sequences lack or have too much for options["target"], as a sentence; empty when they are
+    exactly the two others (the method's `input_rule`)."""
+    target = options.get("target")
+    if target not in CONTRASTS:
+        return f"unknown target sequence {target!r} (--target); choose one of {', '.join(CONTRASTS)}"
+    first, second = roles_of(target)
+    if target in given:
+        return (f"the target {NAMES[target]} is also given as an input: give only the two other sequences "
+                f"({NAMES[first]} and {NAMES[second]}) to synthesise it")
+    missing = [NAMES[name] for name in (first, second) if name not in given]
+    if missing:
+        return f"synthesising {NAMES[target]} needs both {NAMES[first]} and {NAMES[second]}; missing: {', '.join(missing)}"
+    return ""
+
+
 def one_hot_target(target: str, size: int) -> np.ndarray:
     """The target's one-hot channels (3, size, size) float32, in CONTRASTS order (pix2pix's direction input)."""
     channels = np.zeros((len(CONTRASTS), size, size), np.float32)
@@ -178,17 +194,10 @@ class MultiSequence:
         InputError for a target given as input, a missing input, a 4D T2w or LGE, a bad setting or no heart found;
         GeometryError when the two inputs do not overlap; Cancelled when `progress` returns False.
         """
-        if target not in CONTRASTS:
-            raise InputError(f"unknown target sequence {target!r} (--target); choose one of {', '.join(CONTRASTS)}")
+        problem = input_problem({name for name in CONTRASTS if inputs.get(name) is not None}, {"target": target})
+        if problem:
+            raise InputError(problem)
         first, second = roles_of(target)
-        given = [name for name in CONTRASTS if inputs.get(name) is not None]
-        if target in given:
-            raise InputError(f"the target {NAMES[target]} is also given as an input: give only the two other "
-                             f"sequences ({NAMES[first]} and {NAMES[second]}) to synthesise it")
-        missing = [NAMES[name] for name in (first, second) if name not in given]
-        if missing:
-            raise InputError(f"synthesising {NAMES[target]} needs both {NAMES[first]} and {NAMES[second]}; missing: "
-                             f"{', '.join(missing)}")
         scales = parse_guidance(guidance)
         check_seed(seed)
         if samples < 1:
@@ -460,5 +469,5 @@ SPEC = MethodSpec(
                     "a heart)")),
     sampling=Sampling(steps=None, samples=3, sampler="ddim", ddim_steps=50, ddim_eta=1.0),
     summarise=_summary, recipes=("multi_sequence_autoencoder", "multi_sequence", "multi_sequence_pix2pix"),
-    evaluation=EVALUATION,
+    evaluation=EVALUATION, input_rule=input_problem,
 )

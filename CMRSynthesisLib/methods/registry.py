@@ -300,7 +300,10 @@ class MethodSpec:
     produce its checkpoints. evaluation: how `cmrsynth evaluate` measures it on held-out phantom subjects against its
     baselines (None: the method is not offered there). table: optional `table(summary) -> rows` (dicts of one table),
     and figures: optional `figures(summary) -> {name: PNG bytes}`, drawn from the command's facts, that the Slicer
-    task shows beside the outputs (e.g. a per-segment table and its bullseye).
+    task shows beside the outputs (e.g. a per-segment table and its bullseye). input_rule: optional
+    `input_rule(given input role names, option values) -> sentence` saying what the given inputs lack or have too much
+    for those options (empty when they fit), for rules the roles' `required` cannot say (e.g. "exactly the two
+    sequences that are not the target"); the panel shows it before running (`run` checks the same).
     """
 
     name: str
@@ -319,6 +322,7 @@ class MethodSpec:
     evaluation: Evaluation | None = None
     table: Callable[[dict[str, Any]], list[dict[str, Any]]] | None = None
     figures: Callable[[dict[str, Any]], dict[str, bytes]] | None = None
+    input_rule: Callable[[set[str], dict[str, Any]], str] | None = None
 
     def __post_init__(self) -> None:
         _check_name(self.name, "method")
