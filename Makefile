@@ -43,6 +43,10 @@ checkpoints: $(STAMP)
 	$(PY) -m training virtual_lge --config training/configs/virtual_lge_no_relaxation_demo.json --out Resources/checkpoints/virtual_lge_no_relaxation
 	$(PY) -m training virtual_lge --config training/configs/virtual_lge_pure_data_driven_demo.json --out Resources/checkpoints/virtual_lge_pure_data_driven
 	$(PY) -m training virtual_lge_pix2pix --config training/configs/virtual_lge_pix2pix_demo.json --out Resources/checkpoints/virtual_lge_pix2pix
+	$(PY) -m training multi_sequence_autoencoder --config training/configs/multi_sequence_autoencoder_demo.json --out Resources/checkpoints/multi_sequence_autoencoder
+	$(PY) -m training multi_sequence --config training/configs/multi_sequence_demo.json --out Resources/checkpoints/multi_sequence
+	$(PY) -m training multi_sequence --config training/configs/multi_sequence_no_heatmap_demo.json --out Resources/checkpoints/multi_sequence_no_heatmap
+	$(PY) -m training multi_sequence_pix2pix --config training/configs/multi_sequence_pix2pix_demo.json --out Resources/checkpoints/multi_sequence_pix2pix
 	$(PY) -m training manifest Resources/checkpoints
 
 clean:
