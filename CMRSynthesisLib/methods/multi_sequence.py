@@ -355,7 +355,9 @@ def evaluation_cases(split: str, subjects: int, method: Any) -> list[EvaluationC
     """One case per direction and slice with LV blood pool and wall of each phantom subject of `split`: inputs the
     subject's two whole stacks that are not the target (`run` synthesises the case's slice only, seeded by its
     position as in any stack); reference the true target slice; context the target and the true wall (myocardium,
-    scar and oedema), scar and remote myocardium (wall without scar and oedema) of the slice."""
+    scar and oedema), scar and remote myocardium (wall without scar and oedema) of the slice. Only slices where the
+    method finds the heart in the bSSFP and in the LGE (`MultiSequence._heart_centres`) are cases, so every model and
+    direction is scored on the same slices."""
     from .. import phantom
 
     cases = []
@@ -363,7 +365,8 @@ def evaluation_cases(split: str, subjects: int, method: Any) -> list[EvaluationC
         study = phantom.multi_sequence_study(subject_id)
         masks = study["masks"]
         wall = masks["myocardium"] | masks["scar"]
-        for z in range(wall.shape[0]):
+        found = set(method._heart_centres(study["bssfp"], "bssfp")) & set(method._heart_centres(study["lge"], "lge"))
+        for z in sorted(found):
             if not (wall[z].any() and masks["blood"][z].any()):
                 continue
             context = {"wall": wall[z], "scar": masks["scar"][z],
