@@ -8,7 +8,7 @@ DiffusionModel must not clip predicted x0 (clip_sample false).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -92,3 +92,26 @@ def load_codec(folder: Path, method: str, device: torch.device,
                                   "give the autoencoder it was trained with")
     network = load_weights(build_network(config["autoencoder"]), weights).to(device).eval().requires_grad_(False)
     return LatentCodec(network, float(config["scale_factor"])), config
+
+
+def load_synthesis_model(folder: Path, autoencoder: Path | None, shipped_autoencoder: str, method: str, label: str,
+                         device: torch.device, build: Callable[[dict[str, Any]], torch.nn.Module]
+                         ) -> tuple[torch.nn.Module, dict[str, Any], LatentCodec | None]:
+    """A latent method's synthesis checkpoint (hash-checked): a "diffusion" part with the codec of the autoencoder
+    folder it was trained on (`load_codec`; None: the shipped checkpoint `shipped_autoencoder`), or a "pix2pix" part
+    (no codec, no autoencoder needed). Returns the network built by
+    `build(config)` with its weights, the config and the codec (None for pix2pix). CheckpointError for a missing,
+    tampered or foreign checkpoint, another part (e.g. the autoencoder given as the model: `label` names the method
+    in that message) or another autoencoder than the model's."""
+    from ..checkpoints import load_checkpoint, shipped_checkpoint
+    from .networks import load_weights
+
+    weights, config = load_checkpoint(folder, expected_method=method)
+    if config.get("part") not in ("diffusion", "pix2pix"):
+        raise CheckpointError(f"{folder} is a {label} {config.get('part')!r} checkpoint, not a synthesis model (give "
+                              "it as --autoencoder)")
+    codec = None
+    if config["part"] == "diffusion":
+        codec, _ = load_codec(autoencoder or shipped_checkpoint(shipped_autoencoder), method, device,
+                              trained_with=(folder, config))
+    return load_weights(build(config), weights), config, codec

@@ -32,12 +32,12 @@ import numpy as np
 import torch
 
 from ..analysis.cardiac_phases import blood_pool_volumes_ml, ed_es_frames
-from ..checkpoints import load_checkpoint, shipped_checkpoint
+from ..checkpoints import shipped_checkpoint
 from ..device import check_seed, resolve_device
 from ..diffusion.conditioning import Condition
-from ..diffusion.latent import LatentCodec, load_codec
+from ..diffusion.latent import LatentCodec, load_synthesis_model
 from ..diffusion.model import DiffusionModel
-from ..diffusion.networks import build_network, load_weights
+from ..diffusion.networks import build_network
 from ..diffusion.samplers import ONE_SAMPLE_NOTE, SAMPLERS, sample, sampler_eta, timestep_pairs
 from ..errors import CheckpointError, InputError
 from ..evaluation import checkpoint_baseline
@@ -164,17 +164,11 @@ class MultiSequence:
         """Load a checkpoint folder (None: the shipped demo model) and, for CMRDiff, the autoencoder it was trained
         on (None: shipped), hash-checked, on `device`; the segmenters (None: shipped) are loaded when first needed.
         CheckpointError for a missing, tampered or foreign checkpoint, or another autoencoder than the model's."""
-        folder = Path(checkpoint) if checkpoint else shipped_checkpoint(SHIPPED_CHECKPOINT)
-        weights, config = load_checkpoint(folder, expected_method=METHOD)
-        if config.get("part") not in ("diffusion", "pix2pix"):
-            raise CheckpointError(f"{folder} is a multi-sequence {config.get('part')!r} checkpoint, not a synthesis "
-                                  "model (give it as --autoencoder)")
         resolved = resolve_device(device)
-        codec = None
-        if config["part"] == "diffusion":
-            codec, _ = load_codec(Path(autoencoder) if autoencoder else shipped_checkpoint(SHIPPED_AUTOENCODER), METHOD,
-                               resolved, trained_with=(folder, config))
-        return cls(load_weights(build_model(config), weights), config, codec, resolved, segmenter, heart_segmenter)
+        network, config, codec = load_synthesis_model(
+            Path(checkpoint) if checkpoint else shipped_checkpoint(SHIPPED_CHECKPOINT),
+            Path(autoencoder) if autoencoder else None, SHIPPED_AUTOENCODER, METHOD, "multi-sequence", resolved, build_model)
+        return cls(network, config, codec, resolved, segmenter, heart_segmenter)
 
     def run(self, inputs: dict[str, Any], *, target: str = "lge", guidance: str = DEFAULT_GUIDANCE,
             strength: float = DEFAULT_STRENGTH, slices: str | None = None, samples: int = 3, seed: int = 0,

@@ -34,12 +34,12 @@ import torch
 
 from ..analysis.cardiac_phases import blood_pool_volumes_ml, ed_es_frames
 from ..analysis.relaxation import recovery_curves
-from ..checkpoints import load_checkpoint, shipped_checkpoint
+from ..checkpoints import shipped_checkpoint
 from ..device import check_seed, resolve_device
 from ..diffusion.conditioning import Condition
-from ..diffusion.latent import LatentCodec, load_codec
+from ..diffusion.latent import LatentCodec, load_synthesis_model
 from ..diffusion.model import DiffusionModel
-from ..diffusion.networks import build_network, load_weights
+from ..diffusion.networks import build_network
 from ..diffusion.samplers import ONE_SAMPLE_NOTE, SAMPLERS, sample, sampler_eta, timestep_pairs
 from ..errors import CheckpointError, InputError
 from ..evaluation import checkpoint_baseline
@@ -128,18 +128,12 @@ class VirtualLGE:
         """Load a checkpoint folder (None: the shipped demo model), the LGE autoencoder it was trained on (None:
         shipped) and the cine segmenter (None: shipped), hash-checked, on `device`. CheckpointError for a missing,
         tampered or foreign checkpoint, or an autoencoder other than the one the diffusion model was trained on."""
-        folder = Path(checkpoint) if checkpoint else shipped_checkpoint(SHIPPED_CHECKPOINT)
-        weights, config = load_checkpoint(folder, expected_method=METHOD)
-        if config.get("part") not in ("diffusion", "pix2pix"):
-            raise CheckpointError(f"{folder} is a virtual-LGE {config.get('part')!r} checkpoint, not a synthesis model "
-                                  "(give it as --autoencoder)")
         resolved = resolve_device(device)
-        codec = None
-        if config["part"] == "diffusion":
-            codec, _ = load_codec(Path(autoencoder) if autoencoder else shipped_checkpoint(SHIPPED_AUTOENCODER), METHOD,
-                               resolved, trained_with=(folder, config))
-        return cls(load_weights(build_model(config), weights), config, codec,
-                   CineSegmenter.load(segmenter or shipped_checkpoint(SHIPPED_SEGMENTER), resolved), resolved)
+        network, config, codec = load_synthesis_model(
+            Path(checkpoint) if checkpoint else shipped_checkpoint(SHIPPED_CHECKPOINT),
+            Path(autoencoder) if autoencoder else None, SHIPPED_AUTOENCODER, METHOD, "virtual-LGE", resolved, build_model)
+        return cls(network, config, codec, CineSegmenter.load(segmenter or shipped_checkpoint(SHIPPED_SEGMENTER),
+                                                              resolved), resolved)
 
     def run(self, inputs: dict[str, Any], *, samples: int = 3, seed: int = 0, sampler: str = "ddim",
             ddim_steps: int = 50, ddim_eta: float = 1.0, ed: int | None = None, es: int | None = None,
