@@ -11,7 +11,7 @@ peak bytes allocated by Python and numpy during one traced call (tracemalloc; to
 the process's peak RSS. Target: under 5 s per slice on CPU (issue 15).
 
     python benchmarks/multiseq.py [--slices 2] [--repeats 1] [--device auto]
-    python benchmarks/multiseq.py --guidance-grid [--subjects 1] [--scales 1,2,3,5]
+    python benchmarks/multiseq.py --guidance-grid [--split validation] [--subjects 1] [--scales 1,2,3,5]
 """
 
 from __future__ import annotations
@@ -47,34 +47,50 @@ def speed(args: argparse.Namespace, method) -> None:
     write_report(args.out or RESULTS / "multiseq.json", report, rows)
 
 
+def mean_scores(method, cases: list, **options) -> dict[str, dict[str, float]]:
+    """Mean PSNR and SSIM per direction of `method.run` with `options` over the cases (the evaluation's)."""
+    import numpy as np
+
+    from CMRSynthesisLib.methods.multi_sequence import image_metrics
+
+    scores: dict[str, list[dict[str, float]]] = {target: [] for target in CONTRASTS}
+    for case in cases:
+        target = case.context["target"]
+        output = method.run(case.inputs, target=target, slices=str(case.slice + 1), **options)
+        scores[target].append(image_metrics(output["image"], case.reference, case))
+    return {target: {metric: float(np.mean([row[f"{metric}_{target}"] for row in rows])) for metric in ("psnr", "ssim")}
+            for target, rows in scores.items()}
+
+
 def guidance_grid(args: argparse.Namespace, method) -> None:
-    """PSNR / SSIM of each direction for every (c1, c2) on the held-out test slices (the evaluation's cases)."""
+    """PSNR / SSIM of each direction for every (c1, c2), and for each guided-start strength at the default guidance,
+    on held-out slices of `--split` (the evaluation's cases; validation by default: the defaults are chosen there,
+    not on the test subjects)."""
     import json
 
     import numpy as np
 
     from CMRSynthesisLib.evaluation import _png, _pyplot
     from CMRSynthesisLib.io import atomic_write_bytes
-    from CMRSynthesisLib.methods.multi_sequence import EVALUATION, image_metrics
+    from CMRSynthesisLib.methods.multi_sequence import EVALUATION
 
-    cases = EVALUATION.cases("test", args.subjects, method)
+    cases = EVALUATION.cases(args.split, args.subjects, method)
     scales = [float(value) for value in args.scales.split(",")]
     grid: dict[str, dict[str, dict[str, float]]] = {target: {} for target in CONTRASTS}
     for c1, c2 in itertools.product(scales, scales):
-        scores: dict[str, list[dict[str, float]]] = {target: [] for target in CONTRASTS}
-        for case in cases:
-            target = case.context["target"]
-            output = method.run(case.inputs, target=target, slices=str(case.slice + 1), guidance=f"{c1:g},{c2:g}")
-            scores[target].append(image_metrics(output["image"], case.reference, case))
-        for target, rows in scores.items():
-            grid[target][f"{c1:g},{c2:g}"] = {metric: float(np.mean([row[f"{metric}_{target}"] for row in rows]))
-                                              for metric in ("psnr", "ssim")}
+        for target, means in mean_scores(method, cases, guidance=f"{c1:g},{c2:g}").items():
+            grid[target][f"{c1:g},{c2:g}"] = means
         print(f"c1={c1:g} c2={c2:g}: " + ", ".join(f"{t} PSNR {grid[t][f'{c1:g},{c2:g}']['psnr']:.2f}"
                                                     for t in CONTRASTS))
+    strengths = {f"{float(value):g}": mean_scores(method, cases, strength=float(value))
+                 for value in args.strengths.split(",")}
+    print("strengths: " + json.dumps(strengths))
     out = args.out or RESULTS / "multiseq_guidance.json"
-    report = {"scales": scales, "cases_per_direction": len(cases) // len(CONTRASTS), "subjects": args.subjects,
-              "note": "c1, c2: the guidance scales of the two given sequences in bSSFP, T2w, LGE order",
-              "grid": grid, "machine": machine_facts()}
+    report = {"split": args.split, "subjects": args.subjects, "scales": scales,
+              "cases_per_direction": len(cases) // len(CONTRASTS),
+              "note": "c1, c2: the guidance scales of the two given sequences in bSSFP, T2w, LGE order; strengths at "
+                      "the default guidance",
+              "grid": grid, "strengths": strengths, "machine": machine_facts()}
     atomic_write_bytes(out, (json.dumps(report, indent=2) + "\n").encode())
     plt = _pyplot()
     figure, axes = plt.subplots(2, len(CONTRASTS), figsize=(4 * len(CONTRASTS), 7), squeeze=False)
@@ -104,8 +120,10 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--guidance-grid", action="store_true", help="measure the guidance-scale trade-off instead")
-    parser.add_argument("--subjects", type=int, default=1, help="test subjects for the guidance grid")
+    parser.add_argument("--split", default="validation", help="phantom split of the guidance grid")
+    parser.add_argument("--subjects", type=int, default=1, help="subjects of that split for the guidance grid")
     parser.add_argument("--scales", default="1,2,3,5", help="guidance scales of the grid")
+    parser.add_argument("--strengths", default="0.3,0.5,0.7,1", help="guided-start strengths (1: pure noise)")
     parser.add_argument("--out", type=Path, help="JSON file (default: benchmarks/results/multiseq[_guidance].json)")
     args = parser.parse_args()
     method = load_method("multi_sequence", device=args.device)
