@@ -156,6 +156,8 @@ class MultiSequence:
         self.model = None if self.variant == "pix2pix" else DiffusionModel.from_config(
             self.network, {**config["schedule"], "clip_sample": False}, CONDITIONS)
         self.segmenter_checkpoint, self.heart_segmenter_checkpoint = segmenter, heart_segmenter
+        self._segmenter: CineSegmenter | None = None
+        self._heart_segmenter: Any = None  # scar_enhancement.HeartSegmenter, imported when first needed
 
     @classmethod
     def load(cls, checkpoint: str | Path | None = None, device: str | torch.device = "auto",
@@ -296,7 +298,7 @@ class MultiSequence:
     @property
     def segmenter(self) -> CineSegmenter:
         """The cine segmenter (finds the LV in the bSSFP), loaded on first use."""
-        if not hasattr(self, "_segmenter"):
+        if self._segmenter is None:
             self._segmenter = CineSegmenter.load(self.segmenter_checkpoint or shipped_checkpoint(SHIPPED_SEGMENTER),
                                                  self.device)
         return self._segmenter
@@ -307,7 +309,7 @@ class MultiSequence:
         if kind == "lge":
             from .scar_enhancement import HeartSegmenter
 
-            if not hasattr(self, "_heart_segmenter"):
+            if self._heart_segmenter is None:
                 self._heart_segmenter = HeartSegmenter.load(
                     self.heart_segmenter_checkpoint or shipped_checkpoint(SHIPPED_HEART_SEGMENTER), self.device)
             masks = self._heart_segmenter.segment(stack)
