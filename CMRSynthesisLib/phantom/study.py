@@ -23,7 +23,7 @@ from .motion import cine_phases, lagrangian_displacement_mm, render_labels, true
 SUBJECT_FILES = {
     "cine": "cine.nii.gz", "cine_labels": "cine_labels.nii.gz", "labels_ed": "labels_ed.nrrd",
     "labels_es": "labels_es.nrrd", "t1_native": "t1_native.nrrd", "molli": "molli", "lge": "lge.nrrd",
-    "t2w": "t2w.nrrd", "heart_roi": "heart_roi.nrrd", "displacement": "displacement.npz",
+    "t2w": "t2w.nrrd", "heart_roi": "heart_roi.nrrd", "oedema": "oedema.nrrd", "displacement": "displacement.npz",
 }
 DISPLACEMENT_FORMAT = ("NumPy .npz with 'displacement_mm' (t, 2, z, y, x) float32 on the cine grid: in-plane "
                        "Lagrangian displacement from the ED frame of every ED LV-wall voxel (component 0 along the "
@@ -80,7 +80,8 @@ def write_subject(subject_id: int, folder: str | Path) -> dict[str, Any]:
     Files (SUBJECT_FILES, paths relative to the folder): the bSSFP cine (4D NIfTI, trigger times in its JSON sidecar)
     and its labels at every frame, labelmaps at ED and ES on the cine grid, the true native T1 map (ms, at ED), the
     native MOLLI 5(3)3 source images as a DICOM folder (InversionTime and AcquisitionTime per image, as a scanner
-    writes them), LGE, T2-weighted dark blood, the LGE heart ROI and the true displacement and strain
+    writes them), LGE, T2-weighted dark blood, the LGE heart ROI, the oedema mask (empty without an acute infarct;
+    `contrast.oedema_mask`) and the true displacement and strain
     (DISPLACEMENT_FORMAT). subject.json also holds ed_frame, es_frame (smallest LV blood pool), field_strength_t,
     split, label_values, the scar, the LV ejection fraction from the labels and the true global strain.
     OutputError, before anything is written, when `folder` exists and is not empty or cannot be written.
@@ -100,7 +101,8 @@ def write_subject(subject_id: int, folder: str | Path) -> dict[str, Any]:
     lge = render_lge(subject, labels_ed)
     volumes = {"labels_ed": labels_ed, "labels_es": labels_es, "t1_native": render_t1_map(subject, labels_ed),
                "lge": lge, "t2w": render_t2w(subject, labels_ed),
-               "heart_roi": lge.with_array(masks["heart_roi"].astype(np.uint8))}
+               "heart_roi": lge.with_array(masks["heart_roi"].astype(np.uint8)),
+               "oedema": lge.with_array(oedema_mask(subject, labels_ed).astype(np.uint8))}
     write_volumes([(volume, folder / SUBJECT_FILES[name]) for name, volume in volumes.items()])
     write_cine(cine, folder / SUBJECT_FILES["cine"])
     write_cine(cine_labels, folder / SUBJECT_FILES["cine_labels"])
