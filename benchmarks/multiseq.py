@@ -11,7 +11,7 @@ peak bytes allocated by Python and numpy during one traced call (tracemalloc; to
 the process's peak RSS. Target: under 5 s per slice on CPU (issue 15).
 
     python benchmarks/multiseq.py [--slices 2] [--repeats 1] [--device auto]
-    python benchmarks/multiseq.py --guidance-grid [--split validation] [--subjects 1] [--scales 1,2,3,5]
+    python benchmarks/multiseq.py --guidance-grid [--split validation] [--subjects 2] [--slices 2] [--scales 1,2,3,5]
 """
 
 from __future__ import annotations
@@ -62,6 +62,17 @@ def mean_scores(method, cases: list, **options) -> dict[str, dict[str, float]]:
             for target, rows in scores.items()}
 
 
+def middle_slices(cases: list, count: int) -> list:
+    """The cases of the middle `count` slices of each subject (every direction of them)."""
+    kept = []
+    for subject in sorted({case.subject for case in cases}):
+        slices = sorted({case.slice for case in cases if case.subject == subject})
+        start = max(0, len(slices) // 2 - count // 2)
+        chosen = set(slices[start:start + count])
+        kept += [case for case in cases if case.subject == subject and case.slice in chosen]
+    return kept
+
+
 def guidance_grid(args: argparse.Namespace, method) -> None:
     """PSNR / SSIM of each direction for every (c1, c2), and for each guided-start strength at the default guidance,
     on held-out slices of `--split` (the evaluation's cases; validation by default: the defaults are chosen there,
@@ -74,7 +85,7 @@ def guidance_grid(args: argparse.Namespace, method) -> None:
     from CMRSynthesisLib.io import atomic_write_bytes
     from CMRSynthesisLib.methods.multi_sequence import EVALUATION
 
-    cases = EVALUATION.cases(args.split, args.subjects, method)
+    cases = middle_slices(EVALUATION.cases(args.split, args.subjects, method), args.slices)
     scales = [float(value) for value in args.scales.split(",")]
     grid: dict[str, dict[str, dict[str, float]]] = {target: {} for target in CONTRASTS}
     for c1, c2 in itertools.product(scales, scales):
@@ -86,7 +97,7 @@ def guidance_grid(args: argparse.Namespace, method) -> None:
                  for value in args.strengths.split(",")}
     print("strengths: " + json.dumps(strengths))
     out = args.out or RESULTS / "multiseq_guidance.json"
-    report = {"split": args.split, "subjects": args.subjects, "scales": scales,
+    report = {"split": args.split, "subjects": args.subjects, "middle_slices_per_subject": args.slices, "scales": scales,
               "cases_per_direction": len(cases) // len(CONTRASTS),
               "note": "c1, c2: the guidance scales of the two given sequences in bSSFP, T2w, LGE order; strengths at "
                       "the default guidance",
@@ -116,7 +127,7 @@ def guidance_grid(args: argparse.Namespace, method) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--slices", type=int, default=2)
+    parser.add_argument("--slices", type=int, default=2, help="middle slices per subject (speed and guidance grid)")
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--guidance-grid", action="store_true", help="measure the guidance-scale trade-off instead")
