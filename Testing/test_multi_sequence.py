@@ -330,3 +330,21 @@ def test_the_dicom_export_is_marked_synthetic(checkpoints, study, tmp_path):
                  "--ddim-steps", "3"]) == 0
     first = pydicom.dcmread(sorted(out.rglob("*.dcm"))[0])
     assert first.SeriesDescription.startswith("SYNTHETIC") and "DERIVED" in first.ImageType
+
+
+def test_a_checkpoint_brings_its_own_guidance_and_strength_per_target(checkpoints, study, tmp_path):
+    from CMRSynthesisLib.checkpoints import load_checkpoint
+
+    weights, config = load_checkpoint(checkpoints["cmrdiff"], expected_method="multi_sequence")
+    config = {key: value for key, value in config.items() if key != "weights_sha256"}
+    tuned = save_checkpoint(tmp_path / "tuned", weights, {**config, "inference": {
+        "guidance": {"lge": "1,3"}, "strength": {"lge": 1.0}}})
+    method = load_method("multi_sequence", tuned, autoencoder=checkpoints["autoencoder"], device="cpu")
+    inputs = {"bssfp": study["bssfp"], "t2w": study["t2w"]}
+    synthesis = method.run(inputs, target="lge", slices="2", **FAST)["image"].metadata["synthesis"]
+    assert synthesis["guidance"] == {"bssfp": 1.0, "t2w": 3.0} and synthesis["start"] == "noise"
+    given = method.run(inputs, target="lge", slices="2", guidance="2,0", strength=0.4,
+                       **FAST)["image"].metadata["synthesis"]
+    assert given["guidance"] == {"bssfp": 2.0, "t2w": 0.0} and given["start"] == "bssfp"
+    other = method.run({"bssfp": study["bssfp"], "lge": study["lge"]}, target="t2w", slices="2", **FAST)
+    assert other["image"].metadata["synthesis"]["guidance"] == {"bssfp": 2.0, "lge": 2.0}  # not tuned: the default

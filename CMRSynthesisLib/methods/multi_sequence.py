@@ -70,8 +70,8 @@ SHIPPED_SEGMENTER = "cine_segmenter"
 SHIPPED_HEART_SEGMENTER = "scar_enhancement_segmenter"
 PERCENTILES = (0.5, 99.5)
 START_FROM = {"lge": "bssfp", "t2w": "bssfp", "bssfp": "lge"}  # the structural input a guided start noises
-DEFAULT_GUIDANCE = "2,2"  # chosen: one scale per given sequence, in CONTRASTS order
-DEFAULT_STRENGTH = 0.5  # chosen: the guided start noises the structural latent to half the chain
+DEFAULT_GUIDANCE = "2,2"  # chosen: one scale per given sequence, in CONTRASTS order, for a checkpoint without its own
+DEFAULT_STRENGTH = 0.5  # chosen: the guided start noises the structural latent to half the chain (idem)
 NAMES = {"bssfp": "bSSFP", "t2w": "T2w", "lge": "LGE"}
 
 
@@ -172,8 +172,8 @@ class MultiSequence:
             Path(autoencoder) if autoencoder else None, SHIPPED_AUTOENCODER, METHOD, "multi-sequence", resolved, build_model)
         return cls(network, config, codec, resolved, segmenter, heart_segmenter)
 
-    def run(self, inputs: dict[str, Any], *, target: str = "lge", guidance: str = DEFAULT_GUIDANCE,
-            strength: float = DEFAULT_STRENGTH, slices: str | None = None, samples: int = 3, seed: int = 0,
+    def run(self, inputs: dict[str, Any], *, target: str = "lge", guidance: str | None = None,
+            strength: float | None = None, slices: str | None = None, samples: int = 3, seed: int = 0,
             sampler: str = "ddim", ddim_steps: int = 50, ddim_eta: float = 1.0, progress: Progress | None = None
             ) -> dict[str, Volume]:
         """Synthesise the `target` sequence ("bssfp", "t2w" or "lge") of every slice with a heart from the two other
@@ -181,7 +181,7 @@ class MultiSequence:
 
         guidance: "c1,c2", the scales of the two given sequences in CONTRASTS order (0 removes that sequence's
         influence); strength in (0, 1]: how far the guided start noises the structural input's latent (1: pure
-        noise); slices: slices of the first given input counted from 1 ("3-5,7"; None: every slice with a heart
+        noise); None for either: the checkpoint's own for this target (`defaults`); slices: slices of the first given input counted from 1 ("3-5,7"; None: every slice with a heart
         where the other input covers it); samples k, seed, sampler ("ddim": `ddim_steps` steps with noise level `ddim_eta`; "ddpm": every
         step). Returns "image" (float32 in [0, 1] on the first given input's grid, 0 outside the crops) and
         "image_sd" (SD of the k samples); settings, the slices synthesised (counted from 1) and their crops in
@@ -194,6 +194,9 @@ class MultiSequence:
         if problem:
             raise InputError(problem)
         first, second = roles_of(target)
+        default_guidance, default_strength = self.defaults(target)
+        guidance = default_guidance if guidance is None else guidance
+        strength = default_strength if strength is None else strength
         scales = parse_guidance(guidance)
         check_seed(seed)
         if samples < 1:
@@ -276,6 +279,14 @@ class MultiSequence:
                                          f"{NAMES[first]} and {NAMES[second]}, normalised intensity",
                                          synthesis=settings),
                 "image_sd": grid.with_array(sd, units="1", description="per-voxel SD of the k samples")}
+
+    def defaults(self, target: str) -> tuple[str, float]:
+        """The guidance "c1,c2" and strength the checkpoint recommends for `target`: its config's inference.guidance
+        and inference.strength by target (chosen on validation subjects, `benchmarks/multiseq.py --guidance-grid`),
+        else DEFAULT_GUIDANCE and DEFAULT_STRENGTH."""
+        inference = self.config.get("inference", {})
+        return (str(inference.get("guidance", {}).get(target, DEFAULT_GUIDANCE)),
+                float(inference.get("strength", {}).get(target, DEFAULT_STRENGTH)))
 
     def _checked(self, volume: Any, name: str, notes: list[str]) -> Volume:
         """An input as a 3D stack: InputError for a non-volume or a 4D T2w / LGE; a 4D bSSFP cine gives its ED frame
@@ -460,10 +471,12 @@ SPEC = MethodSpec(
                  CheckpointRole("heart_segmenter", "LGE heart segmenter checkpoint folder (finds the heart when the "
                                 "bSSFP is the target)", SHIPPED_HEART_SEGMENTER)),
     options=(Option("target", str, "lge", "the sequence to synthesise from the two others", choices=CONTRASTS),
-             Option("guidance", str, DEFAULT_GUIDANCE, "classifier-free guidance scales c1,c2 of the two given "
-                    "sequences in bSSFP, T2w, LGE order (0 removes that sequence's influence)"),
-             Option("strength", float, DEFAULT_STRENGTH, "guided start: how far the structural input's latent is "
-                    "noised, as a fraction of the chain (1: start from pure noise)"),
+             Option("guidance", str, None, "classifier-free guidance scales c1,c2 of the two given sequences in "
+                    "bSSFP, T2w, LGE order (0 removes that sequence's influence; default: the checkpoint's for the "
+                    f"target, else {DEFAULT_GUIDANCE})"),
+             Option("strength", float, None, "guided start: how far the structural input's latent is noised, as a "
+                    "fraction of the chain (1: start from pure noise; default: the checkpoint's for the target, else "
+                    f"{DEFAULT_STRENGTH:g})"),
              Option("slices", str, None, "slices to synthesise, counted from 1 (e.g. 3-5,7; default: every slice with "
                     "a heart)")),
     sampling=Sampling(steps=None, samples=3, sampler="ddim", ddim_steps=50, ddim_eta=1.0),
