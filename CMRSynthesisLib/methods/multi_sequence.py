@@ -454,7 +454,7 @@ EVALUATION = Evaluation(
 
 SPEC = MethodSpec(
     name=METHOD, command="multiseq", title="Synthesise a missing sequence",
-    help="any two of bSSFP, T2w and LGE to the third (CMRDiff)",
+    help="a missing sequence synthesised from the two others: any two of bSSFP, T2w and LGE to the third (CMRDiff)",
     paper="CMRDiff: Multi-sequence CMR synthesis (paper 001)",
     factory=MultiSequence.load,
     inputs=(InputRole("bssfp", "bssfp", "bSSFP stack at end-diastole (or a cine: its ED frame)", required=False),
