@@ -193,6 +193,7 @@ def run_method(spec: MethodSpec, args: argparse.Namespace, progress: Reporter) -
     if dicom:
         _check_dicom_folders(paths, [path for path in given.values() if path is not None])
     else:
+        _check_format(paths, args.format)
         check_output_paths(list(paths.values()), protected=[path for path in given.values() if path is not None])
     progress(0.0, "reading the inputs")
     inputs, protected = read_inputs(spec, given, args)
@@ -208,6 +209,21 @@ def run_method(spec: MethodSpec, args: argparse.Namespace, progress: Reporter) -
         written = write_outputs(outputs, paths, framed, protected)
     progress(1.0, "results written")
     return {"outputs": written, "summary": summarise(spec, method, inputs, outputs)}
+
+
+def _check_format(paths: dict[str, Path], fmt: str | None) -> None:
+    """OutputError when --format names a file format that an output's file name does not end in (None: the
+    suffix decides)."""
+    from .errors import OutputError
+    from .io.itk_files import itk_suffix
+    from .io.output import OUTPUT_FORMATS
+
+    if fmt is None:
+        return
+    for path in paths.values():
+        if itk_suffix(path, OUTPUT_FORMATS[fmt]) is None:
+            raise OutputError(f"{path}: --format {fmt} writes {' or '.join(OUTPUT_FORMATS[fmt])} files; name the "
+                              "output so, or leave out --format (the suffix decides)")
 
 
 def _check_dicom_folders(paths: dict[str, Path], inputs: list[Path]) -> None:

@@ -52,9 +52,9 @@ def run_slices(keys: Sequence[int], work: SliceWork, *, seed: int, device: torch
     return results
 
 
-def parse_slices(text: str | None, count: int) -> list[int] | None:
+def parse_slices(text: str | None, count: int, stack: str = "the stack") -> list[int] | None:
     """Slice numbers counted from 1 ("3", "2,4", "3-5,7") -> 0-based indices, sorted; None for None or empty.
-    InputError for anything else or a number outside 1..count."""
+    InputError for anything else or a number outside 1..count (`stack` names the stack in the message)."""
     if text is None or not str(text).strip():
         return None
     chosen: set[int] = set()
@@ -69,6 +69,6 @@ def parse_slices(text: str | None, count: int) -> list[int] | None:
             raise InputError(f"slice selection {part.strip()!r} is not a slice number or a range from low to high "
                              "(e.g. 3-5)")
         if not 1 <= first <= last <= count:
-            raise InputError(f"slice selection {part.strip()!r} is not within 1-{count} (the cine has {count} slices)")
+            raise InputError(f"slice selection {part.strip()!r} is not within 1-{count} ({stack} has {count} slices)")
         chosen.update(range(first - 1, last))
     return sorted(chosen)

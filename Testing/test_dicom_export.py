@@ -41,6 +41,17 @@ def test_float_frames_are_rescaled_and_carry_their_elements(tmp_path):
     np.testing.assert_allclose(values.reshape(2, 4, 6, 5).transpose(1, 0, 2, 3), array, atol=0.02)
 
 
+def test_the_minimum_of_rescaled_values_reads_back_exactly(tmp_path):
+    """A synthetic image is 0 outside its crops: the 0 must not come back as -1e-10 (a value outside 0-1)."""
+    array = np.zeros((2, 6, 5), np.float32)
+    array[:, 2:4, 1:4] = np.random.default_rng(1).uniform(0.0, 1.0, (2, 2, 3))
+    paths = write_dicom_series(_volume(array), tmp_path / "synthetic", description="SYNTHETIC test")
+    values = np.stack([d.pixel_array * float(d.RescaleSlope) + float(d.RescaleIntercept)
+                       for d in map(pydicom.dcmread, paths)])
+    assert values.min() == 0.0 and (values[array == 0] == 0.0).all() and values.max() <= 1.0
+    np.testing.assert_allclose(values, array, atol=1.0 / 65535)
+
+
 def test_refuses_a_used_folder_bad_values_and_leaves_nothing_behind(tmp_path):
     used = tmp_path / "used"
     used.mkdir()

@@ -167,6 +167,10 @@ def test_bad_input_is_refused_with_a_clear_message(checkpoints, study):
                  study["t2w"].direction)
     with pytest.raises(GeometryError, match="different parts of the heart"):
         method.run({"bssfp": study["bssfp"], "t2w": far}, target="lge")
+    with pytest.raises(InputError, match="unknown input.*'T2w'"):
+        method.run({"bssfp": study["bssfp"], "T2w": study["t2w"]}, target="lge")
+    with pytest.raises(InputError, match="the bSSFP has 3 slices"):
+        method.run({"bssfp": study["bssfp"], "t2w": study["t2w"]}, target="lge", slices="9")
     for setting, match in (({"strength": 0.0}, "strength"), ({"target": "t1"}, "unknown target")):
         with pytest.raises(InputError, match=match):
             method.run({"bssfp": study["bssfp"], "t2w": study["t2w"]}, **setting)
@@ -200,6 +204,8 @@ def test_the_command_writes_the_synthesis_and_nothing_on_bad_input(checkpoints, 
     assert main(["multiseq", "--target", "lge", "--bssfp", str(paths["bssfp"]), "--lge", str(paths["lge"]),
                  "--t2w", str(paths["t2w"]), "--out", str(bad), *common]) != 0
     assert main(["multiseq", "--target", "t2w", "--bssfp", str(paths["bssfp"]), "--out", str(bad), *common]) != 0
+    assert main(["multiseq", "--target", "lge", "--bssfp", str(paths["bssfp"]), "--t2w", str(paths["t2w"]),
+                 "--out", str(bad), "--format", "nifti", *common]) != 0  # a .nrrd name with --format nifti
     cine_path = tmp_path / "t2w_cine.nii.gz"
     cine = Volume(np.stack([study["t2w"].array] * 4), study["t2w"].spacing, study["t2w"].origin,
                   study["t2w"].direction, {"trigger_times_ms": [0.0, 100.0, 200.0, 300.0]})
@@ -328,7 +334,7 @@ def test_the_dicom_export_is_marked_synthetic(checkpoints, study, tmp_path):
                  "--out", str(out), "--format", "dicom", "--checkpoint", str(checkpoints["cmrdiff"]),
                  "--autoencoder", str(checkpoints["autoencoder"]), "--device", "cpu", "--samples", "2",
                  "--ddim-steps", "3"]) == 0
-    first = pydicom.dcmread(sorted(out.rglob("*.dcm"))[0])
+    first = pydicom.dcmread(min(out.rglob("*.dcm")))
     assert first.SeriesDescription.startswith("SYNTHETIC") and "DERIVED" in first.ImageType
 
 

@@ -70,7 +70,7 @@ def write_mr_images(images: Volume, folder: str | Path, header: Dataset, per_ima
     PS3.3 C.12.1), InstanceNumber (C.7.6.1), the Image Plane module from the geometry (C.7.6.2: PixelSpacing,
     ImageOrientationPatient, ImagePositionPatient, SliceThickness from metadata "slice_thickness_mm" or the slice
     spacing, SpacingBetweenSlices, SliceLocation) and the Image Pixel module (C.7.6.3: 16-bit MONOCHROME2).
-    Integer voxels within int16 / uint16 are stored as they are; other values as int16 with RescaleSlope /
+    Integer voxels within int16 / uint16 are stored as they are; other values as uint16 from their minimum with RescaleSlope /
     RescaleIntercept (RescaleType from the header, else "US"; the quantisation error is at most half the slope);
     `always_rescale` writes slope 1 and intercept 0 where none is needed. Files are IM_00001.dcm, ... in slice-major
     order (all frames of the first slice first), InstanceNumber counting the same way. Returns the paths written.
@@ -124,10 +124,14 @@ def check_new_folder(folder: str | Path) -> None:
     check_writable_folder(folder.parent, folder)
 
 
+STORED_MAX = 65535  # rescaled values are stored as uint16 0..STORED_MAX (half a slope at most is lost)
+
+
 def storage(frames: np.ndarray) -> tuple[np.dtype, str | None, str | None]:
     """How `frames` (any shape, finite real values) are stored: the stored dtype and, when the values must be
     rescaled, RescaleSlope and RescaleIntercept as DS text (None otherwise). Integers within int16 (else uint16) are
-    kept; anything else becomes int16 spanning -30000..30000, slope (max - min) / 60000."""
+    kept; anything else becomes uint16 spanning 0..STORED_MAX with intercept min and slope (max - min) / STORED_MAX,
+    so the minimum (e.g. the 0 of a synthetic image outside its crops) reads back exactly."""
     dtype, slope, intercept = _rescale(frames)
     if slope is None:
         return dtype, None, None
@@ -140,7 +144,7 @@ def stored_values(frames: np.ndarray) -> tuple[np.ndarray, str | None, str | Non
     dtype, slope, intercept = _rescale(frames)
     if slope is None:
         return frames.astype(dtype), None, None
-    stored = np.clip(np.rint((frames - intercept) / slope), -32768, 32767).astype(dtype)
+    stored = np.clip(np.rint((frames - intercept) / slope), 0, STORED_MAX).astype(dtype)
     return stored, _decimal(slope), _decimal(intercept)
 
 
@@ -152,9 +156,9 @@ def _rescale(frames: np.ndarray) -> tuple[np.dtype, float | None, float | None]:
             return np.dtype(np.int16), None, None
         if low >= 0 and high <= np.iinfo(np.uint16).max:
             return np.dtype(np.uint16), None, None
-    low, high = float(frames.min()), float(frames.max())
-    slope = max((high - low) / 60000.0, 1e-12)
-    return np.dtype(np.int16), slope, low + 30000.0 * slope
+    low = float(_decimal(float(frames.min())))  # the intercept as the header will hold it
+    slope = float(_decimal(max((float(frames.max()) - low) / STORED_MAX, 1e-12)))
+    return np.dtype(np.uint16), slope, low
 
 
 def _decimal(value: float) -> str:

@@ -190,6 +190,10 @@ class MultiSequence:
         InputError for a target given as input, a missing input, a 4D T2w or LGE, a bad setting or no heart found;
         GeometryError when the two inputs do not overlap; Cancelled when `progress` returns False.
         """
+        unknown = sorted(set(inputs) - set(CONTRASTS))
+        if unknown:
+            raise InputError(f"unknown input(s) {', '.join(map(repr, unknown))}; multi-sequence synthesis takes "
+                             f"{', '.join(map(repr, CONTRASTS))}")
         problem = input_problem({name for name in CONTRASTS if inputs.get(name) is not None}, {"target": target})
         if problem:
             raise InputError(problem)
@@ -215,7 +219,7 @@ class MultiSequence:
                                                        moving_name=f"the {NAMES[second]}")
         notes += placed
         images = {first: reference.array.astype(np.float32), second: moved[0]}
-        chosen = parse_slices(slices, reference.spatial_shape[0])
+        chosen = parse_slices(slices, reference.spatial_shape[0], f"the {NAMES[first]}")
         report(progress, 0.0, "finding the heart")
         kind = "bssfp" if "bssfp" in images else "lge"
         centres = self._heart_centres(reference.with_array(images[kind]), kind)

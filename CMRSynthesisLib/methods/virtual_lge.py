@@ -178,7 +178,7 @@ class VirtualLGE:
         for name, frame in (("ED", ed), ("ES", es)):
             if frame is not None and not 0 <= frame < count:
                 raise InputError(f"the {name} frame {frame} is out of range: the cine has {count} frames (0-{count - 1})")
-        chosen = parse_slices(slices, cine.spatial_shape[0])
+        chosen = parse_slices(slices, cine.spatial_shape[0], "the cine")
         matches, notes = match_slices(cine, molli.images, reference_name="the cine", moving_name="the MOLLI images")
         pairs = None if self.model is None else timestep_pairs(
             sampler, self.model.schedule.num_train_timesteps - 1, self.model.schedule.num_train_timesteps, ddim_steps)
