@@ -354,3 +354,13 @@ def test_a_checkpoint_brings_its_own_guidance_and_strength_per_target(checkpoint
     assert given["guidance"] == {"bssfp": 2.0, "t2w": 0.0} and given["start"] == "bssfp"
     other = method.run({"bssfp": study["bssfp"], "lge": study["lge"]}, target="t2w", slices="2", **FAST)
     assert other["image"].metadata["synthesis"]["guidance"] == {"bssfp": 2.0, "lge": 2.0}  # not tuned: the default
+
+
+def test_a_slice_gets_the_same_result_alone_as_in_the_stack(checkpoints, study):
+    method = load_method("multi_sequence", checkpoints["cmrdiff"], autoencoder=checkpoints["autoencoder"],
+                         device="cpu")
+    inputs = {"bssfp": study["bssfp"], "t2w": study["t2w"]}
+    stack = method.run(inputs, target="lge", **FAST)["image"].array
+    alone = method.run(inputs, target="lge", slices="2", **FAST)["image"].array
+    np.testing.assert_allclose(alone[1], stack[1], atol=1e-5)
+    assert not alone[0].any() and not alone[2].any()
