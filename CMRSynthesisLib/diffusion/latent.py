@@ -74,9 +74,9 @@ def downsample_mask(mask: torch.Tensor, latent_shape: Sequence[int]) -> torch.Te
 def load_codec(folder: Path, method: str, device: torch.device,
                trained_with: tuple[Path, dict[str, Any]] | None = None) -> tuple[LatentCodec, dict[str, Any]]:
     """The frozen codec of an autoencoder checkpoint folder of `method` (hash-checked; its config "part" must be
-    "autoencoder"), on `device`, and the checkpoint's config. trained_with: (folder, config) of the latent diffusion model that will use it: its
-    config's autoencoder.weights_sha256, when recorded, must be this autoencoder's (a model decodes only the latents
-    it was trained on). CheckpointError otherwise."""
+    "autoencoder"), on `device`, and the checkpoint's config. trained_with: (folder, config) of the latent diffusion
+    model that will use it: its config's autoencoder.weights_sha256, when recorded, must be this autoencoder's (a
+    model decodes only the latents it was trained on). CheckpointError otherwise."""
     from ..checkpoints import load_checkpoint
     from .networks import build_network, load_weights
 
@@ -99,10 +99,10 @@ def load_synthesis_model(folder: Path, autoencoder: Path | None, shipped_autoenc
                          ) -> tuple[torch.nn.Module, dict[str, Any], LatentCodec | None]:
     """A latent method's synthesis checkpoint (hash-checked): a "diffusion" part with the codec of the autoencoder
     folder it was trained on (`load_codec`; None: the shipped checkpoint `shipped_autoencoder`), or a "pix2pix" part
-    (no codec, no autoencoder needed). Returns the network built by
-    `build(config)` with its weights, the config and the codec (None for pix2pix). CheckpointError for a missing,
-    tampered or foreign checkpoint, another part (e.g. the autoencoder given as the model: `label` names the method
-    in that message) or another autoencoder than the model's."""
+    (no codec, no autoencoder needed). Returns the network built by `build(config)` with its weights, the config and
+    the codec (None for pix2pix). CheckpointError for a missing, tampered or foreign checkpoint, another part (e.g.
+    the autoencoder given as the model: `label` names the method in that message) or another autoencoder than the
+    model's."""
     from ..checkpoints import load_checkpoint, shipped_checkpoint
     from .networks import load_weights
 

@@ -50,8 +50,8 @@ __all__ = [
     "FIELD_3T_RATIOS", "LABELS", "LOOK_LOCKER_RATE_PER_MS", "OOD_FIRST_ID", "REFERENCE_TISSUES", "SPLITS",
     "SUBJECT_FILES", "TERRITORY_CENTRES_DEG", "TISSUE_OF_LABEL", "Acquisition", "Geometry", "LeftVentricle",
     "RightVentricle", "Scar", "Subject", "Thorax", "Tissue", "bssfp_signal", "cine_phases", "cine_trigger_times_ms",
-    "contraction", "lagrangian_displacement_mm", "lge_study", "make_subject", "molli_inversion_times", "multi_sequence_study",
-    "oedema_mask", "oedema_tissue", "render_cine",
-    "render_labels", "render_lge", "render_molli", "render_t1_map", "render_t2w", "shading_field", "slice_depths_mm",
-    "split_of", "subject_ids", "tissue_masks", "true_ecv_percent", "true_strain", "write_subject",
+    "contraction", "lagrangian_displacement_mm", "lge_study", "make_subject", "molli_inversion_times",
+    "multi_sequence_study", "oedema_mask", "oedema_tissue", "render_cine", "render_labels", "render_lge",
+    "render_molli", "render_t1_map", "render_t2w", "shading_field", "slice_depths_mm", "split_of", "subject_ids",
+    "tissue_masks", "true_ecv_percent", "true_strain", "write_subject",
 ]
