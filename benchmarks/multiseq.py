@@ -97,7 +97,8 @@ def guidance_grid(args: argparse.Namespace, method) -> None:
                  for value in args.strengths.split(",")}
     print("strengths: " + json.dumps(strengths))
     out = args.out or RESULTS / "multiseq_guidance.json"
-    report = {"split": args.split, "subjects": args.subjects, "middle_slices_per_subject": args.slices, "scales": scales,
+    report = {"split": args.split, "subjects": args.subjects, "middle_slices_per_subject": args.slices,
+              "scales": scales,
               "cases_per_direction": len(cases) // len(CONTRASTS),
               "note": "c1, c2: the guidance scales of the two given sequences in bSSFP, T2w, LGE order; strengths at "
                       "the default guidance",

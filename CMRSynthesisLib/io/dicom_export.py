@@ -71,7 +71,8 @@ def write_mr_images(images: Volume, folder: str | Path, header: Dataset, per_ima
     ImageOrientationPatient, ImagePositionPatient, SliceThickness from metadata "slice_thickness_mm" or the slice
     spacing, SpacingBetweenSlices, SliceLocation) and the Image Pixel module (C.7.6.3: 16-bit MONOCHROME2).
     Integer voxels within int16 / uint16 are stored as they are; other values as uint16 from their minimum with
-    RescaleSlope / RescaleIntercept (RescaleType from the header, else "US"; the quantisation error is at most half the slope);
+    RescaleSlope / RescaleIntercept (RescaleType from the header, else "US"; the quantisation error is at most half
+    the slope);
     `always_rescale` writes slope 1 and intercept 0 where none is needed. Files are IM_00001.dcm, ... in slice-major
     order (all frames of the first slice first), InstanceNumber counting the same way. Returns the paths written.
 

@@ -106,7 +106,8 @@ def input_problem(given: set[str], options: dict[str, Any]) -> str:
                 f"({NAMES[first]} and {NAMES[second]}) to synthesise it")
     missing = [NAMES[name] for name in (first, second) if name not in given]
     if missing:
-        return f"synthesising {NAMES[target]} needs both {NAMES[first]} and {NAMES[second]}; missing: {', '.join(missing)}"
+        return (f"synthesising {NAMES[target]} needs both {NAMES[first]} and {NAMES[second]}; missing: "
+                f"{', '.join(missing)}")
     return ""
 
 
@@ -169,7 +170,8 @@ class MultiSequence:
         resolved = resolve_device(device)
         network, config, codec = load_synthesis_model(
             Path(checkpoint) if checkpoint else shipped_checkpoint(SHIPPED_CHECKPOINT),
-            Path(autoencoder) if autoencoder else None, SHIPPED_AUTOENCODER, METHOD, "multi-sequence", resolved, build_model)
+            Path(autoencoder) if autoencoder else None, SHIPPED_AUTOENCODER, METHOD, "multi-sequence", resolved,
+            build_model)
         return cls(network, config, codec, resolved, segmenter, heart_segmenter)
 
     def run(self, inputs: dict[str, Any], *, target: str = "lge", guidance: str | None = None,
@@ -181,11 +183,11 @@ class MultiSequence:
 
         guidance: "c1,c2", the scales of the two given sequences in CONTRASTS order (0 removes that sequence's
         influence); strength in (0, 1]: how far the guided start noises the structural input's latent (1: pure
-        noise); None for either: the checkpoint's own for this target (`defaults`); slices: slices of the first given input counted from 1 ("3-5,7"; None: every slice with a heart
-        where the other input covers it); samples k, seed, sampler ("ddim": `ddim_steps` steps with noise level `ddim_eta`; "ddpm": every
-        step). Returns "image" (float32 in [0, 1] on the first given input's grid, 0 outside the crops) and
-        "image_sd" (SD of the k samples); settings, the slices synthesised (counted from 1) and their crops in
-        image.metadata["synthesis"].
+        noise); None for either: the checkpoint's own for this target (`defaults`); slices: slices of the first given
+        input counted from 1 ("3-5,7"; None: every slice with a heart where the other input covers it); samples k,
+        seed, sampler ("ddim": `ddim_steps` steps with noise level `ddim_eta`; "ddpm": every step). Returns "image"
+        (float32 in [0, 1] on the first given input's grid, 0 outside the crops) and "image_sd" (SD of the k
+        samples); settings, the slices synthesised (counted from 1) and their crops in image.metadata["synthesis"].
 
         InputError for a target given as input, a missing input, a 4D T2w or LGE, a bad setting or no heart found;
         GeometryError when the two inputs do not overlap; Cancelled when `progress` returns False.

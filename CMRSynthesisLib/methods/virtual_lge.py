@@ -131,7 +131,8 @@ class VirtualLGE:
         resolved = resolve_device(device)
         network, config, codec = load_synthesis_model(
             Path(checkpoint) if checkpoint else shipped_checkpoint(SHIPPED_CHECKPOINT),
-            Path(autoencoder) if autoencoder else None, SHIPPED_AUTOENCODER, METHOD, "virtual-LGE", resolved, build_model)
+            Path(autoencoder) if autoencoder else None, SHIPPED_AUTOENCODER, METHOD, "virtual-LGE", resolved,
+            build_model)
         return cls(network, config, codec, CineSegmenter.load(segmenter or shipped_checkpoint(SHIPPED_SEGMENTER),
                                                               resolved), resolved)
 
