@@ -504,8 +504,8 @@ def test_enhancer_validation_measures_the_start_from_the_original_image():
 @pytest.mark.parametrize("path", sorted((Path(__file__).parents[1] / "training" / "configs").glob("*.json")),
                          ids=lambda path: path.stem)
 def test_every_shipped_config_builds_its_networks(path):
-    """Each recipe config in training/configs names networks MONAI builds, and a T1-from-cine or virtual-LGE config's
-    denoiser takes exactly the channels its variant feeds it."""
+    """Each recipe config in training/configs names networks MONAI builds, and a T1-from-cine, virtual-LGE or
+    multi-sequence config's denoiser takes exactly the channels its variant feeds it."""
     from CMRSynthesisLib.diffusion.networks import build_network
     from CMRSynthesisLib.methods.cpkdm_networks import VARIANTS as CPKDM_VARIANTS
     from CMRSynthesisLib.methods.cpkdm_networks import build_cpkdm
@@ -526,6 +526,16 @@ def test_every_shipped_config_builds_its_networks(path):
     elif path.name.startswith("virtual_lge_pix2pix"):
         assert config["generator"]["args"]["in_channels"] == config["frames"] + config["curves"]
         assert config["discriminator"]["args"]["in_channels"] == config["frames"] + config["curves"] + 1
+    elif path.name.startswith("multi_sequence") and "variant" in config:
+        from CMRSynthesisLib.methods import multi_sequence
+
+        assert isinstance(multi_sequence.build_model(config), torch.nn.Module)
+        if config["variant"] == "cmrdiff":  # [x_t, first, second] latents; tokens of token_dim
+            assert config["denoiser"]["args"]["in_channels"] == 3 * config["latent_channels"]
+            assert config["denoiser"]["args"]["cross_attention_dim"] == config["token_dim"]
+        else:  # the two given crops and the target's 3 one-hot channels; the discriminator also sees the target
+            assert config["generator"]["args"]["in_channels"] == 5
+            assert config["discriminator"]["args"]["in_channels"] == 6
     elif "variant" in config:
         build_model(config)
         if config["variant"] in ("t1diff", "raw_ddpm"):
