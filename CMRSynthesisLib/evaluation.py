@@ -536,14 +536,21 @@ def _png(figure: Any) -> bytes:
     return buffer.getvalue()
 
 
+FIGURE_COLUMNS = 4  # panels a row of the metrics figure
+
+
 def metrics_png(document: dict[str, Any], evaluation: Evaluation) -> bytes:
-    """PNG bytes: one panel per per-case metric of the table, a box and the cases as points for each model that has
-    values (unavailable models and metrics are named in the panel)."""
+    """PNG bytes: one panel per per-case metric of the table (at most FIGURE_COLUMNS panels a row), a box and the
+    cases as points for each model that has values (unavailable models and metrics are named in the panel)."""
     plt = _pyplot()
     columns = [column for column in evaluation.columns if "." not in column.key]
-    figure, axes = plt.subplots(1, max(len(columns), 1), figsize=(3.6 * max(len(columns), 1), 3.6), squeeze=False)
+    across = min(max(len(columns), 1), FIGURE_COLUMNS)
+    down = -(-max(len(columns), 1) // across)
+    figure, axes = plt.subplots(down, across, figsize=(3.6 * across, 3.9 * down), squeeze=False)
+    for axis in axes.flat[len(columns):]:
+        axis.set_visible(False)
     rng = np.random.default_rng(0)  # jitter of the points only
-    for axis, column in zip(axes[0], columns):
+    for axis, column in zip(axes.flat, columns):
         names, data = [], []
         for name in document["labels"]:
             values = [row["models"].get(name, {}).get(column.key) for row in document["cases"]]

@@ -224,7 +224,7 @@ class MultiSequence:
         chosen = parse_slices(slices, reference.spatial_shape[0], f"the {NAMES[first]}")
         report(progress, 0.0, "finding the heart")
         kind = "bssfp" if "bssfp" in images else "lge"
-        centres = self._heart_centres(reference.with_array(images[kind]), kind)
+        centres = self._heart_centres(reference.with_array(images[kind]), kind, chosen)
         usable = [z for z in sorted(centres) if covered[z].any()]
         if chosen is not None:
             refused = [z + 1 for z in chosen if z not in usable]
@@ -320,9 +320,14 @@ class MultiSequence:
                                                  self.device)
         return self._segmenter
 
-    def _heart_centres(self, stack: Volume, kind: str) -> dict[int, tuple[float, float]]:
+    def _heart_centres(self, stack: Volume, kind: str, only: list[int] | None = None
+                       ) -> dict[int, tuple[float, float]]:
         """The crop centre (row, column) of each slice with a heart: the LV blood pool's centroid (cine segmenter)
-        on a bSSFP stack (kind "bssfp"), the heart ROI's centroid (LGE heart segmenter) on an LGE stack ("lge")."""
+        on a bSSFP stack (kind "bssfp"), the heart ROI's centroid (LGE heart segmenter) on an LGE stack ("lge").
+        only: the slices to look at (None: all); both segmenters work slice by slice, so a slice's centre does not
+        depend on the others."""
+        keep = list(range(stack.spatial_shape[0])) if only is None else list(only)
+        stack = Volume(stack.array[keep], stack.spacing, stack.origin, stack.direction)
         if kind == "lge":
             from .scar_enhancement import HeartSegmenter
 
@@ -332,8 +337,8 @@ class MultiSequence:
             masks = self._heart_segmenter.segment(stack)
         else:
             masks = self.segmenter.segment(stack).array == LABEL_VALUES["lv_blood"]
-        return {z: tuple(float(v) for v in np.argwhere(mask).mean(axis=0)) for z, mask in enumerate(masks)
-                if mask.any()}
+        return {keep[index]: tuple(float(v) for v in np.argwhere(mask).mean(axis=0))
+                for index, mask in enumerate(masks) if mask.any()}
 
     @torch.no_grad()
     def _slice(self, crops: dict[str, np.ndarray], target: str, scales: tuple[float, float], from_noise: bool,
