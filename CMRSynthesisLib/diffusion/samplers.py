@@ -126,6 +126,17 @@ def sampler_eta(sampler: str, eta: float) -> float:
     return float(eta)
 
 
+def checked_sampling(samples: int, sampler: str, ddim_eta: float) -> float:
+    """A method's sampling settings checked before any work: InputError, naming the command-line option, for fewer
+    than 1 sample (--samples), an unknown sampler (--sampler) or a DDIM eta outside [0, 1] (--ddim-eta). Returns the
+    eta `sample` takes (`sampler_eta`)."""
+    if samples < 1:
+        raise InputError(f"the number of samples k (--samples) must be at least 1; got {samples}")
+    if sampler not in SAMPLERS:
+        raise InputError(f"unknown sampler {sampler!r} (--sampler); choose one of {SAMPLERS}")
+    return sampler_eta(sampler, ddim_eta)
+
+
 def check_chain(pairs: Sequence[tuple[int, int]], num_train_timesteps: int) -> None:
     """InputError unless `pairs` is a non-empty chain (t, t_prev), each t_prev < t and the next pair's t, from a t
     below T down to t_prev >= CLEAN."""

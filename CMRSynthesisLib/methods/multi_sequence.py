@@ -38,7 +38,7 @@ from ..diffusion.conditioning import Condition
 from ..diffusion.latent import LatentCodec, load_synthesis_model
 from ..diffusion.model import DiffusionModel
 from ..diffusion.networks import build_network
-from ..diffusion.samplers import ONE_SAMPLE_NOTE, SAMPLERS, sample, sampler_eta, timestep_pairs
+from ..diffusion.samplers import ONE_SAMPLE_NOTE, checked_sampling, sample, timestep_pairs
 from ..errors import CheckpointError, InputError
 from ..evaluation import checkpoint_baseline
 from ..metrics import cnr, crop_box, psnr, roi_bounding_box, scaled_by_crop, ssim
@@ -205,14 +205,10 @@ class MultiSequence:
         strength = default_strength if strength is None else strength
         scales = parse_guidance(guidance)
         check_seed(seed)
-        if samples < 1:
-            raise InputError(f"the number of samples k (--samples) must be at least 1; got {samples}")
-        if sampler not in SAMPLERS:
-            raise InputError(f"unknown sampler {sampler!r} (--sampler); choose one of {SAMPLERS}")
+        eta = checked_sampling(samples, sampler, ddim_eta)
         if not 0.0 < float(strength) <= 1.0:
             raise InputError(f"the guided start's strength (--strength) must be in (0, 1] (1: from pure noise); got "
                              f"{strength}")
-        eta = sampler_eta(sampler, ddim_eta)
         notes: list[str] = []
         volumes = {name: self._checked(inputs[name], name, notes) for name in (first, second)}
         reference = volumes[first]
@@ -355,8 +351,7 @@ class MultiSequence:
         latents = {name: self.codec.encode(tensor) for name, tensor in tensors.items()}
         conditions = {"first": latents[first], "second": latents[second],
                       "roles": roles_tensor([target], self.device)}
-        structure = None if from_noise else self.codec.encode(
-            torch.from_numpy(crops[START_FROM[target]][None]).to(self.device))
+        structure = None if from_noise else latents[START_FROM[target]]  # always one of the given sequences
         result = sample(self.model, pairs, image=structure, shape=None if structure is not None else
                         tuple(latents[first].shape), start="noise" if from_noise else "image", conditions=conditions,
                         guidance={"first": scales[0], "second": scales[1]}, sampler=sampler, eta=eta, samples=samples,

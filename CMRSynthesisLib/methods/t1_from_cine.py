@@ -41,7 +41,7 @@ from ..diffusion.chain_cache import ChainCache
 from ..diffusion.conditioning import Condition
 from ..diffusion.model import DiffusionModel
 from ..diffusion.networks import build_network, load_weights
-from ..diffusion.samplers import ONE_SAMPLE_NOTE, SAMPLERS, sample, sampler_eta, timestep_pairs
+from ..diffusion.samplers import ONE_SAMPLE_NOTE, checked_sampling, sample, timestep_pairs
 from ..errors import CheckpointError, InputError
 from ..evaluation import checkpoint_baseline
 from ..preprocess import CINE_PERCENTILES, LVCrop, cycle_frames, percentile_normalise
@@ -215,11 +215,7 @@ class T1FromCine:
                              "morphokinetic condition compares ED and ES")
         cine.require_finite("the cine")
         check_seed(seed)
-        if samples < 1:
-            raise InputError(f"the number of samples k (--samples) must be at least 1; got {samples}")
-        if sampler not in SAMPLERS:
-            raise InputError(f"unknown sampler {sampler!r} (--sampler); choose one of {SAMPLERS}")
-        eta = sampler_eta(sampler, ddim_eta)
+        eta = checked_sampling(samples, sampler, ddim_eta)
         stated = cine.metadata.get("field_strength_t")
         field = field_strength if field_strength is not None else stated
         if field is None:

@@ -40,7 +40,7 @@ from ..diffusion.conditioning import Condition
 from ..diffusion.latent import LatentCodec, load_synthesis_model
 from ..diffusion.model import DiffusionModel
 from ..diffusion.networks import build_network
-from ..diffusion.samplers import ONE_SAMPLE_NOTE, SAMPLERS, sample, sampler_eta, timestep_pairs
+from ..diffusion.samplers import ONE_SAMPLE_NOTE, checked_sampling, sample, timestep_pairs
 from ..errors import CheckpointError, InputError
 from ..evaluation import checkpoint_baseline
 from ..io.t1_series import T1Series
@@ -168,13 +168,9 @@ class VirtualLGE:
                              f"{MIN_CINE_FRAMES} frames")
         cine.require_finite("the cine")
         check_seed(seed)
-        if samples < 1:
-            raise InputError(f"the number of samples k (--samples) must be at least 1; got {samples}")
-        if sampler not in SAMPLERS:
-            raise InputError(f"unknown sampler {sampler!r} (--sampler); choose one of {SAMPLERS}")
+        eta = checked_sampling(samples, sampler, ddim_eta)
         if not 0.0 < float(scar_threshold) < 1.0:
             raise InputError(f"the scar threshold (--scar-threshold) must lie between 0 and 1; got {scar_threshold}")
-        eta = sampler_eta(sampler, ddim_eta)
         count = cine.array.shape[0]
         for name, frame in (("ED", ed), ("ES", es)):
             if frame is not None and not 0 <= frame < count:
