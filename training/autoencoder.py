@@ -21,7 +21,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from CMRSynthesisLib.diffusion.latent import estimate_scale_factor
+from CMRSynthesisLib.diffusion.latent import LatentCodec, estimate_scale_factor
 from CMRSynthesisLib.diffusion.networks import build_network
 
 from .adversarial import discriminator_loss, generator_loss, patch_logits
@@ -92,3 +92,12 @@ def train_autoencoder(config: dict[str, Any], out: Path, context: Context, resum
                      "training_summary": {"steps": trainer.step, "train_images": len(train),
                                           "validation_images": len(validation), "best": trainer.best,
                                           "world_size": context.world_size, "device": str(context.device)}}
+
+
+def encode_in_batches(images: np.ndarray, codec: LatentCodec, device: torch.device, batch: int = 32) -> torch.Tensor:
+    """The scaled latents (N, C, h, w) of images (N, 1, S, S) in [-1, 1] through a frozen `codec`, `batch` at a time
+    on `device`, gathered on the CPU."""
+    tensors = torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32))
+    with torch.no_grad():
+        return torch.cat([codec.encode(tensors[start:start + batch].to(device)).cpu()
+                          for start in range(0, len(tensors), batch)])

@@ -35,7 +35,7 @@ from CMRSynthesisLib.phantom import study as phantom_study
 from CMRSynthesisLib.volume import Volume
 
 from .. import pix2pix
-from ..autoencoder import train_autoencoder
+from ..autoencoder import encode_in_batches, train_autoencoder
 from ..datasets import cached_arrays, split_cases
 from ..distributed import Context
 from ..loop import Trainer
@@ -142,13 +142,9 @@ def train_multi_sequence_autoencoder(config: dict[str, Any], out: Path, context:
                      "pixel_mm": float(config["pixel_mm"]), "percentiles": list(PERCENTILES), **product}
 
 
-def encode_all(arrays: dict[str, np.ndarray], codec: LatentCodec, device: torch.device, batch: int = 32
-               ) -> torch.Tensor:
+def encode_all(arrays: dict[str, np.ndarray], codec: LatentCodec, device: torch.device) -> torch.Tensor:
     """The scaled latents (3, N, C, h, w) of the examples' three sequences, in CONTRASTS order."""
-    with torch.no_grad():
-        return torch.stack([torch.cat([codec.encode(torch.from_numpy(arrays[name][start:start + batch]).to(device))
-                                       .cpu() for start in range(0, len(arrays[name]), batch)])
-                            for name in CONTRASTS])
+    return torch.stack([encode_in_batches(arrays[name], codec, device) for name in CONTRASTS])
 
 
 def heatmap_loss(error: torch.Tensor, wall: torch.Tensor, myocardium_weight: float, error_weight: float

@@ -28,7 +28,7 @@ from CMRSynthesisLib.analysis import curve_clustering, relaxation, strain, t1fit
 from CMRSynthesisLib.analysis.curve_clustering import cluster_curves
 from CMRSynthesisLib.analysis.relaxation import recovery_curves
 from CMRSynthesisLib.diffusion.conditioning import Condition
-from CMRSynthesisLib.diffusion.latent import LatentCodec, load_codec
+from CMRSynthesisLib.diffusion.latent import load_codec
 from CMRSynthesisLib.diffusion.model import DiffusionModel
 from CMRSynthesisLib.diffusion.networks import build_network
 from CMRSynthesisLib.diffusion.training import denoising_step, diffusion_loss
@@ -49,7 +49,7 @@ from CMRSynthesisLib.phantom import study as phantom_study
 
 from .. import pix2pix
 from ..adversarial import discriminator_loss, generator_loss, patch_logits
-from ..autoencoder import train_autoencoder
+from ..autoencoder import encode_in_batches, train_autoencoder
 from ..datasets import cached_arrays
 from ..distributed import Context
 from ..loop import Trainer
@@ -123,15 +123,6 @@ def train_lge_autoencoder(config: dict[str, Any], out: Path, context: Context, r
                      "pixel_mm": float(config["pixel_mm"]), "lge_percentiles": list(LGE_PERCENTILES), **product}
 
 
-def encode_lge(examples: dict[str, np.ndarray], codec: LatentCodec, device: torch.device, batch: int = 32
-               ) -> torch.Tensor:
-    """The scaled latents (N, C, h, w) of the examples' LGE through `codec`."""
-    images = torch.from_numpy(examples["lge"])
-    with torch.no_grad():
-        return torch.cat([codec.encode(images[start:start + batch].to(device)).cpu()
-                          for start in range(0, len(images), batch)])
-
-
 def cached_phantom_examples(split: str, subjects: int, config: dict[str, Any]) -> dict[str, np.ndarray]:
     """`phantom_examples`, cached in config["data"]["cache"] (if set) under their settings and the code that makes
     them (EXAMPLE_MODULES and this module's example functions), so every variant trains on the very same examples and a change to that code renders anew."""
@@ -172,8 +163,8 @@ def train_latent_diffusion(config: dict[str, Any], out: Path, context: Context, 
     validation = cached_phantom_examples("validation", int(data["validation_subjects"]), config)
     checkpoint = Path(config["autoencoder_checkpoint"])
     codec, autoencoder = load_codec(checkpoint, METHOD, context.device)
-    train_latents = encode_lge(train, codec, context.device)
-    validation_latents = encode_lge(validation, codec, context.device)
+    train_latents = encode_in_batches(train["lge"], codec, context.device)
+    validation_latents = encode_in_batches(validation["lge"], codec, context.device)
     variant, factor = config["variant"], int(config["factor"])
     network = build_cpkdm(config)
     names = conditions_of(variant)
