@@ -13,9 +13,13 @@ from CMRSynthesisLib.cli import main
 from CMRSynthesisLib.errors import CheckpointError, InputError
 from CMRSynthesisLib.io import read_volume, write_cine
 from CMRSynthesisLib.methods import load_method
+from CMRSynthesisLib.methods.cine_segmentation import phantom_labels
 from CMRSynthesisLib.methods.t1_from_cine import (
+    ANATOMY_CHANNELS,
     T1FromCine,
     build_model,
+    lv_centre,
+    morphokinetic_condition,
     to_ms,
     to_unit,
 )
@@ -34,10 +38,10 @@ def tiny_config(variant: str) -> dict:
     config = {"method": "t1_from_cine", "variant": variant, "frames": FRAMES, "crop_size": 32, "pixel_mm": 3.0,
               "description": f"tiny untrained {variant} for tests"}
     if variant == "t1diff":
-        config.update(schedule=SCHEDULE, denoiser=denoiser(1 + 8 + 8 + 1), modality_encoder={
+        config.update(schedule=SCHEDULE, denoiser=denoiser(1 + 8 + ANATOMY_CHANNELS + 1), modality_encoder={
             "class": "BasicUNet", "args": {"spatial_dims": 2, "in_channels": FRAMES, "out_channels": 8,
                                            "features": [8, 8, 8, 8, 8, 8]}})
-        config["denoiser"]["args"]["in_channels"] = 1 + 8 + 8 + 1
+        config["denoiser"]["args"]["in_channels"] = 1 + 8 + ANATOMY_CHANNELS + 1
     elif variant == "raw_ddpm":
         config.update(schedule=SCHEDULE, denoiser=denoiser(1 + FRAMES + 1))
     else:
@@ -86,6 +90,29 @@ def test_cycle_frames_resample_one_heartbeat_from_ed():
     resampled = cycle_frames(frames, ed_frame=2, count=4)
     np.testing.assert_allclose(resampled[:, 0, 0], [2.0, 4.5, 7.0, 4.5])  # 9.5 wraps: half way from frame 9 (9) to 0 (0)
     np.testing.assert_allclose(to_ms(to_unit(np.array([0.0, 1250.0, 9000.0]))), [0.0, 1250.0, 2500.0])
+
+
+def test_the_morphokinetic_condition_shows_an_infarct_as_a_wall_that_does_not_thicken():
+    """c_mor's strain channels, from ED to ES inside the ED myocardium: the infarct of a held-out phantom subject
+    hardly thickens (radial strain near 0) while the remote wall does; 0 outside the myocardium."""
+    subject = phantom.make_subject(phantom.subject_ids("test", 4)[0])
+    cine, labels = phantom.render_cine(subject)
+    es = int(np.argmin((labels.array == phantom.LABELS["lv_blood"]).sum(axis=(1, 2, 3))))
+    z = int(np.argmax((labels.array[0] == phantom.LABELS["scar"]).sum(axis=(1, 2))))
+    truth = phantom_labels(labels.array[:, z])
+    one_hot = lambda frame: np.stack([truth[frame] == value for value in range(4)]).astype(np.float32)
+    spacing_yx = (cine.spacing[1], cine.spacing[0])
+    crop = LVCrop(lv_centre(truth[0]), spacing_yx, 48, 2.5)
+    condition = morphokinetic_condition(cine.array[:, z], one_hot(0), one_hot(es), spacing_yx, crop, 0, es)
+    assert condition.shape == (ANATOMY_CHANNELS, 48, 48)
+    radial = condition[8]
+    scar = crop.extract((labels.array[0, z] == phantom.LABELS["scar"]).astype(np.float32)) > 0.5
+    wall = crop.extract((truth[0] == 2).astype(np.float32)) > 0.5
+    remote = wall & ~scar
+    assert scar.sum() > 10 and remote.sum() > 50
+    assert np.median(radial[scar]) < 0.1 and np.median(radial[remote]) > np.median(radial[scar]) + 0.15
+    outside = crop.extract((truth[0] == 0).astype(np.float32)) > 0.99
+    assert np.all(condition[8:, outside] == 0.0)
 
 
 @pytest.mark.parametrize("variant", ["t1diff", "raw_ddpm", "pix2pix"])
@@ -209,7 +236,7 @@ def test_the_modality_features_are_reused_through_a_chain_with_the_same_numbers(
     weights that change in place between calls) it is always computed."""
     network = T1FromCine.load(checkpoints["t1diff"], "cpu").network
     generator = torch.Generator().manual_seed(0)
-    x = torch.randn((2, 1 + network.frames + 8 + 1, 32, 32), generator=generator)
+    x = torch.randn((2, 1 + network.frames + ANATOMY_CHANNELS + 1, 32, 32), generator=generator)
     steps = torch.tensor([500, 20])
     calls, seen = [], []
     network.modality_encoder.register_forward_hook(lambda *_: calls.append(1))
@@ -267,7 +294,7 @@ def test_real_cases_laid_out_as_folders_give_training_examples(tmp_path):
     segmenter = CineSegmenter.load(None, "cpu")
     train = folder_examples("train", data, config, segmenter)
     validation = folder_examples("validation", data, config, segmenter)
-    assert train["phases"].shape[1:] == (FRAMES, 32, 32) and train["anatomy"].shape[1:] == (8, 32, 32)
+    assert train["phases"].shape[1:] == (FRAMES, 32, 32) and train["anatomy"].shape[1:] == (ANATOMY_CHANNELS, 32, 32)
     assert len(train["target"]) >= 5 and len(validation["target"]) >= 5
     for examples in (train, validation):  # crops centred on the LV: blood (~1500-1900 ms) in the middle
         centre_ms = to_ms(examples["target"][:, 0, 14:18, 14:18]).mean(axis=(1, 2))

@@ -7,7 +7,11 @@ segmenter at ED):
   **modality encoder** E_m (a U-Net) whose feature maps are c_mod (paper: "Modality Encoder");
 - the **anatomical structure encoder** E_a is the shipped cine segmenter (frozen; the paper uses GF-UNet and says any
   anatomical encoder serves): its class probabilities at ED (a_d) and ES (a_s) give the morphokinetic condition
-  c_mor = [a_d, a_s - a_d] (the change of anatomy from ED to ES, i.e. the wall's motion);
+  c_mor = [a_d, a_s - a_d, E_rr, E_cc] (the change of anatomy from ED to ES, i.e. the wall's motion). E_rr and E_cc,
+  the radial and circumferential Green-Lagrange strain from ED to ES inside the segmenter's ED myocardium
+  (`analysis.strain`, 0 elsewhere), are chosen, not the paper's: a_s - a_d changes only at the wall's borders, while
+  an infarct shows as a wall that does not thicken (on held-out phantom slices, ES radial strain about 0 in scar
+  against 0.3 in remote myocardium), which the strain measures inside the wall;
 - the disentangled conditions [c_mod, c_mor] and the field strength (a constant channel: native T1 depends on B0)
   are concatenated with x_t at the input of a conditional pixel DDPM (MONAI DiffusionModelUNet), T = 1000, trained
   with the epsilon loss (paper eq. 6) on T1 maps scaled to [-1, 1] (T1 / T1_SCALE_MS * 2 - 1).
@@ -61,13 +65,14 @@ from .registry import (
     ReferenceRow,
     Sampling,
 )
+from .virtual_lge_inputs import kinematic_channels
 
 METHOD = "t1_from_cine"
 SHIPPED_CHECKPOINT = "t1_from_cine"
 SHIPPED_SEGMENTER = "cine_segmenter"
 VARIANTS = ("t1diff", "raw_ddpm", "pix2pix")
 T1_SCALE_MS = 2500.0  # T1 in [0, T1_SCALE_MS] ms maps onto [-1, 1]
-ANATOMY_CHANNELS = 8  # segmenter probabilities at ED (4) and their change to ES (4)
+ANATOMY_CHANNELS = 10  # segmenter probabilities at ED (4), their change to ES (4), E_rr and E_cc from ED to ES
 FIELD_STRENGTHS_T = (1.5, 3.0)
 
 
@@ -93,17 +98,33 @@ def lv_centre(labels: np.ndarray) -> tuple[float, float] | None:
     return tuple(float(v) for v in ndimage.center_of_mass(lv)) if lv.any() else None
 
 
+def morphokinetic_condition(frames: np.ndarray, probabilities_ed: np.ndarray, probabilities_es: np.ndarray,
+                            spacing_yx: tuple[float, float], crop: LVCrop, ed_frame: int, es_frame: int) -> np.ndarray:
+    """c_mor of one slice on its crop: (ANATOMY_CHANNELS, S, S) float32, the segmenter's probabilities at ED (4), their
+    change to ES (4), and the radial and circumferential Green-Lagrange strain from ED to ES (clipped to
+    +-STRAIN_LIMIT) inside the myocardium of the ED probabilities' labels, 0 elsewhere (all 0 when the segmenter finds
+    no myocardium). frames: the slice's cine (t, y, x); probabilities (4, y, x); spacing_yx: (row, col) mm."""
+    ed, es = crop.extract(probabilities_ed), crop.extract(probabilities_es)
+    labels = np.argmax(probabilities_ed, axis=0)
+    myocardium = labels == 2
+    strain = np.zeros((2, *labels.shape), np.float32)
+    if myocardium.any():
+        motion = kinematic_channels(frames[[ed_frame, es_frame]], myocardium, labels == 1, spacing_yx, 0)
+        strain = motion[1, :2]  # radial and circumferential strain at ES (KINEMATIC_CHANNELS order)
+    return np.concatenate([ed, es - ed, crop.extract(strain)]).astype(np.float32)
+
+
 def slice_conditions(variant: str, phases: int, frames: np.ndarray, probabilities_ed: np.ndarray,
-                     probabilities_es: np.ndarray, crop: LVCrop, ed_frame: int, field_strength_t: float
-                     ) -> dict[str, np.ndarray]:
-    """The condition arrays of one slice on its crop for `variant`: "phases" (phases, S, S), "anatomy" (8, S, S:
-    segmenter probabilities at ED and their change to ES; t1diff only), "field" (1, S, S). frames: the slice's cine
-    (t, y, x); probabilities at ED / ES: (4, y, x) from the cine segmenter."""
+                     probabilities_es: np.ndarray, crop: LVCrop, ed_frame: int, es_frame: int,
+                     spacing_yx: tuple[float, float], field_strength_t: float) -> dict[str, np.ndarray]:
+    """The condition arrays of one slice on its crop for `variant`: "phases" (phases, S, S), "anatomy" (c_mor,
+    `morphokinetic_condition`; t1diff only), "field" (1, S, S). frames: the slice's cine (t, y, x); probabilities at
+    ED / ES: (4, y, x) from the cine segmenter; spacing_yx: (row, col) mm."""
     values = {"phases": percentile_normalise(crop.extract(cycle_frames(frames, ed_frame, phases)), *CINE_PERCENTILES),
               "field": np.full((1, crop.size, crop.size), field_channel(field_strength_t), np.float32)}
     if variant == "t1diff":
-        ed, es = crop.extract(probabilities_ed), crop.extract(probabilities_es)
-        values["anatomy"] = np.concatenate([ed, es - ed]).astype(np.float32)
+        values["anatomy"] = morphokinetic_condition(frames, probabilities_ed, probabilities_es, spacing_yx, crop,
+                                                    ed_frame, es_frame)
     return {condition.name: values[condition.name] for condition in conditions_of(variant)}
 
 
@@ -256,7 +277,8 @@ class T1FromCine:
             z = slices[number]
             crop = LVCrop(lv_centre(labels[ed, z]), spacing_yx, size, pixel)
             values = slice_conditions(self.variant, int(self.config["frames"]), cine.array[:, z],
-                                      probabilities[ed][z], probabilities[es][z], crop, ed, float(field))
+                                      probabilities[ed][z], probabilities[es][z], crop, ed, es, spacing_yx,
+                                      float(field))
             mean, spread = self._slice(values, samples, generator, pairs, sampler, eta, slice_progress)
             t1[z] = crop.paste(to_ms(mean), cine.spatial_shape[1:])
             sd[z] = crop.paste(spread * T1_SCALE_MS / 2.0, cine.spatial_shape[1:])

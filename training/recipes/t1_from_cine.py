@@ -38,9 +38,11 @@ from CMRSynthesisLib.methods.t1_from_cine import (
     build_model,
     conditions_of,
     lv_centre,
+    morphokinetic_condition,
     slice_conditions,
     to_unit,
 )
+from CMRSynthesisLib.methods.virtual_lge_inputs import kinematic_channels
 from CMRSynthesisLib.preprocess import LVCrop
 
 from .. import pix2pix
@@ -77,7 +79,7 @@ def phantom_examples(split: str, subjects: int, config: dict[str, Any], segmente
                 continue
             crop = LVCrop(centre, spacing_yx, size, pixel)
             values = slice_conditions("t1diff", frames, cine.array[:, z], probabilities[ed][z], probabilities[es][z],
-                                      crop, ed, subject.acquisition.field_strength_t)
+                                      crop, ed, es, spacing_yx, subject.acquisition.field_strength_t)
             for name in CONDITION_NAMES:
                 rows[name].append(values[name])
             rows["target"].append(to_unit(crop.extract(t1[z]))[None].astype(np.float32))
@@ -127,7 +129,7 @@ def folder_examples(split: str, data: dict[str, Any], config: dict[str, Any], se
         for z in slices:
             crop = crops[z]
             values = slice_conditions("t1diff", frames, cine.array[:, z], probabilities[ed][z], probabilities[es][z],
-                                      crop, ed, float(field))
+                                      crop, ed, es, spacing_yx, float(field))
             for name in CONDITION_NAMES:
                 rows[name].append(values[name])
             rows["target"].append(to_unit(crop.extract(t1[z]))[None].astype(np.float32))
@@ -141,7 +143,8 @@ def cached_examples(split: str, subjects: int, config: dict[str, Any], segmenter
     settings = {key: config[key] for key in ("frames", "crop_size", "pixel_mm")}
     return cached_arrays(cache, f"t1_from_cine_{split}_{subjects}",
                          [split, subjects, settings, segmenter.config.get("description", "")],
-                         lambda: phantom_examples(split, subjects, config, segmenter))
+                         lambda: phantom_examples(split, subjects, config, segmenter),
+                         code=(phantom_examples, slice_conditions, morphokinetic_condition, kinematic_channels))
 
 
 def _batch(examples: dict[str, np.ndarray], names: tuple[str, ...], size: int, generator: torch.Generator,
