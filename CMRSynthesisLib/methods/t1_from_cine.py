@@ -52,7 +52,7 @@ from ..preprocess import CINE_PERCENTILES, LVCrop, cycle_frames, percentile_norm
 from ..progress import Progress, report
 from ..slice_runner import run_slices
 from ..volume import Volume
-from .cine_segmentation import CineSegmenter
+from .cine_segmentation import LABEL_VALUES, CineSegmenter
 from .registry import (
     CheckpointRole,
     Column,
@@ -106,10 +106,11 @@ def morphokinetic_condition(frames: np.ndarray, probabilities_ed: np.ndarray, pr
     no myocardium). frames: the slice's cine (t, y, x); probabilities (4, y, x); spacing_yx: (row, col) mm."""
     ed, es = crop.extract(probabilities_ed), crop.extract(probabilities_es)
     labels = np.argmax(probabilities_ed, axis=0)
-    myocardium = labels == 2
+    myocardium = labels == LABEL_VALUES["lv_myocardium"]
     strain = np.zeros((2, *labels.shape), np.float32)
     if myocardium.any():
-        motion = kinematic_channels(frames[[ed_frame, es_frame]], myocardium, labels == 1, spacing_yx, 0)
+        motion = kinematic_channels(frames[[ed_frame, es_frame]], myocardium, labels == LABEL_VALUES["lv_blood"],
+                                    spacing_yx, 0)
         strain = motion[1, :2]  # radial and circumferential strain at ES (KINEMATIC_CHANNELS order)
     return np.concatenate([ed, es - ed, crop.extract(strain)]).astype(np.float32)
 

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from CMRSynthesisLib import phantom
+from CMRSynthesisLib.analysis import strain
 from CMRSynthesisLib.analysis.cardiac_phases import blood_pool_volumes_ml, ed_es_frames
 from CMRSynthesisLib.analysis.t1mapping import t1_maps
 from CMRSynthesisLib.diffusion.model import DiffusionModel
@@ -138,13 +139,14 @@ def folder_examples(split: str, data: dict[str, Any], config: dict[str, Any], se
 
 def cached_examples(split: str, subjects: int, config: dict[str, Any], segmenter: CineSegmenter, cache: Path | None
                     ) -> dict[str, np.ndarray]:
-    """`phantom_examples`, read from / written to `cache` (a folder) under a name from their settings, so the three
-    variants train on the very same examples without rendering them three times."""
+    """`phantom_examples`, read from / written to `cache` (a folder) under a name from their settings and the source of
+    the code that makes them (the strain tracking included), so the three variants train on the very same examples
+    without rendering them three times."""
     settings = {key: config[key] for key in ("frames", "crop_size", "pixel_mm")}
     return cached_arrays(cache, f"t1_from_cine_{split}_{subjects}",
                          [split, subjects, settings, segmenter.config.get("description", "")],
                          lambda: phantom_examples(split, subjects, config, segmenter),
-                         code=(phantom_examples, slice_conditions, morphokinetic_condition, kinematic_channels))
+                         code=(phantom_examples, slice_conditions, morphokinetic_condition, kinematic_channels, strain))
 
 
 def _batch(examples: dict[str, np.ndarray], names: tuple[str, ...], size: int, generator: torch.Generator,
