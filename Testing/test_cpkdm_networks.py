@@ -4,8 +4,8 @@ reading frame order and strain, the edge-aware weights, and the morphology autoe
 import pytest
 import torch
 
+from CMRSynthesisLib.analysis.kinematic_maps import KINEMATIC_CHANNELS
 from CMRSynthesisLib.methods.cpkdm_networks import (
-    KINEMATIC_CHANNELS,
     ConvGRUCell,
     KinematicEncoder,
     MorphologyAutoencoder,

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 
 from CMRSynthesisLib import phantom
+from CMRSynthesisLib.analysis.kinematic_maps import KINEMATIC_CHANNELS, STRAIN_LIMIT
 from CMRSynthesisLib.analysis.relaxation import recovery_curves
 from CMRSynthesisLib.errors import InputError
-from CMRSynthesisLib.methods.cpkdm_networks import KINEMATIC_CHANNELS
-from CMRSynthesisLib.methods.virtual_lge_inputs import CURVE_FLOOR, STRAIN_LIMIT, slice_inputs
+from CMRSynthesisLib.methods.virtual_lge_inputs import CURVE_FLOOR, slice_inputs
 from CMRSynthesisLib.preprocess import LVCrop
 from CMRSynthesisLib.slice_matching import onto_reference_slices
 

@@ -26,12 +26,9 @@ from collections.abc import Iterator
 import torch
 from torch import nn
 
+from ..analysis.kinematic_maps import KINEMATIC_CHANNELS
 from ..diffusion.chain_cache import ChainCache
 
-# The per-frame kinematic inputs, in channel order: Green-Lagrange strains (fractions) and the paper's eq. 2
-# projected displacements (mm) from `analysis.strain.slice_kinematics`.
-KINEMATIC_CHANNELS = ("radial_strain", "circumferential_strain", "radial_displacement_mm",
-                      "circumferential_displacement_mm")
 RADIAL, CIRCUMFERENTIAL = (0, 2), (1, 3)  # the channels of each direction's encoder
 
 

@@ -39,6 +39,7 @@ import torch
 from scipy import ndimage
 
 from ..analysis.cardiac_phases import blood_pool_volumes_ml, ed_es_frames
+from ..analysis.kinematic_maps import kinematic_channels
 from ..checkpoints import load_checkpoint, shipped_checkpoint
 from ..device import check_seed, resolve_device
 from ..diffusion.chain_cache import ChainCache
@@ -65,7 +66,6 @@ from .registry import (
     ReferenceRow,
     Sampling,
 )
-from .virtual_lge_inputs import kinematic_channels
 
 METHOD = "t1_from_cine"
 SHIPPED_CHECKPOINT = "t1_from_cine"
@@ -101,8 +101,8 @@ def lv_centre(labels: np.ndarray) -> tuple[float, float] | None:
 def morphokinetic_condition(frames: np.ndarray, probabilities_ed: np.ndarray, probabilities_es: np.ndarray,
                             spacing_yx: tuple[float, float], crop: LVCrop, ed_frame: int, es_frame: int) -> np.ndarray:
     """c_mor of one slice on its crop: (ANATOMY_CHANNELS, S, S) float32, the segmenter's probabilities at ED (4), their
-    change to ES (4), and the radial and circumferential Green-Lagrange strain from ED to ES (clipped to
-    +-STRAIN_LIMIT) inside the myocardium of the ED probabilities' labels, 0 elsewhere (all 0 when the segmenter finds
+    change to ES (4), and the radial and circumferential Green-Lagrange strain from ED to ES
+    (`analysis.kinematic_maps`, clipped to +-STRAIN_LIMIT) inside the myocardium of the ED probabilities' labels, 0 elsewhere (all 0 when the segmenter finds
     no myocardium). frames: the slice's cine (t, y, x); probabilities (4, y, x); spacing_yx: (row, col) mm."""
     ed, es = crop.extract(probabilities_ed), crop.extract(probabilities_es)
     labels = np.argmax(probabilities_ed, axis=0)

@@ -5,7 +5,7 @@ Enhancement").
 Per short-axis slice of the cine with an LV at ED and a MOLLI slice at its position (`slice_matching`), on a square
 LV crop (`crop_size` pixels of `pixel_mm`, centred on the LV blood pool the cine segmenter finds at ED):
 - the kinematic inputs (CM-KMI): the cine phases over one heartbeat from ED with the radial and circumferential
-  Green-Lagrange strains and the paper's eq. 2 projected displacements (`virtual_lge_inputs`);
+  Green-Lagrange strains and the paper's eq. 2 projected displacements (`analysis.kinematic_maps`);
 - the relaxation inputs (MR-ESMP): each MOLLI pixel's fitted, polarity-restored recovery curve on 8 common inversion
   times (`analysis.relaxation`), whatever the scheme that acquired it, brought onto the cine slice;
 - KMDI: a latent DDPM on the LGE autoencoder's latents (`cpkdm_networks`), sampled from pure noise (DDIM by default),
@@ -33,6 +33,7 @@ import numpy as np
 import torch
 
 from ..analysis.cardiac_phases import blood_pool_volumes_ml, ed_es_frames
+from ..analysis.kinematic_maps import KINEMATIC_CHANNELS, kinematic_channels
 from ..analysis.relaxation import recovery_curves
 from ..checkpoints import shipped_checkpoint
 from ..device import check_seed, resolve_device
@@ -51,7 +52,7 @@ from ..slice_matching import match_slices, onto_reference_slices
 from ..slice_runner import parse_slices, run_slices
 from ..volume import Volume
 from .cine_segmentation import LABEL_VALUES, CineSegmenter
-from .cpkdm_networks import KINEMATIC_CHANNELS, VARIANTS, CPKDMNetwork, build_cpkdm, condition_values, conditions_of
+from .cpkdm_networks import VARIANTS, CPKDMNetwork, build_cpkdm, condition_values, conditions_of
 from .registry import (
     CheckpointRole,
     Column,
@@ -63,7 +64,7 @@ from .registry import (
     OutputRole,
     Sampling,
 )
-from .virtual_lge_inputs import kinematic_channels, slice_inputs
+from .virtual_lge_inputs import slice_inputs
 
 METHOD = "virtual_lge"
 SHIPPED_CHECKPOINT = "virtual_lge"

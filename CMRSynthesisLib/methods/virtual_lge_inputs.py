@@ -3,14 +3,10 @@
 For one short-axis slice with an LV at ED:
 - "cine" (phases, S, S): the cine resampled to `phases` phases over one heartbeat from ED (`preprocess.cycle_frames`)
   on the LV crop (`preprocess.LVCrop`), scaled together to [0, 1] by their CINE_PERCENTILES;
-- "kinematics" (phases, 4, S, S): from one tracking of the slice at the cine's own frames (from ED to every frame;
-  the paper tracks adjacent frames, which accumulates errors along the cycle: `analysis.strain` explains the choice)
-  (`analysis.strain.slice_kinematics`, ED myocardium and blood pool from the cine segmenter), the radial and
-  circumferential Green-Lagrange strains and the paper's eq. 2 projected displacements, in the order
-  `cpkdm_networks.KINEMATIC_CHANNELS`, resampled to the phases and cropped; 0 outside the ED myocardium (the
-  kinematic encoder sees motion where tissue is); displacements divided by DISPLACEMENT_SCALE_MM so all four are
-  of order 0.1-1, strains clipped to +-STRAIN_LIMIT (a few edge pixels of a tracked wall reach 3-12 where the flow
-  mixes wall and blood; no myocardium strains that much);
+- "kinematics" (phases, 4, S, S): the slice's `analysis.kinematic_maps.kinematic_channels` (strains and eq. 2
+  projected displacements from one tracking at the cine's own frames, from ED to every frame; the paper tracks
+  adjacent frames, which accumulates errors along the cycle: `analysis.strain` explains the choice; ED myocardium and
+  blood pool from the cine segmenter), resampled to the phases and cropped;
 - "curves" (n, S, S): the MOLLI recovery curves on common inversion times (`analysis.relaxation`), brought onto the
   cine's slice by position (`slice_matching`), on the crop, clipped below at CURVE_FLOOR (noisy low-signal fits reach
   B/A of 4 and more, where tissue gives about 2); 0 where the MOLLI does not reach or the fit failed, with
@@ -24,27 +20,12 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from ..analysis.strain import slice_kinematics
+from ..analysis.kinematic_maps import kinematic_channels
 from ..errors import InputError
 from ..preprocess import CINE_PERCENTILES, LVCrop, cycle_frames, percentile_normalise
-from .cpkdm_networks import KINEMATIC_CHANNELS
 
-DISPLACEMENT_SCALE_MM = 10.0  # chosen: wall displacements are a few mm, strains a few tenths
-STRAIN_LIMIT = 1.5  # chosen: peak radial strain is 0.3-0.6, circumferential -0.15 to -0.25
 CURVE_FLOOR = -2.0  # chosen: s(TI) = 1 - B/A exp(-TI/T1*) starts near -1.2 in tissue after a full inversion
 FULLY_COVERED = 0.999  # a crop pixel is covered when the interpolated coverage reaches this
-
-
-def kinematic_channels(frames: np.ndarray, myocardium: np.ndarray, blood_pool: np.ndarray,
-                       spacing_yx: Sequence[float], ed_frame: int) -> np.ndarray:
-    """The four kinematic maps of one slice at every cine frame: (t, 4, y, x) float32 in KINEMATIC_CHANNELS order,
-    strains clipped to +-STRAIN_LIMIT, displacements divided by DISPLACEMENT_SCALE_MM, 0 outside the ED myocardium.
-    frames (t, y, x); myocardium and blood_pool (y, x) at ED; spacing_yx (row, col) mm. InputError as
-    `slice_kinematics` (no ED myocardium, shapes)."""
-    maps = slice_kinematics(frames, myocardium, spacing_yx, ed_frame=ed_frame, blood_pool=blood_pool)
-    channels = [maps[name] / DISPLACEMENT_SCALE_MM if name.endswith("_mm")
-                else np.clip(maps[name], -STRAIN_LIMIT, STRAIN_LIMIT) for name in KINEMATIC_CHANNELS]
-    return np.nan_to_num(np.stack(channels, axis=1), nan=0.0).astype(np.float32)
 
 
 def slice_inputs(frames: np.ndarray, myocardium: np.ndarray, blood_pool: np.ndarray, curves: np.ndarray,

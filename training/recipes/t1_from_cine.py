@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from CMRSynthesisLib import phantom
-from CMRSynthesisLib.analysis import strain
+from CMRSynthesisLib.analysis import kinematic_maps, strain
 from CMRSynthesisLib.analysis.cardiac_phases import blood_pool_volumes_ml, ed_es_frames
 from CMRSynthesisLib.analysis.t1mapping import t1_maps
 from CMRSynthesisLib.diffusion.model import DiffusionModel
@@ -43,7 +43,6 @@ from CMRSynthesisLib.methods.t1_from_cine import (
     slice_conditions,
     to_unit,
 )
-from CMRSynthesisLib.methods.virtual_lge_inputs import kinematic_channels
 from CMRSynthesisLib.preprocess import LVCrop
 
 from .. import pix2pix
@@ -146,7 +145,7 @@ def cached_examples(split: str, subjects: int, config: dict[str, Any], segmenter
     return cached_arrays(cache, f"t1_from_cine_{split}_{subjects}",
                          [split, subjects, settings, segmenter.config.get("description", "")],
                          lambda: phantom_examples(split, subjects, config, segmenter),
-                         code=(phantom_examples, slice_conditions, morphokinetic_condition, kinematic_channels, strain))
+                         code=(phantom_examples, slice_conditions, morphokinetic_condition, kinematic_maps, strain))
 
 
 def _batch(examples: dict[str, np.ndarray], names: tuple[str, ...], size: int, generator: torch.Generator,

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from CMRSynthesisLib import phantom, preprocess
-from CMRSynthesisLib.analysis import curve_clustering, relaxation, strain, t1fit
+from CMRSynthesisLib.analysis import curve_clustering, kinematic_maps, relaxation, strain, t1fit
 from CMRSynthesisLib.analysis.curve_clustering import cluster_curves
 from CMRSynthesisLib.analysis.relaxation import recovery_curves
 from CMRSynthesisLib.diffusion.conditioning import Condition
@@ -57,7 +57,7 @@ from ..loop import Trainer
 METHOD = "virtual_lge"
 # The modules whose code makes the examples (with this module's example functions, added below): their source is
 # part of the cache key, so a change to any of them renders the examples anew.
-EXAMPLE_MODULES = (virtual_lge_inputs, relaxation, curve_clustering, strain, t1fit, phantom_anatomy, phantom_motion,
+EXAMPLE_MODULES = (virtual_lge_inputs, kinematic_maps, relaxation, curve_clustering, strain, t1fit, phantom_anatomy, phantom_motion,
                    phantom_contrast, phantom_study, preprocess)
 
 
