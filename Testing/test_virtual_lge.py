@@ -252,7 +252,8 @@ def test_the_registry_knows_the_method_and_its_shipped_models():
 
 def test_the_metrics_score_a_perfect_synthesis_perfectly_and_a_flat_one_poorly():
     """image_metrics on the cine's grid: the true LGE scaled as the targets are, placed in the crop, scores SSIM 1,
-    MSE 0 and the threshold rule's own Dice (the case's ceiling); a flat grey image scores far lower."""
+    MSE 0 and the threshold rule's own Dice (the case's ceiling); a flat grey image scores far lower. On a slice
+    without scar there is no Dice; an image bright all over calls the whole myocardium scar there."""
     from CMRSynthesisLib.methods.virtual_lge import (
         crop_box,
         evaluation_cases,
@@ -262,21 +263,36 @@ def test_the_metrics_score_a_perfect_synthesis_perfectly_and_a_flat_one_poorly()
     )
 
     method = types.SimpleNamespace(config={"crop_size": 64, "pixel_mm": 1.8})
-    case = next(c for c in evaluation_cases("test", 1, method) if c.facts["scar_pixels"] > 20)
-    cine = case.inputs["cine"]
-    spacing_yx = (cine.spacing[1], cine.spacing[0])
-    blood = phantom.lge_study(case.subject)["masks"]["blood"][case.slice]
-    crop = lv_crop(blood, spacing_yx, method.config)
-    box = crop_box(crop, case.reference.shape)
-    array = np.zeros(cine.spatial_shape, np.float32)
-    array[case.slice][box] = scaled_by_crop(case.reference, crop)[box]
-    settings = {"crops": {str(case.slice + 1): {"centre_rc": list(crop.centre), "size": crop.size,
-                                                "pixel_mm": crop.pixel_mm}}, "scar_threshold": 0.5}
-    output = Volume(array, cine.spacing, cine.origin, cine.direction, {"synthesis": settings})
+    cases = evaluation_cases("test", 1, method)
+
+    def true_lge_in_crop(case):
+        cine = case.inputs["cine"]
+        blood = phantom.lge_study(case.subject)["masks"]["blood"][case.slice]
+        crop = lv_crop(blood, (cine.spacing[1], cine.spacing[0]), method.config)
+        array = np.zeros(cine.spatial_shape, np.float32)
+        box = crop_box(crop, case.reference.shape)
+        array[case.slice][box] = scaled_by_crop(case.reference, crop)[box]
+        settings = {"crops": {str(case.slice + 1): {"centre_rc": list(crop.centre), "size": crop.size,
+                                                    "pixel_mm": crop.pixel_mm}}, "scar_threshold": 0.5}
+        return Volume(array, cine.spacing, cine.origin, cine.direction, {"synthesis": settings})
+
+    case = next(c for c in cases if c.facts["scar_pixels"] > 20)
+    output = true_lge_in_crop(case)
     perfect = image_metrics(output, case.reference, case)
     assert perfect["ssim"] == pytest.approx(1.0) and perfect["mse"] == pytest.approx(0.0)
     assert perfect["region_ssim"] == pytest.approx(1.0)
-    assert perfect["scar_dice"] == pytest.approx(case.facts["threshold_rule_dice"])
-    flat = output.with_array(np.where(array > 0, 0.5, 0.0).astype(np.float32))
+    assert perfect["scar_dice"] == pytest.approx(case.facts["threshold_rule_dice"]) and perfect["scar_dice"] > 0.6
+    assert perfect["false_scar_pct"] is None
+    flat = output.with_array(np.where(output.array > 0, 0.5, 0.0).astype(np.float32))
     poor = image_metrics(flat, case.reference, case)
     assert poor["ssim"] < 0.5 and poor["mse"] > 0.01 and poor["psnr"] < perfect["psnr"]
+
+    # a slice without scar scores no Dice, but the share of its myocardium a synthesis calls scar
+    clear = next(c for c in cases if c.facts["scar_pixels"] == 0)
+    assert "threshold_rule_dice" not in clear.facts
+    output = true_lge_in_crop(clear)
+    perfect = image_metrics(output, clear.reference, clear)
+    assert perfect["scar_dice"] is None and perfect["false_scar_pct"] < 10.0
+    bright = image_metrics(output.with_array(np.where(output.array > 0, 0.9, 0.0).astype(np.float32)),
+                           clear.reference, clear)
+    assert bright["false_scar_pct"] == pytest.approx(100.0)

@@ -365,9 +365,9 @@ def evaluation_cases(split: str, subjects: int, method: Any) -> list[EvaluationC
     """One case per slice with LV myocardium at ED of each phantom subject of `split`: inputs the subject's whole
     cine (drawn without infarct contrast: the infarct shows only in its motion and native T1) and native MOLLI
     (`run` synthesises the case's slice only, seeded by its position as in any stack); reference the true LGE of the
-    slice; context the true ED myocardium (scar included) and scar of the slice. Fact "threshold_rule_dice": the
-    Dice of the true LGE under the method's scar rule (the default SCAR_THRESHOLD inside the true myocardium, on the
-    crop of the true LV): the ceiling of that rule, what a perfect synthesis would score."""
+    slice; context the true ED myocardium (scar included) and scar of the slice. Fact "threshold_rule_dice" (slices
+    with scar only): the Dice of the true LGE under the method's scar rule (the default SCAR_THRESHOLD inside the true
+    myocardium, on the crop of the true LV): the ceiling of that rule, what a perfect synthesis would score."""
     from .. import phantom
 
     cases = []
@@ -414,8 +414,11 @@ def _grid_pair(output: Volume, reference: np.ndarray, case: EvaluationCase) -> t
 def image_metrics(output: Volume, reference: np.ndarray, case: EvaluationCase) -> dict[str, float | None]:
     """Paper Table 1 over the crop's box on the cine's grid (`_grid_pair`): SSIM, PSNR (data range 1), MSE, LPIPS
     (None where unavailable); region-level SSIM and PSNR on the infarct region (the true scar's bounding box grown by
-    REGION_MARGIN_MM, at least 7 x 7 pixels, inside the crop's box; None without scar); the Dice of the virtual scar
-    (virtual LGE > the run's threshold inside the true myocardium) against the true scar (None when both are empty)."""
+    REGION_MARGIN_MM, at least 7 x 7 pixels, inside the crop's box; None without scar); and for the virtual scar
+    (virtual LGE > the run's threshold inside the true myocardium): on a slice with scar its Dice against the true
+    scar ("scar_dice"), on a slice without scar the share of the myocardium it calls scar ("false_scar_pct", %), each
+    None on the other kind of slice. A Dice on a slice without scar would be 0 for one false pixel and undefined for
+    none, so averaged over all slices it measured mostly the scar-free slices."""
     from ..metrics import lpips_distance, mse, psnr, ssim
 
     made, truth, box = _grid_pair(output, reference, case)
@@ -432,17 +435,21 @@ def image_metrics(output: Volume, reference: np.ndarray, case: EvaluationCase) -
         region = (slice(low_r, high_r), slice(low_c, high_c))
         metrics["region_ssim"] = ssim(pair[0][region], pair[1][region], 1.0)
         metrics["region_psnr"] = psnr(pair[0][region], pair[1][region], 1.0)
-    threshold = float(output.metadata["synthesis"]["scar_threshold"])
-    metrics["scar_dice"] = scar_dice(made[box] > threshold, myocardium[box], scar[box])
+    bright = made[box] > float(output.metadata["synthesis"]["scar_threshold"])
+    metrics["scar_dice"] = scar_dice(bright, myocardium[box], scar[box])
+    metrics["false_scar_pct"] = None
+    if not scar[box].any() and myocardium[box].any():
+        metrics["false_scar_pct"] = float(100.0 * (bright & myocardium[box]).sum() / myocardium[box].sum())
     return metrics
 
 
 def scar_dice(bright: np.ndarray, myocardium: np.ndarray, scar: np.ndarray) -> float | None:
-    """Dice of the bright pixels inside the myocardium against the true scar (2D bool arrays); None when both are
-    empty (a slice without scar where none was found: nothing to score)."""
+    """Dice of the bright pixels inside the myocardium against the true scar (2D bool arrays); None when the true
+    scar is empty (false scar there is measured as a share of the myocardium instead, `image_metrics`)."""
+    if not scar.any():
+        return None
     virtual = bright & myocardium
-    both = int(virtual.sum() + scar.sum())
-    return None if both == 0 else float(2.0 * (virtual & scar).sum() / both)
+    return float(2.0 * (virtual & scar).sum() / (virtual.sum() + scar.sum()))
 
 
 def _span(low: int, high: int, least: int, size: int) -> tuple[int, int]:
@@ -469,8 +476,10 @@ EVALUATION = Evaluation(
     cases=evaluation_cases, metrics=(image_metrics,), predict=_predict,
     columns=(Column("ssim", "SSIM", digits=3), Column("psnr", "PSNR (dB)"), Column("lpips", "LPIPS", digits=3),
              Column("mse", "MSE", digits=4), Column("region_ssim", "region SSIM", digits=3),
-             Column("region_psnr", "region PSNR (dB)"), Column("scar_dice", "scar Dice", digits=3)),
-    higher_is_better=("ssim", "psnr", "region_ssim", "region_psnr", "scar_dice"), lower_is_better=("mse", "lpips"),
+             Column("region_psnr", "region PSNR (dB)"), Column("scar_dice", "scar Dice", digits=3),
+             Column("false_scar_pct", "false scar (% myo.)", digits=2)),
+    higher_is_better=("ssim", "psnr", "region_ssim", "region_psnr", "scar_dice"),
+    lower_is_better=("mse", "lpips", "false_scar_pct"),
     baselines=(checkpoint_baseline("pix2pix", "pix2pix (baseline)", "virtual_lge_pix2pix",
                                    "U-Net + PatchGAN from the raw cine phases and recovery curves, same data and budget"),
                checkpoint_baseline("pure_data_driven", "pure data-driven latent diffusion", "virtual_lge_pure_data_driven",
