@@ -8,7 +8,8 @@ On the held-out phantom slices with scar (the evaluation's cases, `virtual_lge.e
   and scar Dice (`virtual_lge.image_metrics`). If the mean of more samples gains little, the samples are wrong on
   average (bias), not merely noisy (a perfect posterior sampler's mean of k gains 10 log10(2 / (1 + 1/k)) dB on one).
 
-    python benchmarks/virtual_lge_bottleneck.py [--subjects 3] [--split test] [--samples 1,3,8] [--device auto]
+    python benchmarks/virtual_lge_bottleneck.py [--subjects 3] [--split test,ood] [--samples 1,3,8]
+                                                [--sampling-split test] [--device auto]
 
 Writes results/virtual_lge_bottleneck.json: per split, the means over the slices with scar and the per-slice rows.
 """

@@ -102,8 +102,9 @@ def morphokinetic_condition(frames: np.ndarray, probabilities_ed: np.ndarray, pr
                             spacing_yx: tuple[float, float], crop: LVCrop, ed_frame: int, es_frame: int) -> np.ndarray:
     """c_mor of one slice on its crop: (ANATOMY_CHANNELS, S, S) float32, the segmenter's probabilities at ED (4), their
     change to ES (4), and the radial and circumferential Green-Lagrange strain from ED to ES
-    (`analysis.kinematic_maps`, clipped to +-STRAIN_LIMIT) inside the myocardium of the ED probabilities' labels, 0 elsewhere (all 0 when the segmenter finds
-    no myocardium). frames: the slice's cine (t, y, x); probabilities (4, y, x); spacing_yx: (row, col) mm."""
+    (`analysis.kinematic_maps`, clipped to +-STRAIN_LIMIT) inside the myocardium of the ED probabilities' labels, 0
+    elsewhere (all 0 when the segmenter finds no myocardium). frames: the slice's cine (t, y, x); probabilities
+    (4, y, x); spacing_yx: (row, col) mm."""
     ed, es = crop.extract(probabilities_ed), crop.extract(probabilities_es)
     labels = np.argmax(probabilities_ed, axis=0)
     myocardium = labels == LABEL_VALUES["lv_myocardium"]
