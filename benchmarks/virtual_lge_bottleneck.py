@@ -23,7 +23,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from CMRSynthesisLib import phantom
 from CMRSynthesisLib.checkpoints import shipped_checkpoint
 from CMRSynthesisLib.device import resolve_device
 from CMRSynthesisLib.diffusion.latent import load_codec
@@ -36,20 +35,17 @@ from CMRSynthesisLib.methods.virtual_lge import (
     evaluation_cases,
     image_metrics,
     lge_on_crop,
-    lv_crop,
     scar_dice,
 )
 from CMRSynthesisLib.metrics import psnr
 
 
-def autoencoder_rows(cases: list, method: VirtualLGE, device: torch.device) -> list[dict[str, float | None]]:
+def autoencoder_rows(cases: list, device: torch.device) -> list[dict[str, float | None]]:
     """Per case: the reconstruction's PSNR and the scar rule's Dice on the true crop and on its reconstruction."""
     codec, _ = load_codec(shipped_checkpoint(SHIPPED_AUTOENCODER), METHOD, device)
     rows = []
     for case in cases:
-        masks = phantom.lge_study(case.subject)["masks"]
-        spacing_yx = (case.inputs["cine"].spacing[1], case.inputs["cine"].spacing[0])
-        crop = lv_crop(masks["blood"][case.slice], spacing_yx, method.config)
+        crop = case.context["crop"]
         truth = lge_on_crop(case.reference, crop)
         with torch.no_grad():
             made = codec.decode(codec.encode(torch.from_numpy(truth)[None].to(device)))[0].cpu().numpy()
@@ -98,7 +94,7 @@ def main() -> None:
     for split in args.split.split(","):
         cases = [case for case in evaluation_cases(split, args.subjects, method) if case.facts["scar_pixels"] > 0]
         entry: dict[str, dict] = {"slices_with_scar": len(cases)}
-        auto = autoencoder_rows(cases, method, device)
+        auto = autoencoder_rows(cases, device)
         entry["autoencoder"] = {"mean": means(auto), "rows": auto}
         if split == args.sampling_split:
             by_k = sampling_rows(cases, method, [int(k) for k in args.samples.split(",")])

@@ -365,7 +365,8 @@ def evaluation_cases(split: str, subjects: int, method: Any) -> list[EvaluationC
     """One case per slice with LV myocardium at ED of each phantom subject of `split`: inputs the subject's whole
     cine (drawn without infarct contrast: the infarct shows only in its motion and native T1) and native MOLLI
     (`run` synthesises the case's slice only, seeded by its position as in any stack); reference the true LGE of the
-    slice; context the true ED myocardium (scar included) and scar of the slice. Fact "threshold_rule_dice" (slices
+    slice; context the true ED myocardium (scar included) and scar of the slice and the crop of its true LV ("crop",
+    the LV crop of the true ED blood pool, as training crops the LGE). Fact "threshold_rule_dice" (slices
     with scar only): the Dice of the true LGE under the method's scar rule (the default SCAR_THRESHOLD inside the true
     myocardium, on the crop of the true LV): the ceiling of that rule, what a perfect synthesis would score."""
     from .. import phantom
@@ -386,7 +387,7 @@ def evaluation_cases(split: str, subjects: int, method: Any) -> list[EvaluationC
             ceiling = scar_dice(truth[box] > SCAR_THRESHOLD, myocardium[box], masks["scar"][z][box])
             cases.append(EvaluationCase(subject=subject_id, family=split, inputs={"cine": cine, "molli": molli},
                                         reference=study["lge"].array[z], slice=z,
-                                        context={"myocardium": myocardium, "scar": masks["scar"][z]},
+                                        context={"myocardium": myocardium, "scar": masks["scar"][z], "crop": crop},
                                         facts={"scar_pixels": float(masks["scar"][z].sum()),
                                                **({} if ceiling is None else {"threshold_rule_dice": ceiling})}))
     return cases
