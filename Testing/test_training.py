@@ -70,17 +70,24 @@ def test_trained_checkpoints_record_their_command_and_run_the_method(tmp_path, c
 
 
 def test_resume_continues_exactly_where_training_stopped(tmp_path, configs):
+    """A run cut short by --steps and resumed to the config's steps equals the straight run; --steps and --batch-size
+    override the config and are recorded in the checkpoint (its train section and its command)."""
+    config = ["scar_enhancement", "--config", str(configs["scar_enhancement"]), "--batch-size", "3"]
     straight = tmp_path / "straight"
-    assert train(["scar_enhancement", "--config", str(configs["scar_enhancement"]), "--out", str(straight)]) == 0
+    assert train([*config, "--out", str(straight)]) == 0
     halves = tmp_path / "halves"
-    half = {**TINY["scar_enhancement"], "train": {**TINY["scar_enhancement"]["train"], "steps": 2}}
-    (tmp_path / "half.json").write_text(json.dumps(half))
-    assert train(["scar_enhancement", "--config", str(tmp_path / "half.json"), "--out", str(halves)]) == 0
-    assert train(["scar_enhancement", "--config", str(configs["scar_enhancement"]), "--out", str(halves),
-                  "--resume"]) == 0
+    assert train([*config, "--out", str(halves), "--steps", "2"]) == 0
+    _, half = load_checkpoint(halves, expected_method="scar_enhancement")
+    assert half["train"]["steps"] == 2 and half["train"]["batch_size"] == 3 and half["training_summary"]["steps"] == 2
+    assert half["command"].endswith("--batch-size 3 --out " + str(halves) + " --steps 2")
+    assert train([*config, "--out", str(halves), "--resume"]) == 0
     first, second = load_file(str(straight / "model.safetensors")), load_file(str(halves / "model.safetensors"))
     assert first.keys() == second.keys()
     assert all((first[k] - second[k]).abs().max() < 1e-6 for k in first)
+    for option in ("--steps", "--batch-size"):
+        with pytest.raises(SystemExit):
+            train([*config, "--out", str(tmp_path / "bad"), option, "0"])
+    assert not (tmp_path / "bad").exists()
 
 
 def test_torchrun_ddp_on_cpu_processes(tmp_path, configs):

@@ -26,9 +26,23 @@ def peak_mb(call: Callable[[], Any]) -> float:
         tracemalloc.stop()
 
 
+def peak_gpu_mb(call: Callable[[], Any]) -> float | None:
+    """Peak MiB torch allocated on the current CUDA device during one call (None without CUDA)."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return None
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    call()
+    torch.cuda.synchronize()
+    return torch.cuda.max_memory_allocated() / 2**20
+
+
 def machine_facts() -> dict[str, Any]:
-    """The machine a benchmark ran on: platform, CPUs, torch version and threads, the load average at the end (a
-    shared machine's wall times include waiting for a core) and the process's peak RSS (MiB)."""
+    """The machine a benchmark ran on: platform, CPUs, torch version and threads, the GPU (None without CUDA), the
+    load average at the end (a shared machine's wall times include waiting for a core) and the process's peak RSS
+    (MiB)."""
     import os
     import platform
     import resource
@@ -37,15 +51,18 @@ def machine_facts() -> dict[str, Any]:
 
     return {"platform": platform.platform(), "cpus": os.cpu_count(), "torch": torch.__version__,
             "torch_threads": torch.get_num_threads(),
+            "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
             "load_average_1_5_15_min_at_end": [round(v, 2) for v in os.getloadavg()],
             "process_peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0}
 
 
 def per_slice_rows(settings: dict[str, dict[str, Any]], run: Callable[[dict[str, Any]], Any],
                    slices_of: Callable[[Any], int], repeats: int) -> dict[str, dict[str, Any]]:
-    """For each named setting (`run` keywords): an untimed warm-up call of run(options), then the median wall and CPU
-    seconds per slice of `repeats` timed calls (slices_of(result): how many slices a call made) and the peak MiB
-    allocated during one traced call. All settings are timed in one run, so their ratios see one machine load."""
+    """For each named setting (`run` keywords): a warm-up call of run(options) (its wall seconds kept apart as
+    "warm_up_seconds"), then the median wall and CPU seconds per slice of `repeats` timed calls (slices_of(result):
+    how many slices a call made), the peak MiB allocated during one traced call and, on CUDA, the peak MiB torch
+    allocated on the GPU during another. Each row is printed as soon as it is measured. All settings are timed in one
+    run, so their ratios see one machine load."""
     import statistics
 
     rows = {}
@@ -53,24 +70,26 @@ def per_slice_rows(settings: dict[str, dict[str, Any]], run: Callable[[dict[str,
         def call(options: dict[str, Any] = options) -> Any:
             return run(options)
 
-        call()  # warm-up
+        _, warm_up, _ = timed(call)  # untimed in the rows' seconds: the first call's set-up (e.g. CUDA's) is here
+        print(f"{name}: warm-up call {warm_up:.1f} s", flush=True)
         runs = [timed(call) for _ in range(repeats)]
         made = slices_of(runs[0][0])
         peak = peak_mb(call)
+        gpu_peak = peak_gpu_mb(call)
         wall, cpu = (statistics.median(result[index] for result in runs) / made for index in (1, 2))
         rows[name] = {"seconds_per_slice": wall, "cpu_seconds_per_slice": cpu, "slices": made,
-                      "peak_allocated_mb": peak, **options}
+                      "warm_up_seconds": warm_up, "peak_allocated_mb": peak,
+                      **({"peak_gpu_mb": gpu_peak} if gpu_peak is not None else {}), **options}
+        print(f"{name}: {wall:.2f} s/slice (CPU {cpu:.2f} s), peak {peak:.0f} MiB"
+              + (f", GPU peak {gpu_peak:.0f} MiB" if gpu_peak is not None else ""), flush=True)
     return rows
 
 
-def write_report(path: Any, report: dict[str, Any], rows: dict[str, dict[str, Any]]) -> None:
-    """Write the report as JSON (atomically) and print one line per timed setting."""
+def write_report(path: Any, report: dict[str, Any]) -> None:
+    """Write the report as JSON (atomically) and say where (`per_slice_rows` printed each row as it was measured)."""
     import json
 
     from CMRSynthesisLib.io import atomic_write_bytes
 
     atomic_write_bytes(path, (json.dumps(report, indent=2) + "\n").encode())
-    for name, row in rows.items():
-        print(f"{name}: {row['seconds_per_slice']:.2f} s/slice (CPU {row['cpu_seconds_per_slice']:.2f} s), "
-              f"peak {row['peak_allocated_mb']:.0f} MiB")
     print(f"-> {path}")

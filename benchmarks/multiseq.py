@@ -44,7 +44,7 @@ def speed(args: argparse.Namespace, method) -> None:
               "machine": machine_facts(), **rows, "target_seconds_per_slice": TARGET_SECONDS_PER_SLICE,
               **{f"{name}_target_met": row["seconds_per_slice"] < TARGET_SECONDS_PER_SLICE
                  for name, row in rows.items()}}
-    write_report(args.out or RESULTS / "multiseq.json", report, rows)
+    write_report(args.out or RESULTS / "multiseq.json", report)
 
 
 def mean_scores(method, cases: list, **options) -> dict[str, dict[str, float]]:

@@ -61,7 +61,7 @@ def main() -> None:
         "ddim_target_seconds_per_slice": 2.0,
         **{f"{name}_target_met": row["seconds_per_slice"] < 2.0 for name, row in rows.items() if name != "ddpm"},
     }
-    write_report(args.out, report, rows)
+    write_report(args.out, report)
 
 
 if __name__ == "__main__":

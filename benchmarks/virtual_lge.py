@@ -69,7 +69,7 @@ def main() -> None:
         **{f"{name}_target_met": row["seconds_per_slice"] < TARGET_SECONDS_PER_SLICE for name, row in rows.items()},
         "paper_gpu_seconds_per_image": 0.24,
     }
-    write_report(args.out, report, rows)
+    write_report(args.out, report)
 
 
 if __name__ == "__main__":

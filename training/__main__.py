@@ -34,6 +34,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0: torch's default)")
     parser.add_argument("--seed", type=int, help="training seed instead of the config's train.seed (another seed of "
                         "the same recipe: network initialisation, batches and noise; the examples stay the same)")
+    parser.add_argument("--steps", type=int, help="optimiser steps instead of the config's train.steps (another "
+                        "budget of the same recipe, e.g. on a GPU; the LR schedule follows the new total)")
+    parser.add_argument("--batch-size", type=int, help="examples per optimiser step instead of the config's "
+                        "train.batch_size (per rank under torchrun)")
     args = parser.parse_args(argv)
     if args.recipe == "list":
         for name, function in recipes.items():
@@ -51,6 +55,12 @@ def main(argv: list[str] | None = None) -> int:
     config = json.loads(args.config.read_text())
     if args.seed is not None:
         config["train"]["seed"] = args.seed
+    for option, key in (("steps", "steps"), ("batch_size", "batch_size")):
+        value = getattr(args, option)
+        if value is not None:
+            if value < 1:
+                parser.error(f"--{option.replace('_', '-')} must be at least 1, got {value}")
+            config["train"][key] = value
     context = setup(args.device)
     torch.manual_seed(config["train"]["seed"])  # network initialisation: same config, same weights on every rank
     try:
