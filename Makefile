@@ -28,16 +28,17 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check CMRSynthesis CMRSynthesisLib training Testing benchmarks
 
 # Re-train the shipped demo checkpoints (2-core CPU: segmenter about 5 minutes, enhancer about 40, cine segmenter
-# about 20, the three T1-from-cine models 30-70 each for 4,800 steps after 7 minutes of rendering, the virtual-LGE
+# about 20, the three T1-from-cine models about 2 minutes each on a GPU (hours on this CPU) after rendering 120
+# subjects (about 25 minutes here; the *_demo.json configs are the earlier CPU budget), the virtual-LGE
 # autoencoder about 17 and its five models 10-45 each after 14 minutes of rendering, the multi-sequence autoencoder
 # about 20 and its three models 13-45 each after 3 minutes of rendering) and refresh the manifest.
 checkpoints: $(STAMP)
 	$(PY) -m training scar_enhancement_segmenter --config training/configs/scar_segmenter_demo.json --out Resources/checkpoints/scar_enhancement_segmenter
 	$(PY) -m training scar_enhancement --config training/configs/scar_enhancement_demo.json --out Resources/checkpoints/scar_enhancement
 	$(PY) -m training cine_segmentation --config training/configs/cine_segmenter_demo.json --out Resources/checkpoints/cine_segmenter
-	$(PY) -m training t1_from_cine --config training/configs/t1_from_cine_demo.json --out Resources/checkpoints/t1_from_cine
-	$(PY) -m training t1_from_cine_raw_ddpm --config training/configs/t1_from_cine_raw_ddpm_demo.json --out Resources/checkpoints/t1_from_cine_raw_ddpm
-	$(PY) -m training t1_from_cine_pix2pix --config training/configs/t1_from_cine_pix2pix_demo.json --out Resources/checkpoints/t1_from_cine_pix2pix
+	$(PY) -m training t1_from_cine --config training/configs/t1_from_cine_gpu.json --out Resources/checkpoints/t1_from_cine --steps 1500 --seed 0
+	$(PY) -m training t1_from_cine_raw_ddpm --config training/configs/t1_from_cine_raw_ddpm_gpu.json --out Resources/checkpoints/t1_from_cine_raw_ddpm --steps 1500 --seed 0
+	$(PY) -m training t1_from_cine_pix2pix --config training/configs/t1_from_cine_pix2pix_gpu.json --out Resources/checkpoints/t1_from_cine_pix2pix --steps 1500 --seed 0
 	$(PY) -m training virtual_lge_autoencoder --config training/configs/virtual_lge_autoencoder_demo.json --out Resources/checkpoints/virtual_lge_autoencoder
 	$(PY) -m training virtual_lge --config training/configs/virtual_lge_demo.json --out Resources/checkpoints/virtual_lge
 	$(PY) -m training virtual_lge --config training/configs/virtual_lge_no_kinematics_demo.json --out Resources/checkpoints/virtual_lge_no_kinematics
