@@ -17,6 +17,7 @@ import torch
 from safetensors.torch import load_file
 
 import training.recipes
+from CMRSynthesisLib import phantom
 from CMRSynthesisLib.checkpoints import load_checkpoint, write_manifest
 from CMRSynthesisLib.methods import load_method
 from training.__main__ import main as train
@@ -71,7 +72,8 @@ def test_trained_checkpoints_record_their_command_and_run_the_method(tmp_path, c
 
 def test_resume_continues_exactly_where_training_stopped(tmp_path, configs):
     """A run cut short by --steps and resumed to the config's steps equals the straight run; --steps and --batch-size
-    override the config and are recorded in the checkpoint (its train section and its command)."""
+    override the config and are recorded in the checkpoint (its train section and its command); a count below 1 for
+    any of them (or for --render-workers) is refused before anything is written."""
     config = ["scar_enhancement", "--config", str(configs["scar_enhancement"]), "--batch-size", "3"]
     straight = tmp_path / "straight"
     assert train([*config, "--out", str(straight)]) == 0
@@ -84,7 +86,7 @@ def test_resume_continues_exactly_where_training_stopped(tmp_path, configs):
     first, second = load_file(str(straight / "model.safetensors")), load_file(str(halves / "model.safetensors"))
     assert first.keys() == second.keys()
     assert all((first[k] - second[k]).abs().max() < 1e-6 for k in first)
-    for option in ("--steps", "--batch-size"):
+    for option in ("--steps", "--batch-size", "--render-workers"):
         with pytest.raises(SystemExit):
             train([*config, "--out", str(tmp_path / "bad"), option, "0"])
     assert not (tmp_path / "bad").exists()
@@ -572,3 +574,22 @@ def test_cached_arrays_are_made_once_and_again_when_their_code_changes(tmp_path)
     cached_arrays(tmp_path, "x", {"size": 4}, make, code=(another_way,))  # other code: made anew
     cached_arrays(tmp_path, "x", {"size": 5}, make, code=(one_way,))  # other settings: made anew
     assert len(calls) == 3 and len(list(tmp_path.glob("x_*.npz"))) == 3
+
+
+def test_phantom_examples_rendered_by_several_processes_equal_the_serial_ones():
+    """`datasets.subject_examples` keeps the subjects' order and their arrays whatever the number of workers (here the
+    multi-sequence recipe's examples of two subjects, serial and in two spawned processes); bad worker counts and
+    subjects without examples are refused."""
+    from training.datasets import subject_examples
+    from training.recipes.multi_sequence import phantom_examples
+
+    config = {"crop_size": 32, "pixel_mm": 4.0}
+    serial = phantom_examples("validation", 2, config)
+    parallel = phantom_examples("validation", 2, config, workers=2)
+    assert list(dict.fromkeys(serial["case"])) == list(phantom.subject_ids("validation", 2))
+    assert serial.keys() == parallel.keys()
+    assert all(np.array_equal(serial[name], parallel[name]) for name in serial)
+    with pytest.raises(ValueError, match="workers must be at least 1"):
+        subject_examples([1, 2], dict, workers=0)
+    with pytest.raises(ValueError, match="no examples in phantom subjects"):
+        subject_examples([7], lambda _: {"image": []})

@@ -38,6 +38,8 @@ def main(argv: list[str] | None = None) -> int:
                         "budget of the same recipe, e.g. on a GPU; the LR schedule follows the new total)")
     parser.add_argument("--batch-size", type=int, help="examples per optimiser step instead of the config's "
                         "train.batch_size (per rank under torchrun)")
+    parser.add_argument("--render-workers", type=int, help="processes that render the phantom examples (default 1; "
+                        "the same examples, subject by subject in order)")
     args = parser.parse_args(argv)
     if args.recipe == "list":
         for name, function in recipes.items():
@@ -55,12 +57,12 @@ def main(argv: list[str] | None = None) -> int:
     config = json.loads(args.config.read_text())
     if args.seed is not None:
         config["train"]["seed"] = args.seed
-    for option, key in (("steps", "steps"), ("batch_size", "batch_size")):
+    for option, section in (("steps", "train"), ("batch_size", "train"), ("render_workers", "data")):
         value = getattr(args, option)
         if value is not None:
             if value < 1:
                 parser.error(f"--{option.replace('_', '-')} must be at least 1, got {value}")
-            config["train"][key] = value
+            config[section][option] = value
     context = setup(args.device)
     torch.manual_seed(config["train"]["seed"])  # network initialisation: same config, same weights on every rank
     try:

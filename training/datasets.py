@@ -12,6 +12,7 @@ import hashlib
 import inspect
 import io
 import json
+import multiprocessing
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import ModuleType
@@ -97,6 +98,43 @@ def load_slices(data: dict[str, Any], split: str) -> LabelledSlices:
     if data["source"] == "folders":
         return folder_slices(Path(data["root"]), data["labels"], split, data.get("validation_fraction", 0.15))
     raise ValueError(f"unknown data source {data['source']!r}; use 'phantom' or 'folders'")
+
+
+SubjectRows = Callable[[int], dict[str, list[np.ndarray]]]
+"""One phantom subject's examples: subject id -> {array name: one array per example (slice)}."""
+
+
+def _one_torch_thread() -> None:
+    import torch
+
+    torch.set_num_threads(1)
+
+
+def render_workers(config: dict[str, Any]) -> int:
+    """The processes that render a recipe's phantom examples: config["data"]["render_workers"] (default 1; set by
+    `python -m training ... --render-workers N`)."""
+    return int(config["data"].get("render_workers", 1))
+
+
+def subject_examples(subject_ids: Sequence[int], rows_of: SubjectRows, workers: int = 1) -> dict[str, np.ndarray]:
+    """The examples of several subjects, stacked per array name in the order of `subject_ids` (so any number of
+    workers gives the same arrays, up to the rounding of multi-threaded floating-point sums). rows_of(subject_id) gives
+    one subject's rows; workers > 1 renders the subjects in that many processes (spawned, one torch thread each), so
+    rows_of must be picklable: a module-level function or a functools.partial of one. ValueError when no subject
+    gives an example."""
+    if workers < 1:
+        raise ValueError(f"workers must be at least 1, got {workers}")
+    if workers == 1 or len(subject_ids) < 2:
+        parts = [rows_of(subject_id) for subject_id in subject_ids]
+    else:
+        context = multiprocessing.get_context("spawn")
+        with context.Pool(min(workers, len(subject_ids)), initializer=_one_torch_thread) as pool:
+            parts = pool.map(rows_of, subject_ids, chunksize=1)
+    names = list(parts[0]) if parts else []
+    rows = {name: [row for part in parts for row in part[name]] for name in names}
+    if not names or not rows[names[0]]:
+        raise ValueError(f"no examples in phantom subjects {list(subject_ids)}")
+    return {name: np.stack(value) for name, value in rows.items()}
 
 
 def cached_arrays(cache: Path | None, prefix: str, settings: Any, make: Callable[[], dict[str, np.ndarray]], *,

@@ -14,6 +14,7 @@ Each training draw takes a random target sequence per example (one model for the
 
 from __future__ import annotations
 
+import functools
 import re
 from pathlib import Path
 from typing import Any
@@ -36,7 +37,7 @@ from CMRSynthesisLib.volume import Volume
 
 from .. import pix2pix
 from ..autoencoder import encode_in_batches, train_autoencoder
-from ..datasets import cached_arrays, split_cases
+from ..datasets import cached_arrays, render_workers, split_cases, subject_examples
 from ..distributed import Context
 from ..loop import Trainer
 
@@ -69,16 +70,22 @@ def slice_examples(images: dict[str, Volume], masks: dict[str, np.ndarray], bloo
         rows["case"].append(np.asarray(case))
 
 
-def phantom_examples(split: str, subjects: int, config: dict[str, Any]) -> dict[str, np.ndarray]:
-    """The examples of the first `subjects` phantom subjects of `split`: bssfp, t2w, lge (N, 1, S, S) in [-1, 1],
-    wall, scar, oedema (N, S, S) bool, case (N,) the subject ids."""
+def subject_rows(subject_id: int, config: dict[str, Any]) -> dict[str, list[np.ndarray]]:
+    """One phantom subject's rows for `phantom_examples` (`slice_examples` of its study)."""
     rows: dict[str, list[np.ndarray]] = {key: [] for key in (*CONTRASTS, *MASKS, "case")}
-    for subject_id in phantom.subject_ids(split, subjects):
-        study = phantom.multi_sequence_study(subject_id)
-        masks = study["masks"]
-        wall = {"wall": masks["myocardium"] | masks["scar"], "scar": masks["scar"], "oedema": masks["oedema"]}
-        slice_examples({name: study[name] for name in CONTRASTS}, wall, masks["blood"], config, rows, subject_id)
-    return {key: np.stack(value) for key, value in rows.items()}
+    study = phantom.multi_sequence_study(subject_id)
+    masks = study["masks"]
+    wall = {"wall": masks["myocardium"] | masks["scar"], "scar": masks["scar"], "oedema": masks["oedema"]}
+    slice_examples({name: study[name] for name in CONTRASTS}, wall, masks["blood"], config, rows, subject_id)
+    return rows
+
+
+def phantom_examples(split: str, subjects: int, config: dict[str, Any], workers: int = 1) -> dict[str, np.ndarray]:
+    """The examples of the first `subjects` phantom subjects of `split` (`subject_rows` in `workers` processes:
+    `datasets.subject_examples`): bssfp, t2w, lge (N, 1, S, S) in [-1, 1], wall, scar, oedema (N, S, S) bool, case
+    (N,) the subject ids."""
+    return subject_examples(phantom.subject_ids(split, subjects), functools.partial(subject_rows, config=config),
+                            workers)
 
 
 def myops_cases(root: Path) -> dict[str, dict[str, Path]]:
@@ -124,8 +131,8 @@ def examples(split: str, config: dict[str, Any]) -> dict[str, np.ndarray]:
     if data["source"] == "phantom":
         subjects = int(data[f"{split}_subjects"])
         return cached_arrays(cache, f"multi_sequence_{split}_{subjects}", [split, subjects, settings],
-                             lambda: phantom_examples(split, subjects, config),
-                             code=(*EXAMPLE_MODULES, phantom_examples, slice_examples, crop_in_unit_range))
+                             lambda: phantom_examples(split, subjects, config, render_workers(config)),
+                             code=(*EXAMPLE_MODULES, subject_rows, slice_examples, crop_in_unit_range))
     if data["source"] == "myops":
         return myops_examples(Path(data["root"]), split, float(data.get("validation_fraction", 0.15)), config)
     raise ValueError(f"unknown data source {data['source']!r} for multi-sequence synthesis; use 'phantom' or 'myops'")

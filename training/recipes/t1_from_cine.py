@@ -17,6 +17,7 @@ Random flips of crop rows / columns augment every variant alike. Data sources (c
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 from typing import Any
@@ -46,49 +47,55 @@ from CMRSynthesisLib.methods.t1_from_cine import (
 from CMRSynthesisLib.preprocess import LVCrop
 
 from .. import pix2pix
-from ..datasets import cached_arrays, split_cases
+from ..datasets import cached_arrays, render_workers, split_cases, subject_examples
 from ..distributed import Context
 from ..loop import Trainer
 
 CONDITION_NAMES = ("phases", "anatomy", "field")
 
 
-def phantom_examples(split: str, subjects: int, config: dict[str, Any], segmenter: CineSegmenter
-                     ) -> dict[str, np.ndarray]:
-    """Arrays of every LV slice of the first `subjects` phantom subjects of `split`: phases (N, F, S, S), anatomy
-    (N, 8, S, S), field (N, 1, S, S), target (N, 1, S, S) in [-1, 1], myocardium and scar masks (N, S, S) uint8 and
-    subject (N,) ids."""
+def subject_rows(subject_id: int, config: dict[str, Any], segmenter: CineSegmenter) -> dict[str, list[np.ndarray]]:
+    """One phantom subject's rows for `phantom_examples`: per LV slice at ED, its phases (F, S, S), anatomy (10, S, S),
+    field (1, S, S), target (1, S, S) in [-1, 1], myocardium and scar masks (S, S) uint8 and subject id."""
     frames, size, pixel = int(config["frames"]), int(config["crop_size"]), float(config["pixel_mm"])
     rows: dict[str, list[np.ndarray]] = {key: [] for key in (*CONDITION_NAMES, "target", "myocardium", "scar",
                                                               "subject")}
-    for subject_id in phantom.subject_ids(split, subjects):
-        subject = phantom.make_subject(subject_id)
-        cine, labels = phantom.render_cine(subject)
-        blood = (labels.array == phantom.LABELS["lv_blood"]).sum(axis=(1, 2, 3))
-        ed, es = 0, int(np.argmin(blood))
-        labels_ed = subject.geometry.volume(labels.array[ed], units="label")
-        series = phantom.render_molli(subject, labels_ed)
-        body = labels_ed.with_array((labels_ed.array != phantom.LABELS["background"]).astype(np.uint8))
-        t1 = t1_maps(series, body)["t1"].array
-        spacing_yx = (cine.spacing[1], cine.spacing[0])
-        probabilities = {frame: segmenter.probabilities(cine.array[frame], spacing_yx) for frame in (ed, es)}
-        truth = phantom_labels(labels.array[ed])
-        for z in range(cine.spatial_shape[0]):
-            centre = lv_centre(truth[z])
-            if centre is None:
-                continue
-            crop = LVCrop(centre, spacing_yx, size, pixel)
-            values = slice_conditions("t1diff", frames, cine.array[:, z], probabilities[ed][z], probabilities[es][z],
-                                      crop, ed, es, spacing_yx, subject.acquisition.field_strength_t)
-            for name in CONDITION_NAMES:
-                rows[name].append(values[name])
-            rows["target"].append(to_unit(crop.extract(t1[z]))[None].astype(np.float32))
-            ring = np.isin(labels.array[ed, z], [phantom.LABELS["lv_myocardium"], phantom.LABELS["scar"]])
-            rows["myocardium"].append((crop.extract(ring.astype(np.float32)) > 0.5).astype(np.uint8))
-            scar = labels.array[ed, z] == phantom.LABELS["scar"]
-            rows["scar"].append((crop.extract(scar.astype(np.float32)) > 0.5).astype(np.uint8))
-            rows["subject"].append(np.asarray(subject_id))
-    return {key: np.stack(value) for key, value in rows.items()}
+    subject = phantom.make_subject(subject_id)
+    cine, labels = phantom.render_cine(subject)
+    blood = (labels.array == phantom.LABELS["lv_blood"]).sum(axis=(1, 2, 3))
+    ed, es = 0, int(np.argmin(blood))
+    labels_ed = subject.geometry.volume(labels.array[ed], units="label")
+    series = phantom.render_molli(subject, labels_ed)
+    body = labels_ed.with_array((labels_ed.array != phantom.LABELS["background"]).astype(np.uint8))
+    t1 = t1_maps(series, body)["t1"].array
+    spacing_yx = (cine.spacing[1], cine.spacing[0])
+    probabilities = {frame: segmenter.probabilities(cine.array[frame], spacing_yx) for frame in (ed, es)}
+    truth = phantom_labels(labels.array[ed])
+    for z in range(cine.spatial_shape[0]):
+        centre = lv_centre(truth[z])
+        if centre is None:
+            continue
+        crop = LVCrop(centre, spacing_yx, size, pixel)
+        values = slice_conditions("t1diff", frames, cine.array[:, z], probabilities[ed][z], probabilities[es][z],
+                                  crop, ed, es, spacing_yx, subject.acquisition.field_strength_t)
+        for name in CONDITION_NAMES:
+            rows[name].append(values[name])
+        rows["target"].append(to_unit(crop.extract(t1[z]))[None].astype(np.float32))
+        ring = np.isin(labels.array[ed, z], [phantom.LABELS["lv_myocardium"], phantom.LABELS["scar"]])
+        rows["myocardium"].append((crop.extract(ring.astype(np.float32)) > 0.5).astype(np.uint8))
+        scar = labels.array[ed, z] == phantom.LABELS["scar"]
+        rows["scar"].append((crop.extract(scar.astype(np.float32)) > 0.5).astype(np.uint8))
+        rows["subject"].append(np.asarray(subject_id))
+    return rows
+
+
+def phantom_examples(split: str, subjects: int, config: dict[str, Any], segmenter: CineSegmenter, workers: int = 1
+                     ) -> dict[str, np.ndarray]:
+    """Arrays of every LV slice of the first `subjects` phantom subjects of `split` (`subject_rows`, in `workers`
+    processes: `datasets.subject_examples`): phases (N, F, S, S), anatomy (N, 10, S, S), field (N, 1, S, S), target
+    (N, 1, S, S) in [-1, 1], myocardium and scar masks (N, S, S) uint8 and subject (N,) ids."""
+    return subject_examples(phantom.subject_ids(split, subjects),
+                            functools.partial(subject_rows, config=config, segmenter=segmenter), workers)
 
 
 def folder_examples(split: str, data: dict[str, Any], config: dict[str, Any], segmenter: CineSegmenter
@@ -144,8 +151,8 @@ def cached_examples(split: str, subjects: int, config: dict[str, Any], segmenter
     settings = {key: config[key] for key in ("frames", "crop_size", "pixel_mm")}
     return cached_arrays(cache, f"t1_from_cine_{split}_{subjects}",
                          [split, subjects, settings, segmenter.config.get("description", "")],
-                         lambda: phantom_examples(split, subjects, config, segmenter),
-                         code=(phantom_examples, slice_conditions, morphokinetic_condition, kinematic_maps, strain))
+                         lambda: phantom_examples(split, subjects, config, segmenter, render_workers(config)),
+                         code=(subject_rows, slice_conditions, morphokinetic_condition, kinematic_maps, strain))
 
 
 def _batch(examples: dict[str, np.ndarray], names: tuple[str, ...], size: int, generator: torch.Generator,

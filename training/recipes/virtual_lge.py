@@ -16,6 +16,7 @@ target, and the myocardium and scar masks for the metrics. ED masks are the phan
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Any
 
@@ -50,7 +51,7 @@ from CMRSynthesisLib.phantom import study as phantom_study
 from .. import pix2pix
 from ..adversarial import discriminator_loss, generator_loss, patch_logits
 from ..autoencoder import encode_in_batches, train_autoencoder
-from ..datasets import cached_arrays
+from ..datasets import cached_arrays, render_workers, subject_examples
 from ..distributed import Context
 from ..loop import Trainer
 
@@ -75,38 +76,44 @@ def lge_crops(split: str, subjects: int, config: dict[str, Any]) -> np.ndarray:
     return np.stack(crops)
 
 
-def phantom_examples(split: str, subjects: int, config: dict[str, Any]) -> dict[str, np.ndarray]:
-    """Arrays of every LV slice of the first `subjects` phantom subjects of `split` (module docstring): cine
-    (N, F, S, S), kinematics (N, F, 4, S, S), curves (N, n, S, S), covered (N, S, S) bool, clusters (N, S, S) uint8
-    (0 where not covered), lge (N, 1, S, S) in [-1, 1], myocardium and scar (N, S, S) bool, subject (N,).
-    config: crop_size, pixel_mm, frames (cine phases) and "clusters" (number of curve clusters)."""
+def subject_rows(subject_id: int, config: dict[str, Any]) -> dict[str, list[np.ndarray]]:
+    """One phantom subject's rows for `phantom_examples`: per LV slice, cine (F, S, S), kinematics (F, 4, S, S), curves
+    (n, S, S), covered (S, S) bool, clusters (S, S) uint8, lge (1, S, S), myocardium and scar (S, S) bool, subject."""
     frames = int(config["frames"])
     rows: dict[str, list[np.ndarray]] = {key: [] for key in ("cine", "kinematics", "curves", "covered", "clusters",
                                                               "lge", "myocardium", "scar", "subject")}
-    for subject_id in phantom.subject_ids(split, subjects):
-        study = phantom.lge_study(subject_id)
-        cine, _ = phantom.render_cine(study["subject"], infarct_contrast=False)
-        relaxation = recovery_curves(phantom.render_molli(study["subject"], study["labels"]))
-        masks, lge = study["masks"], study["lge"]
-        lge.require_same_geometry(cine, "the phantom's LGE and cine")  # the arrays below are indexed alike
-        lge.require_same_geometry(relaxation.curves, "the phantom's LGE and MOLLI")
-        spacing_yx = (lge.spacing[1], lge.spacing[0])
-        for z in range(lge.spatial_shape[0]):
-            myocardium = masks["myocardium"][z] | masks["scar"][z]
-            if not masks["blood"][z].any() or not myocardium.any():
-                continue
-            crop = lv_crop(masks["blood"][z], spacing_yx, config)
-            inputs = slice_inputs(cine.array[:, z], myocardium, masks["blood"][z], relaxation.curves.array[:, z],
-                                  relaxation.fitted[z], spacing_yx, crop, 0, frames)
-            for name in ("cine", "kinematics", "curves", "covered"):
-                rows[name].append(inputs[name])
-            rows["clusters"].append(cluster_curves(inputs["curves"], inputs["covered"],
-                                                   clusters=int(config["clusters"])))
-            rows["lge"].append(lge_on_crop(lge.array[z], crop))
-            rows["myocardium"].append(crop.extract(myocardium.astype(np.float32)) > 0.5)
-            rows["scar"].append(crop.extract(masks["scar"][z].astype(np.float32)) > 0.5)
-            rows["subject"].append(np.asarray(subject_id))
-    return {key: np.stack(value) for key, value in rows.items()}
+    study = phantom.lge_study(subject_id)
+    cine, _ = phantom.render_cine(study["subject"], infarct_contrast=False)
+    relaxation = recovery_curves(phantom.render_molli(study["subject"], study["labels"]))
+    masks, lge = study["masks"], study["lge"]
+    lge.require_same_geometry(cine, "the phantom's LGE and cine")  # the arrays below are indexed alike
+    lge.require_same_geometry(relaxation.curves, "the phantom's LGE and MOLLI")
+    spacing_yx = (lge.spacing[1], lge.spacing[0])
+    for z in range(lge.spatial_shape[0]):
+        myocardium = masks["myocardium"][z] | masks["scar"][z]
+        if not masks["blood"][z].any() or not myocardium.any():
+            continue
+        crop = lv_crop(masks["blood"][z], spacing_yx, config)
+        inputs = slice_inputs(cine.array[:, z], myocardium, masks["blood"][z], relaxation.curves.array[:, z],
+                              relaxation.fitted[z], spacing_yx, crop, 0, frames)
+        for name in ("cine", "kinematics", "curves", "covered"):
+            rows[name].append(inputs[name])
+        rows["clusters"].append(cluster_curves(inputs["curves"], inputs["covered"], clusters=int(config["clusters"])))
+        rows["lge"].append(lge_on_crop(lge.array[z], crop))
+        rows["myocardium"].append(crop.extract(myocardium.astype(np.float32)) > 0.5)
+        rows["scar"].append(crop.extract(masks["scar"][z].astype(np.float32)) > 0.5)
+        rows["subject"].append(np.asarray(subject_id))
+    return rows
+
+
+def phantom_examples(split: str, subjects: int, config: dict[str, Any], workers: int = 1) -> dict[str, np.ndarray]:
+    """Arrays of every LV slice of the first `subjects` phantom subjects of `split` (module docstring; `subject_rows`
+    in `workers` processes: `datasets.subject_examples`): cine (N, F, S, S), kinematics (N, F, 4, S, S), curves
+    (N, n, S, S), covered (N, S, S) bool, clusters (N, S, S) uint8 (0 where not covered), lge (N, 1, S, S) in
+    [-1, 1], myocardium and scar (N, S, S) bool, subject (N,). config: crop_size, pixel_mm, frames (cine phases) and
+    "clusters" (number of curve clusters)."""
+    return subject_examples(phantom.subject_ids(split, subjects), functools.partial(subject_rows, config=config),
+                            workers)
 
 
 def train_lge_autoencoder(config: dict[str, Any], out: Path, context: Context, resume: bool
@@ -129,8 +136,8 @@ def cached_phantom_examples(split: str, subjects: int, config: dict[str, Any]) -
     settings = {key: config[key] for key in ("crop_size", "pixel_mm", "frames", "clusters")}
     cache = Path(config["data"]["cache"]) if config["data"].get("cache") else None
     return cached_arrays(cache, f"virtual_lge_{split}_{subjects}", [split, subjects, settings],
-                         lambda: phantom_examples(split, subjects, config),
-                         code=(*EXAMPLE_MODULES, phantom_examples, lge_on_crop, lv_crop))
+                         lambda: phantom_examples(split, subjects, config, render_workers(config)),
+                         code=(*EXAMPLE_MODULES, subject_rows, lge_on_crop, lv_crop))
 
 
 def morphology_loss(network: torch.nn.Module, curves: torch.Tensor, clusters: torch.Tensor, covered: torch.Tensor,
