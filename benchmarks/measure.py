@@ -26,19 +26,6 @@ def peak_mb(call: Callable[[], Any]) -> float:
         tracemalloc.stop()
 
 
-def peak_gpu_mb(call: Callable[[], Any]) -> float | None:
-    """Peak MiB torch allocated on the current CUDA device during one call (None without CUDA)."""
-    import torch
-
-    if not torch.cuda.is_available():
-        return None
-    torch.cuda.synchronize()
-    torch.cuda.reset_peak_memory_stats()
-    call()
-    torch.cuda.synchronize()
-    return torch.cuda.max_memory_allocated() / 2**20
-
-
 def machine_facts() -> dict[str, Any]:
     """The machine a benchmark ran on: platform, CPUs, torch version and threads, the GPU (None without CUDA), the
     load average at the end (a shared machine's wall times include waiting for a core) and the process's peak RSS
@@ -57,14 +44,18 @@ def machine_facts() -> dict[str, Any]:
 
 
 def per_slice_rows(settings: dict[str, dict[str, Any]], run: Callable[[dict[str, Any]], Any],
-                   slices_of: Callable[[Any], int], repeats: int) -> dict[str, dict[str, Any]]:
+                   slices_of: Callable[[Any], int], repeats: int, device: str = "cpu") -> dict[str, dict[str, Any]]:
     """For each named setting (`run` keywords): a warm-up call of run(options) (its wall seconds kept apart as
     "warm_up_seconds"), then the median wall and CPU seconds per slice of `repeats` timed calls (slices_of(result):
-    how many slices a call made), the peak MiB allocated during one traced call and, on CUDA, the peak MiB torch
-    allocated on the GPU during another. Each row is printed as soon as it is measured. All settings are timed in one
-    run, so their ratios see one machine load."""
+    how many slices a call made) and the peak memory: on CPU the peak MiB allocated by Python and numpy during one
+    more, traced call; on CUDA (`device` "cuda") the peak MiB torch allocated on the GPU during the timed calls, with
+    no traced call (tracing slows every Python allocation of a launch-bound GPU loop). Each row is printed as soon as
+    it is measured. All settings are timed in one run, so their ratios see one machine load."""
     import statistics
 
+    import torch
+
+    cuda = str(device).startswith("cuda")
     rows = {}
     for name, options in settings.items():
         def call(options: dict[str, Any] = options) -> Any:
@@ -72,16 +63,18 @@ def per_slice_rows(settings: dict[str, dict[str, Any]], run: Callable[[dict[str,
 
         _, warm_up, _ = timed(call)  # untimed in the rows' seconds: the first call's set-up (e.g. CUDA's) is here
         print(f"{name}: warm-up call {warm_up:.1f} s", flush=True)
+        if cuda:
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
         runs = [timed(call) for _ in range(repeats)]
         made = slices_of(runs[0][0])
-        peak = peak_mb(call)
-        gpu_peak = peak_gpu_mb(call)
+        memory = ({"peak_gpu_mb": torch.cuda.max_memory_allocated() / 2**20} if cuda
+                  else {"peak_allocated_mb": peak_mb(call)})
         wall, cpu = (statistics.median(result[index] for result in runs) / made for index in (1, 2))
         rows[name] = {"seconds_per_slice": wall, "cpu_seconds_per_slice": cpu, "slices": made,
-                      "warm_up_seconds": warm_up, "peak_allocated_mb": peak,
-                      **({"peak_gpu_mb": gpu_peak} if gpu_peak is not None else {}), **options}
-        print(f"{name}: {wall:.2f} s/slice (CPU {cpu:.2f} s), peak {peak:.0f} MiB"
-              + (f", GPU peak {gpu_peak:.0f} MiB" if gpu_peak is not None else ""), flush=True)
+                      "warm_up_seconds": warm_up, **memory, **options}
+        print(f"{name}: {wall:.2f} s/slice (CPU {cpu:.2f} s), "
+              + ", ".join(f"{key} {value:.0f}" for key, value in memory.items()), flush=True)
     return rows
 
 

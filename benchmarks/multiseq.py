@@ -38,7 +38,7 @@ def speed(args: argparse.Namespace, method) -> None:
     settings = {f"to_{target}": {"target": target} for target in CONTRASTS}
     rows = per_slice_rows(settings, lambda options: method.run(
         {name: study[name] for name in CONTRASTS if name != options["target"]}, slices=slices, **options),
-        lambda outputs: len(outputs["image"].metadata["synthesis"]["slices"]), args.repeats)
+        lambda outputs: len(outputs["image"].metadata["synthesis"]["slices"]), args.repeats, str(method.device))
     report = {"settings": {"slices": slices, "repeats": args.repeats, "matrix": list(study["bssfp"].spatial_shape[1:]),
                            "device": str(method.device), "defaults": get_spec("multi_sequence").option_defaults()},
               "machine": machine_facts(), **rows, "target_seconds_per_slice": TARGET_SECONDS_PER_SLICE,

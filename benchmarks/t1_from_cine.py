@@ -49,7 +49,8 @@ def main() -> None:
     settings["ddpm"] = {"sampler": "ddpm"}
     rows = per_slice_rows(settings, lambda options: method.run({"cine": cine}, samples=args.samples, seed=0,
                                                                **options),
-                          lambda outputs: len(outputs["t1"].metadata["synthesis"]["slices"]), args.repeats)
+                          lambda outputs: len(outputs["t1"].metadata["synthesis"]["slices"]), args.repeats,
+                          str(method.device))
     report = {
         "settings": {"slices": args.slices, "samples": args.samples, "repeats": args.repeats,
                      "matrix": list(cine.spatial_shape[1:]), "frames": int(cine.array.shape[0]),

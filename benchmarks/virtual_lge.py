@@ -54,7 +54,8 @@ def main() -> None:
                 for steps in args.ddim_steps.split(",")}
     rows = per_slice_rows(settings, lambda options: method.run(study["inputs"], samples=args.samples, seed=0,
                                                                slices=study["slices"], **options),
-                          lambda outputs: len(outputs["lge"].metadata["synthesis"]["slices"]), args.repeats)
+                          lambda outputs: len(outputs["lge"].metadata["synthesis"]["slices"]), args.repeats,
+                          str(method.device))
     cine = study["inputs"]["cine"]
     _, segmentation_wall, _ = timed(lambda: method.segmenter.segment(cine))
     report = {
