@@ -36,9 +36,9 @@ checkpoints: $(STAMP)
 	$(PY) -m training scar_enhancement_segmenter --config training/configs/scar_segmenter_demo.json --out Resources/checkpoints/scar_enhancement_segmenter
 	$(PY) -m training scar_enhancement --config training/configs/scar_enhancement_demo.json --out Resources/checkpoints/scar_enhancement
 	$(PY) -m training cine_segmentation --config training/configs/cine_segmenter_demo.json --out Resources/checkpoints/cine_segmenter
-	$(PY) -m training t1_from_cine --config training/configs/t1_from_cine_gpu.json --out Resources/checkpoints/t1_from_cine --steps 1500 --seed 0
-	$(PY) -m training t1_from_cine_raw_ddpm --config training/configs/t1_from_cine_raw_ddpm_gpu.json --out Resources/checkpoints/t1_from_cine_raw_ddpm --steps 1500 --seed 0
-	$(PY) -m training t1_from_cine_pix2pix --config training/configs/t1_from_cine_pix2pix_gpu.json --out Resources/checkpoints/t1_from_cine_pix2pix --steps 1500 --seed 0
+	$(PY) -m training t1_from_cine --config training/configs/t1_from_cine_gpu.json --out Resources/checkpoints/t1_from_cine --seed 0
+	$(PY) -m training t1_from_cine_raw_ddpm --config training/configs/t1_from_cine_raw_ddpm_gpu.json --out Resources/checkpoints/t1_from_cine_raw_ddpm --seed 0
+	$(PY) -m training t1_from_cine_pix2pix --config training/configs/t1_from_cine_pix2pix_gpu.json --out Resources/checkpoints/t1_from_cine_pix2pix --seed 0
 	$(PY) -m training virtual_lge_autoencoder --config training/configs/virtual_lge_autoencoder_demo.json --out Resources/checkpoints/virtual_lge_autoencoder
 	$(PY) -m training virtual_lge --config training/configs/virtual_lge_demo.json --out Resources/checkpoints/virtual_lge
 	$(PY) -m training virtual_lge --config training/configs/virtual_lge_no_kinematics_demo.json --out Resources/checkpoints/virtual_lge_no_kinematics
