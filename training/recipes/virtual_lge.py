@@ -62,18 +62,20 @@ EXAMPLE_MODULES = (virtual_lge_inputs, kinematic_maps, relaxation, curve_cluster
                    phantom_contrast, phantom_study, preprocess)
 
 
-def lge_crops(split: str, subjects: int, config: dict[str, Any]) -> np.ndarray:
+def lge_crop_rows(subject_id: int, config: dict[str, Any]) -> dict[str, list[np.ndarray]]:
+    """One phantom subject's rows for `lge_crops`: "lge", the (1, S, S) crop of each slice with LV blood."""
+    study = phantom.lge_study(subject_id)
+    lge, blood = study["lge"], study["masks"]["blood"]
+    spacing_yx = (lge.spacing[1], lge.spacing[0])
+    return {"lge": [lge_on_crop(lge.array[z], lv_crop(blood[z], spacing_yx, config))
+                    for z in range(lge.spatial_shape[0]) if blood[z].any()]}
+
+
+def lge_crops(split: str, subjects: int, config: dict[str, Any], workers: int = 1) -> np.ndarray:
     """(N, 1, S, S) float32 LGE crops in [-1, 1] of every LV slice of the first `subjects` phantom subjects of
-    `split` (module docstring)."""
-    crops = []
-    for subject_id in phantom.subject_ids(split, subjects):
-        study = phantom.lge_study(subject_id)
-        lge, blood = study["lge"], study["masks"]["blood"]
-        spacing_yx = (lge.spacing[1], lge.spacing[0])
-        for z in range(lge.spatial_shape[0]):
-            if blood[z].any():
-                crops.append(lge_on_crop(lge.array[z], lv_crop(blood[z], spacing_yx, config)))
-    return np.stack(crops)
+    `split` (module docstring; `lge_crop_rows` in `workers` processes: `datasets.subject_examples`)."""
+    return subject_examples(phantom.subject_ids(split, subjects), functools.partial(lge_crop_rows, config=config),
+                            workers)["lge"]
 
 
 def subject_rows(subject_id: int, config: dict[str, Any]) -> dict[str, list[np.ndarray]]:
@@ -123,8 +125,8 @@ def train_lge_autoencoder(config: dict[str, Any], out: Path, context: Context, r
     if data.get("source") != "phantom":
         raise ValueError(f"the virtual-LGE autoencoder trains on the phantom (data source 'phantom'); got "
                          f"{data.get('source')!r}")
-    train = lge_crops("train", int(data["train_subjects"]), config)
-    validation = lge_crops("validation", int(data["validation_subjects"]), config)
+    train = lge_crops("train", int(data["train_subjects"]), config, render_workers(config))
+    validation = lge_crops("validation", int(data["validation_subjects"]), config, render_workers(config))
     weights, product = train_autoencoder(config, out, context, resume, train, validation)
     return weights, {"method": METHOD, "part": "autoencoder", "crop_size": int(config["crop_size"]),
                      "pixel_mm": float(config["pixel_mm"]), "lge_percentiles": list(LGE_PERCENTILES), **product}
