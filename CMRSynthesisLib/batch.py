@@ -113,13 +113,16 @@ def _run_study(spec: MethodSpec, method: Any, paths: dict[str, Path | None], fol
                args: argparse.Namespace, progress: Progress) -> tuple[str, str]:
     """One study: skipped when its done.json names outputs that all exist; else read, run, write, then done.json."""
     done = folder / DONE_FILE
+    settings = batch_settings(spec, args)
     if done.is_file():
         try:
-            written = json.loads(done.read_text(encoding="utf-8"))["outputs"]
-            if all(Path(path).is_file() for path in written.values()):
-                return "already done", ""
-        except (OSError, ValueError, KeyError, AttributeError):
-            pass  # an unreadable record: run the study again
+            record = json.loads(done.read_text(encoding="utf-8"))
+            complete = all(Path(path).is_file() for path in record["outputs"].values())
+        except (OSError, ValueError, KeyError, AttributeError, TypeError):
+            complete = False  # an unreadable record: run the study again
+        if complete:
+            _check_same_settings(record, settings, folder)
+            return "already done", "" if "settings" in record else "done by an earlier version (settings not recorded)"
     inputs, protected = read_inputs(spec, paths, args)
     outputs_paths = {role.name: folder / f"{role.name}.nii.gz" for role in spec.outputs}
     framed = cine_shaped(spec, inputs, outputs_paths)
@@ -127,10 +130,29 @@ def _run_study(spec: MethodSpec, method: Any, paths: dict[str, Path | None], fol
     outputs = method.run(inputs, progress=progress, **method_options(spec, args))
     written = write_outputs(outputs, outputs_paths, framed, protected)
     record = {"method": spec.name, "inputs": {name: str(path) for name, path in paths.items() if path is not None},
-              "outputs": written, "summary": summarise(spec, method, inputs, outputs)}
+              "settings": settings, "outputs": written, "summary": summarise(spec, method, inputs, outputs)}
     atomic_write_bytes(done, (json.dumps(record, indent=2, default=str) + "\n").encode("utf-8"))
     notes = record["summary"].get("notes") or []
     return "done", "; ".join(str(note) for note in notes)
+
+
+def _check_same_settings(record: dict[str, Any], settings: dict[str, Any], folder: Path) -> None:
+    """InputError when a study's done.json records other settings than this run's (its result would not be this
+    run's): the rerun must not count it as done, nor overwrite it."""
+    recorded = record.get("settings")
+    if recorded is None:
+        return
+    changed = [f"{key}: {recorded.get(key)} -> {value}" for key, value in settings.items() if recorded.get(key) != value]
+    if changed:
+        raise InputError(f"{folder} was done with other settings ({'; '.join(changed)}): give another --out-dir, or "
+                         "remove that folder to run the study again with these")
+
+
+def batch_settings(spec: MethodSpec, args: argparse.Namespace) -> dict[str, Any]:
+    """What makes a study's result: the `run` options and sampling settings, the checkpoints and the reading options
+    (as JSON values; recorded in done.json, and a rerun with others refuses to count the study as done)."""
+    keys = [*method_options(spec, args), *(role.name for role in spec.checkpoints), "frame_interval_ms", "ti"]
+    return {key: json.loads(json.dumps(getattr(args, key), default=str)) for key in keys if hasattr(args, key)}
 
 
 def _part(progress: Progress | None, index: int, count: int, name: str) -> Progress:

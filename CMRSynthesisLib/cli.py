@@ -1,8 +1,9 @@
 """`cmrsynth`: the command line over CMRSynthesisLib (also what the Slicer module runs out of process).
 
 Every command checks its inputs before it writes anything, writes outputs atomically and never onto an input, and
-exits 1 with a one-line message naming the problem on bad input. With `--progress json` it prints one JSON object
-per line on stdout: {"type": "progress", ...} updates, then {"type": "result", ...} or {"type": "error", ...}.
+exits 1 with a one-line message naming the problem on bad input (`batch`: when any study failed, after running all
+the others). With `--progress json` it prints one JSON object per line on stdout: {"type": "progress", ...} updates,
+then {"type": "result", ...} or {"type": "error", ...}.
 """
 
 from __future__ import annotations
@@ -173,7 +174,7 @@ def build_parser() -> argparse.ArgumentParser:
         parser_of_method.add_argument("--baselines-from", type=Path,
                                       help="folder with the baselines' checkpoints under their shipped names (e.g. "
                                       "another training seed's models; default: the shipped ones)")
-        add_settings(parser_of_method, spec)
+        add_settings(parser_of_method, spec, evaluation=True)
         parser_of_method.set_defaults(evaluate=True)
     return parser
 
@@ -458,6 +459,11 @@ def main(argv: list[str] | None = None) -> int:
         print(result["table"])
     else:
         print(json.dumps(result, indent=2))
+    failed = result.get("summary", {}).get("counts", {}).get("failed", 0) if getattr(args, "batch", False) else 0
+    if failed:
+        print(f"error: {failed} of {len(result['summary']['studies'])} studies failed (the others ran): see "
+              f"{result['outputs']['status_csv']}", file=sys.stderr)
+        return 1
     return 0
 
 

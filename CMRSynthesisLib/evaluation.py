@@ -240,11 +240,17 @@ def _sub_progress(progress: Progress | None, start: float, width: float, where: 
 
 
 def _run_options(spec: MethodSpec, options: dict[str, Any] | None) -> dict[str, Any]:
-    """The declared `run` keywords with their defaults, updated by `options`; InputError for unknown ones."""
+    """The declared `run` keywords with their defaults, updated by `options`; InputError for unknown ones and for
+    facts of one study (`Option.per_study`: each held-out subject brings its own, e.g. its ED frame)."""
     defaults = spec.option_defaults()
     unknown = sorted(set(options or {}) - set(defaults))
     if unknown:
         raise InputError(f"{spec.name} takes no option {', '.join(unknown)}; it takes {', '.join(defaults) or 'none'}")
+    per_study = sorted(option.name for option in spec.options if option.per_study
+                       and (options or {}).get(option.name, option.default) != option.default)
+    if per_study:
+        raise InputError(f"the evaluation takes no {', '.join(per_study)}: each held-out subject brings its own "
+                         f"(its frames, slices and field strength are read from it)")
     return {**defaults, **(options or {})}
 
 

@@ -50,9 +50,10 @@ def add_method_command(commands: Any, spec: MethodSpec) -> argparse.ArgumentPars
     return parser
 
 
-def add_settings(parser: argparse.ArgumentParser, spec: MethodSpec) -> None:
+def add_settings(parser: argparse.ArgumentParser, spec: MethodSpec, evaluation: bool = False) -> None:
     """The options every run of `spec` takes besides its input and output paths: reading options of its input kinds,
-    its own options, sampling settings, checkpoints, --device and --progress."""
+    its own options (with `evaluation`, only those that are not facts of one study: `Option.per_study`), sampling
+    settings, checkpoints, --device and --progress."""
     parser.set_defaults(method=spec.name)
     kinds = {role.kind for role in spec.inputs}
     if "cine" in kinds:
@@ -61,7 +62,8 @@ def add_settings(parser: argparse.ArgumentParser, spec: MethodSpec) -> None:
         parser.add_argument("--ti", help="inversion times in ms in acquisition order (e.g. 100,180,260) or a JSON "
                             "sidecar, when the MOLLI files hold none")
     for option in spec.options:
-        _add_option(parser, option)
+        if not (evaluation and option.per_study):
+            _add_option(parser, option)
     if spec.sampling is not None:
         sampling = spec.sampling
         if sampling.steps is not None:
@@ -157,9 +159,9 @@ def write_outputs(outputs: dict[str, Any], paths: dict[str, Path], framed: set[s
 
 
 def method_options(spec: MethodSpec, args: argparse.Namespace) -> dict[str, Any]:
-    """The `run` keywords (options and sampling settings) given on the command line."""
+    """The `run` keywords (options and sampling settings) the command line takes (`add_settings`)."""
     names = [option.name for option in spec.options] + (list(spec.sampling.defaults()) if spec.sampling else [])
-    return {name: getattr(args, name) for name in names}
+    return {name: getattr(args, name) for name in names if hasattr(args, name)}
 
 
 def load_from_args(spec: MethodSpec, args: argparse.Namespace) -> Any:
@@ -204,7 +206,7 @@ def run_method(spec: MethodSpec, args: argparse.Namespace, progress: Reporter) -
     outputs = method.run(inputs, progress=stage(progress, 0.05, 0.95), **method_options(spec, args))
     progress(0.95, "writing the results")
     if dicom:
-        written = _write_dicom(spec, args, inputs, outputs, paths, protected)
+        written = _write_dicom(spec, args, inputs, outputs, paths)
     else:
         written = write_outputs(outputs, paths, framed, protected)
     progress(1.0, "results written")
@@ -230,8 +232,12 @@ def _check_dicom_folders(paths: dict[str, Path], inputs: list[Path]) -> None:
     """OutputError unless every output is a new or empty folder that is none of the inputs (nor inside one)."""
     from .errors import OutputError
     from .io.dicom_export import check_new_folder
+    from .io.itk_files import itk_suffix
 
     for name, folder in paths.items():
+        if itk_suffix(folder):
+            raise OutputError(f"{folder}: --format dicom writes each output as a folder of DICOM files; give a folder "
+                              "name, not an image file name (or leave out --format to write that file)")
         check_new_folder(folder)
         for source in inputs:
             if folder.resolve() == source.resolve() or source.resolve() in folder.resolve().parents:
@@ -242,20 +248,26 @@ def _check_dicom_folders(paths: dict[str, Path], inputs: list[Path]) -> None:
 
 
 def _write_dicom(spec: MethodSpec, args: argparse.Namespace, inputs: dict[str, Any], outputs: dict[str, Any],
-                 paths: dict[str, Path], protected: list[Path]) -> dict[str, str]:
-    """Each output as a DICOM series (io.output.write_output): images, maps and SD maps marked SYNTHETIC, labels
-    and masks DERIVED; the checkpoint named in the header; the DICOM files of the input the output lies on (its
-    declared grid) as the source, so the series joins that study and references them (none for a NIfTI / NRRD
-    input: a new study)."""
+                 paths: dict[str, Path]) -> dict[str, str]:
+    """Each output as a DICOM series (io.derived_series.write_derived_series; the folders checked by
+    `_check_dicom_folders`): images, maps and SD maps marked SYNTHETIC, labels and masks DERIVED; the checkpoint named
+    in the header; the DICOM files of the input the output lies on (its declared grid) as the source, so the series
+    joins that study and references them (none for a NIfTI / NRRD input: one new study for all the outputs). The
+    outputs' series numbers follow one another from the first's (its source's + 1000), so none is listed twice."""
+    from .io.derived_series import write_derived_series
     from .io.itk_files import itk_suffix
-    from .io.output import write_output
 
     roles = {role.name: role for role in spec.outputs}
     checkpoint = str(args.checkpoint) if args.checkpoint else f"shipped {spec.checkpoints[0].shipped}"
-    for name, folder in paths.items():
+    first = None
+    for index, (name, folder) in enumerate(paths.items()):
         grid = getattr(inputs[roles[name].grid_input(inputs)], "metadata", {})
         source = [path for path in grid.get("source_files") or [] if not itk_suffix(path)]
-        write_output(outputs[name], folder, fmt="dicom", method=spec.name, checkpoint=checkpoint,
-                     synthetic=roles[name].is_synthetic, source=source,
-                     description=f"{spec.title}: {roles[name].name}", protected=protected)
+        joined = {} if first is None else {"series_number": first.series_number + index}
+        if first is not None and first.new_study and not source:
+            joined["new_study"] = {"StudyInstanceUID": first.study_instance_uid}
+        written = write_derived_series(outputs[name], folder, method=spec.name, checkpoint=checkpoint,
+                                       synthetic=roles[name].is_synthetic, source=source,
+                                       description=f"{spec.title}: {roles[name].name}", **joined)
+        first = first or written
     return {name: str(folder.resolve()) for name, folder in paths.items()}

@@ -10,7 +10,8 @@ from CMRSynthesisLib.volume import Volume
 
 
 class Negate:
-    """A toy method: scale * (mask ? -image : image), with the number of voxels changed in its summary."""
+    """A toy method: scale * (mask ? -image : image), with the number of voxels changed in its summary; label: the
+    mask's label (default: any non-zero voxel), a fact of one study."""
 
     def __init__(self, device: str) -> None:
         self.device = device
@@ -19,9 +20,10 @@ class Negate:
     def load(cls, checkpoint=None, device="auto"):
         return cls("cpu" if device == "auto" else device)
 
-    def run(self, inputs, *, scale, progress=None):
+    def run(self, inputs, *, scale, label=None, progress=None):
         image, mask = inputs["image"], inputs["mask"]
-        inside = np.ones(image.spatial_shape, bool) if mask is None else mask.array > 0
+        inside = np.ones(image.spatial_shape, bool) if mask is None else (
+            mask.array > 0 if label is None else mask.array == label)
         if progress is not None:
             progress(0.5, "negating")
         values = np.where(inside, -image.array, image.array) * scale
@@ -37,7 +39,8 @@ def toy_spec(**changes) -> MethodSpec:
         "outputs": (OutputRole("negated", "image", "negated image", grid="image"),
                     OutputRole("changed", "mask", "voxels changed", grid="image")),
         "checkpoints": (CheckpointRole("checkpoint", "toy checkpoint (unused)", "none"),),
-        "options": (Option("scale", float, 1.0, "factor applied after negation"),),
+        "options": (Option("scale", float, 1.0, "factor applied after negation"),
+                    Option("label", int, None, "the mask's label (default: any non-zero voxel)", per_study=True)),
         "summarise": lambda inputs, outputs: {"changed_voxels": int(outputs["changed"].array.sum())},
     }
     return MethodSpec(**{**fields, **changes})

@@ -48,9 +48,11 @@ def test_a_bad_study_is_recorded_and_a_rerun_does_only_what_is_missing(toy, tmp_
     studies, out = toy_studies(tmp_path), tmp_path / "out"
     command = ["batch", "toy_negate", "--studies", str(studies), "--out-dir", str(out), "--scale", "2",
                "--progress", "none"]
-    assert main(command) == 0
+    assert main(command) == 1  # a study failed: the others ran, and the exit status says so
     assert statuses(out) == {"a": "done", "b": "failed", "c": "done"}
-    result = json.loads(capsys.readouterr().out)
+    printed = capsys.readouterr()
+    assert "1 of 3 studies failed" in printed.err
+    result = json.loads(printed.out)
     failed = next(row for row in result["summary"]["studies"] if row["study"] == "b")
     assert "missing.nrrd" in failed["message"]
     np.testing.assert_array_equal(read_volume(out / "a" / "negated.nii.gz").array, -2.0)
@@ -65,6 +67,21 @@ def test_a_bad_study_is_recorded_and_a_rerun_does_only_what_is_missing(toy, tmp_
     np.testing.assert_array_equal(read_volume(out / "b" / "negated.nii.gz").array, -10.0)
     record = json.loads((out / "b" / "done.json").read_text())
     assert record["method"] == "toy_negate" and record["summary"]["changed_voxels"] == 24
+    assert record["settings"]["scale"] == 2.0
+
+
+def test_a_rerun_with_other_settings_refuses_the_studies_done_with_the_old_ones(toy, tmp_path, capsys):
+    studies, out = toy_studies(tmp_path), tmp_path / "out"
+    command = ["batch", "toy_negate", "--studies", str(studies), "--out-dir", str(out), "--progress", "none"]
+    assert main([*command, "--scale", "2"]) == 1  # b's image is missing
+    capsys.readouterr()
+    before = {name: (out / name / "negated.nii.gz").read_bytes() for name in ("a", "c")}
+    assert main([*command, "--scale", "3"]) == 1
+    result = json.loads(capsys.readouterr().out)
+    rows = {row["study"]: row for row in result["summary"]["studies"]}
+    assert {name: row["status"] for name, row in rows.items()} == {"a": "failed", "b": "failed", "c": "failed"}
+    assert "other settings (scale: 2.0 -> 3.0)" in rows["a"]["message"]
+    assert {name: (out / name / "negated.nii.gz").read_bytes() for name in ("a", "c")} == before  # kept as they were
 
 
 @pytest.mark.parametrize("rows, message", [
@@ -102,7 +119,7 @@ def test_two_torchrun_ranks_share_the_list(tmp_path):
     environment = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     run = subprocess.run(command, cwd=tmp_path, env=environment, capture_output=True, text=True, timeout=300,
                          check=False)
-    assert run.returncode == 0, run.stderr[-3000:]
+    assert run.returncode != 0 and "1 of 3 studies failed" in run.stderr, run.stderr[-3000:]  # s3
     table = json.loads((out / "batch_status.json").read_text())
     rows = {row["study"]: row for row in table["studies"]}
     assert {name: row["status"] for name, row in rows.items()} == {"s1": "done", "s2": "done", "s3": "failed"}
@@ -112,6 +129,6 @@ def test_two_torchrun_ranks_share_the_list(tmp_path):
     assert get_spec("cine_segmentation").main_output.name == "labels"
     rerun = subprocess.run(command, cwd=tmp_path, env=environment, capture_output=True, text=True, timeout=300,
                          check=False)
-    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert rerun.returncode != 0, rerun.stderr[-3000:]
     table = json.loads((out / "batch_status.json").read_text())
     assert [row["status"] for row in table["studies"]] == ["already done", "already done", "failed"]

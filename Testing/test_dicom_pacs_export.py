@@ -303,9 +303,9 @@ def test_bad_values_and_sources_are_refused_with_nothing_written(tmp_path):
     with pytest.raises(InputError, match="new_study"):
         write_derived_series(_t1_map(cine), tmp_path / "both", method="m", description="T1",
                              new_study={"PatientID": "X"})
-    with pytest.raises(InputError, match="StudyInstanceUID"):
+    with pytest.raises(InputError, match="StudyInstanceUID '1.02.x' is not a valid DICOM UID"):
         write_derived_series(_t1_map(cine), tmp_path / "uid", method="m", description="T1", source=(),
-                             new_study={"StudyInstanceUID": "1.2.3"})
+                             new_study={"StudyInstanceUID": "1.02.x"})
     other = _source_series(tmp_path / "other", np.zeros((3, 10, 12), np.int16))  # same patient, another study
     study = pydicom.uid.generate_uid()
     for path in other:

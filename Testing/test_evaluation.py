@@ -13,7 +13,8 @@ import pytest
 from conftest import toy_spec
 from scipy import stats
 
-from CMRSynthesisLib.cli import main
+from CMRSynthesisLib.cli import build_parser, main
+from CMRSynthesisLib.errors import InputError
 from CMRSynthesisLib.evaluation import ModelUnavailable, checkpoint_baseline, evaluate, input_baseline
 from CMRSynthesisLib.methods import get_spec, register, unregister
 from CMRSynthesisLib.methods.registry import Baseline, Column, Evaluation, EvaluationCase, ReferenceRow
@@ -71,6 +72,23 @@ def toy_evaluated():
 
 def run_toy(out, *extra):
     return main(["evaluate", "toy_negate", "--out-dir", str(out), "--scale", "2", "--progress", "none", *extra])
+
+
+def test_evaluate_refuses_the_facts_of_one_study(toy_evaluated, tmp_path, capsys):
+    """A per-study option (the toy's mask label; T1Diff's ED frame or field strength) would override every held-out
+    subject's own: `cmrsynth evaluate` does not take it, the Python API refuses it, the method's command takes it."""
+    with pytest.raises(SystemExit):
+        run_toy(tmp_path / "cli", "--label", "2")
+    assert "unrecognized arguments: --label 2" in capsys.readouterr().err
+    with pytest.raises(InputError, match="takes no label: each held-out subject brings its own"):
+        evaluate(toy_evaluated, tmp_path / "api", splits=["test"], subjects=1, options={"label": 2})
+    assert not (tmp_path / "cli").exists() and not (tmp_path / "api").exists()
+    assert "--label" in {action.option_strings[0] for action in _toy_command_parser()._actions if action.option_strings}
+
+
+def _toy_command_parser():
+    commands = next(action for action in build_parser()._actions if action.dest == "command")
+    return commands.choices["toy-negate"]
 
 
 def test_toy_method_through_cmrsynth_evaluate(toy_evaluated, tmp_path, capsys):

@@ -115,9 +115,29 @@ def test_a_method_writes_dicom_series_in_the_source_study(toy, tmp_path, capsys)
     assert "SYNTHETIC" not in mask.ImageType and "DERIVED" in mask.ImageType
     assert negated.StudyInstanceUID == study and "toy_negate" in negated.DerivationDescription
     assert mask.StudyInstanceUID == study  # an output made without the input's metadata joins the study too
+    numbers = int(pydicom.dcmread(files[0]).SeriesNumber), int(negated.SeriesNumber), int(mask.SeriesNumber)
+    assert numbers[1:] == (numbers[0] + 1000, numbers[0] + 1001)  # each series listed once in the study
     back = read_volume(out)
     assert back.same_geometry(image)
     np.testing.assert_allclose(back.array, -image.array, atol=0.01)
     assert main(["toy-negate", "--image", str(source), "--out", str(out), "--format", "dicom",
                  "--progress", "none"]) == 1  # the folder is no longer empty
     assert "not empty" in capsys.readouterr().err
+
+
+def test_the_dicom_outputs_of_a_nifti_input_share_one_new_study_and_need_folder_names(toy, tmp_path, capsys):
+    import pydicom
+
+    source = tmp_path / "image.nii.gz"
+    write_volume(Volume(np.ones((2, 3, 4), np.float32), spacing=(1.0, 1.5, 4.0)), source)
+    out, changed = tmp_path / "negated_dicom", tmp_path / "changed_dicom"
+    assert main(["toy-negate", "--image", str(source), "--out", str(out), "--changed-out", str(changed),
+                 "--format", "dicom", "--progress", "none"]) == 0
+    negated, mask = pydicom.dcmread(min(out.iterdir())), pydicom.dcmread(min(changed.iterdir()))
+    assert negated.StudyInstanceUID == mask.StudyInstanceUID
+    assert negated.SeriesInstanceUID != mask.SeriesInstanceUID
+    assert (int(negated.SeriesNumber), int(mask.SeriesNumber)) == (1001, 1002)
+    named_as_file = tmp_path / "negated.nrrd"
+    assert main(["toy-negate", "--image", str(source), "--out", str(named_as_file), "--format", "dicom",
+                 "--progress", "none"]) == 1
+    assert not named_as_file.exists() and "give a folder name, not an image file name" in capsys.readouterr().err

@@ -271,6 +271,10 @@ def test_a_field_strength_against_the_cines_and_a_single_sample_are_noted(checkp
     assert "notes" not in quiet.metadata["synthesis"]
     with pytest.raises(InputError, match=r"holds 1 frame \(shape .*at least 2 frames"):
         method.run({"cine": cine.with_array(cine.array[0])}, sampler="ddim", ddim_steps=2)
+    phases = method.config["frames"]
+    short = method.run({"cine": cine.with_array(cine.array[:phases - 1])}, samples=2, sampler="ddim", ddim_steps=2)
+    assert any(f"holds {phases - 1} frames, fewer than the {phases} phases" in note
+               for note in short["t1"].metadata["synthesis"]["notes"])
 
 
 def test_real_cases_laid_out_as_folders_give_training_examples(tmp_path):

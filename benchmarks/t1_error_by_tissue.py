@@ -53,7 +53,9 @@ def main() -> None:
                 sums[name][tissue] += float(squared[inside].sum())
         print(f"subject {case.subject} done", flush=True)
     report = {"settings": {"subjects": [case.subject for case in cases], "samples": args.samples, "sampler": "ddim",
-                           "ddim_steps": args.ddim_steps, "ddim_eta": 1.0, "seed": args.seed},
+                           "ddim_steps": args.ddim_steps, "ddim_eta": 1.0, "seed": args.seed,
+                           "checkpoints": {name: {"folder": MODELS[name], "weights_sha256": method.config.get(
+                               "weights_sha256")} for name, method in methods.items()}},
               "models": {name: {"squared_error_ms2": sums[name],
                                 "fraction_of_total": {tissue: value / sum(sums[name].values())
                                                       for tissue, value in sums[name].items()},

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import torch
 
@@ -135,6 +136,19 @@ def checked_sampling(samples: int, sampler: str, ddim_eta: float) -> float:
     if sampler not in SAMPLERS:
         raise InputError(f"unknown sampler {sampler!r} (--sampler); choose one of {SAMPLERS}")
     return sampler_eta(sampler, ddim_eta)
+
+
+def sampling_record(diffusion: bool, samples: int, seed: int, sampler: str, ddim_steps: int, ddim_eta: float
+                    ) -> tuple[dict[str, Any], list[str]]:
+    """The sampling settings a result records, and its notes: for a diffusion model samples k, seed, sampler (with
+    ddim_steps and ddim_eta for DDIM) and ONE_SAMPLE_NOTE when k is 1; for a deterministic model (a pix2pix
+    baseline) that it made one pass and none of those settings applied."""
+    if not diffusion:
+        return {"sampling": "none: a deterministic model, one pass (samples, seed and sampler do not apply)"}, []
+    record: dict[str, Any] = {"samples": samples, "seed": seed, "sampler": sampler}
+    if sampler == "ddim":
+        record.update(ddim_steps=ddim_steps, ddim_eta=ddim_eta)
+    return record, [ONE_SAMPLE_NOTE] if samples == 1 else []
 
 
 def check_chain(pairs: Sequence[tuple[int, int]], num_train_timesteps: int) -> None:

@@ -26,8 +26,9 @@ study and that no reader can take for scanner data:
 No DerivationCodeSequence is written: CID 7203 (Image Derivation) has no code for synthesis by a generative model
 or for a relaxation-time fit, and a wrong code is worse than none; DerivationDescription says it in words.
 
-A volume without DICOM source (read from NIfTI / NRRD) gets a new study: new StudyInstanceUID, today's date, empty
-patient attributes unless given (`new_study`), and DerivationDescription says so.
+A volume without DICOM source (read from NIfTI / NRRD) gets a new study: new StudyInstanceUID (or the one given, so
+that several series of one run share their new study), today's date, empty patient attributes unless given
+(`new_study`), and DerivationDescription says so.
 
 The MR Image module's acquisition attributes (C.8.3.1) describe how the images were acquired: a synthetic series
 was not, so ScanningSequence is "RM" (research mode) and SequenceVariant "NONE", with the Type 2 timing attributes
@@ -39,6 +40,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import importlib.metadata
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -46,7 +48,7 @@ from typing import Any
 import numpy as np
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence as DicomSequence
-from pydicom.uid import generate_uid
+from pydicom.uid import RE_VALID_UID, generate_uid
 
 from ..errors import InputError
 from ..volume import Volume
@@ -63,7 +65,6 @@ MANUFACTURER = "CMRSynthesis"
 PATIENT_STUDY_KEYWORDS = ("PatientName", "PatientID", "IssuerOfPatientID", "PatientBirthDate", "PatientSex",
                           "PatientAge", "PatientSize", "PatientWeight", "StudyInstanceUID", "StudyDate", "StudyTime",
                           "StudyID", "AccessionNumber", "ReferringPhysicianName", "StudyDescription")
-_NEW_STUDY_KEYWORDS = tuple(keyword for keyword in PATIENT_STUDY_KEYWORDS if keyword != "StudyInstanceUID")
 _TYPE_2 = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyDate", "StudyTime", "StudyID",
            "AccessionNumber", "ReferringPhysicianName")  # present even when empty
 _SERIES_KEPT = ("PatientPosition", "BodyPartExamined")  # General Series (C.7.3.1), describing the patient
@@ -86,7 +87,7 @@ class DerivedSeries:
     paths: the files, in slice-major order. study_instance_uid / series_instance_uid: the series' identifiers.
     source_series: SeriesInstanceUIDs of the DICOM source (empty for a new study). new_study: True when no DICOM
     source was given, so the series opens a study of its own. on_source_geometry: every slice lies in the plane of
-    source images (FrameOfReferenceUID and SourceImageSequence kept / written).
+    source images (FrameOfReferenceUID and SourceImageSequence kept / written). series_number: its SeriesNumber.
     """
 
     paths: list[Path]
@@ -95,6 +96,7 @@ class DerivedSeries:
     source_series: list[str]
     new_study: bool
     on_source_geometry: bool
+    series_number: int
 
 
 @dataclasses.dataclass
@@ -132,23 +134,25 @@ def write_derived_series(volume: Volume, folder: str | Path, *, method: str, des
     SeriesDescription is "SYNTHETIC <description>" (or "DERIVED <description>" when not `synthetic`), 64 characters
     at most. source: the DICOM source images (files or a folder); None takes metadata "source_files" (its DICOM
     files; none for a NIfTI input); () means no DICOM source. series_number: default the source's + 1000, else 1001.
-    new_study: patient / study attributes (keywords of PATIENT_STUDY_KEYWORDS, not StudyInstanceUID) for the new
-    study of a volume without DICOM source.
+    new_study: patient / study attributes (keywords of PATIENT_STUDY_KEYWORDS) for the new study of a volume without
+    DICOM source; its StudyInstanceUID (default: a new one) puts another series of the same run in the same study.
 
     The attributes written and where they come from are listed in the module docstring. Returns a DerivedSeries.
     Raises InputError for non-finite or complex voxels, a 4D volume without usable trigger times, an empty method
-    name, a source that is not DICOM images or spans several studies, `new_study` beside a DICOM source or with an
-    unknown keyword; OutputError when the folder is a file, is not empty or cannot be written. Nothing is written on
+    name, a source that is not DICOM images or spans several studies, `new_study` beside a DICOM source, with an
+    unknown keyword or an invalid StudyInstanceUID; OutputError when the folder is a file, is not empty or cannot be written. Nothing is written on
     any error; the source files are only read.
     """
     if not isinstance(method, str) or not method.strip():
         raise InputError("the method that made the image must be named (e.g. 't1_from_cine')")
     volume.require_finite("the image to export")
     times = _frame_times(volume)
-    unknown = [keyword for keyword in new_study or {} if keyword not in _NEW_STUDY_KEYWORDS]
+    unknown = [keyword for keyword in new_study or {} if keyword not in PATIENT_STUDY_KEYWORDS]
     if unknown:
-        raise InputError(f"new_study: {', '.join(unknown)} cannot be set; use {', '.join(_NEW_STUDY_KEYWORDS)} "
-                         "(StudyInstanceUID is always new)")
+        raise InputError(f"new_study: {', '.join(unknown)} cannot be set; use {', '.join(PATIENT_STUDY_KEYWORDS)}")
+    study_uid = (new_study or {}).get("StudyInstanceUID")
+    if study_uid is not None and (len(str(study_uid)) > 64 or not re.match(RE_VALID_UID, str(study_uid))):
+        raise InputError(f"new_study: StudyInstanceUID {study_uid!r} is not a valid DICOM UID")
     check_new_folder(folder)
     found = _source_paths(volume, source)
     dicom_source = _read_source(found) if found else None
@@ -172,7 +176,8 @@ def write_derived_series(volume: Volume, folder: str | Path, *, method: str, des
     images = volume.with_array(volume.array, slice_thickness_mm=float(thickness)) if thickness else volume
     paths = write_mr_images(images, folder, header, per_image, always_rescale=True)
     return DerivedSeries(paths, str(header.StudyInstanceUID), str(header.SeriesInstanceUID),
-                         dicom_source.series_uids if dicom_source else [], dicom_source is None, matched is not None)
+                         dicom_source.series_uids if dicom_source else [], dicom_source is None, matched is not None,
+                         int(header.SeriesNumber))
 
 
 def _frame_times(volume: Volume) -> np.ndarray | None:
@@ -398,7 +403,7 @@ def _header(volume: Volume, source: _Source | None, on_geometry: bool, *, method
 def _patient_and_study(header: Dataset, source: _Source | None, new_study: Mapping[str, Any], date: str,
                        time: str) -> None:
     """Patient (C.7.1.1), General Study (C.7.2.1) and Patient Study (C.7.2.2) attributes: the source's, or a new
-    study's (new StudyInstanceUID, today, `new_study`'s attributes). Person names are copied as text, so they are
+    study's (a new StudyInstanceUID unless `new_study` gives one, today, `new_study`'s attributes). Person names are copied as text, so they are
     written in this series' character set."""
     for keyword in _TYPE_2:
         setattr(header, keyword, "")

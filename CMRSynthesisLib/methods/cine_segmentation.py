@@ -327,6 +327,6 @@ SPEC = MethodSpec(
                         "times) for a cine, a 3D one for a 3D input", grid="cine", frames=True),),
     checkpoints=(CheckpointRole("checkpoint", "cine segmenter checkpoint folder", SHIPPED_CHECKPOINT),),
     options=(Option("frames", str, None, "frames to segment, from 0: 'ed,es' (from the LV blood-pool volume curve: "
-                    "largest and smallest), frame numbers '0,5,12', or both (default: every frame)"),),
+                    "largest and smallest), frame numbers '0,5,12', or both (default: every frame)", per_study=True),),
     summarise=_summary, recipes=("cine_segmentation",),
 )

@@ -38,7 +38,7 @@ from ..diffusion.conditioning import Condition
 from ..diffusion.latent import LatentCodec, load_synthesis_model
 from ..diffusion.model import DiffusionModel
 from ..diffusion.networks import build_network
-from ..diffusion.samplers import ONE_SAMPLE_NOTE, checked_sampling, sample, timestep_pairs
+from ..diffusion.samplers import checked_sampling, sample, sampling_record, timestep_pairs
 from ..errors import CheckpointError, InputError
 from ..evaluation import checkpoint_baseline
 from ..metrics import cnr, crop_box, psnr, roi_bounding_box, scaled_by_crop, ssim
@@ -260,18 +260,15 @@ class MultiSequence:
         run_slices([keys[z] for z in work], synthesise, seed=seed, device=self.device, progress=progress,
                    start=0.1, end=1.0)
         report(progress, 1.0, f"{NAMES[target]} synthesised")
+        sampling, sampling_notes = sampling_record(self.model is not None, samples, seed, sampler, ddim_steps, eta)
         settings = {"method": METHOD, "variant": self.variant, "target": target, "inputs": [first, second],
-                    "grid": first, "guidance": {first: scales[0], second: scales[1]}, "samples": samples, "seed": seed,
-                    "sampler": sampler, "slices": [z + 1 for z in work],
+                    "grid": first, **sampling, "slices": [z + 1 for z in work],
                     "crops": {str(z + 1): crops[z] for z in sorted(crops)},
                     "checkpoint": self.config.get("description", "")}
         if self.model is not None:
-            settings.update(strength=float(strength), start="noise" if strength >= 1.0 else START_FROM[target],
-                            start_step=start)
-        if sampler == "ddim":
-            settings.update(ddim_steps=ddim_steps, ddim_eta=eta)
-        if samples == 1 and self.model is not None:
-            notes.append(ONE_SAMPLE_NOTE)
+            settings.update(guidance={first: scales[0], second: scales[1]}, strength=float(strength),
+                            start="noise" if strength >= 1.0 else START_FROM[target], start_step=start)
+        notes += sampling_notes
         if notes:
             settings["notes"] = notes
         grid = Volume(out, reference.spacing, reference.origin, reference.direction,
@@ -484,7 +481,7 @@ SPEC = MethodSpec(
                     "fraction of the chain (1: start from pure noise; default: the checkpoint's for the target, else "
                     f"{DEFAULT_STRENGTH:g})"),
              Option("slices", str, None, "slices to synthesise, counted from 1 (e.g. 3-5,7; default: every slice with "
-                    "a heart)")),
+                    "a heart)", per_study=True)),
     sampling=Sampling(steps=None, samples=3, sampler="ddim", ddim_steps=50, ddim_eta=1.0),
     summarise=_summary, recipes=("multi_sequence_autoencoder", "multi_sequence", "multi_sequence_pix2pix"),
     evaluation=EVALUATION, input_rule=input_problem,

@@ -123,13 +123,16 @@ class CheckpointRole:
 @dataclasses.dataclass(frozen=True)
 class Option:
     """A setting passed to `run` as a keyword: type one of OPTION_TYPES, `default` of that type (or None: unset),
-    `choices` the allowed values (None: any)."""
+    `choices` the allowed values (None: any). per_study: a fact of one study (its ED frame, its slice numbers, its
+    field strength) rather than a setting of the method: `cmrsynth evaluate` does not take it, since every held-out
+    subject brings its own."""
 
     name: str
     type: type
     default: Any
     help: str
     choices: tuple[Any, ...] | None = None
+    per_study: bool = False
 
     def __post_init__(self) -> None:
         _check_name(self.name, "option")

@@ -27,7 +27,7 @@ from ..device import check_seed, resolve_device
 from ..diffusion.conditioning import Condition
 from ..diffusion.model import DiffusionModel
 from ..diffusion.networks import build_network, load_weights
-from ..diffusion.samplers import DEFAULT_DDIM_STEPS, ONE_SAMPLE_NOTE, SAMPLERS, sample, sampler_eta, timestep_pairs
+from ..diffusion.samplers import DEFAULT_DDIM_STEPS, SAMPLERS, sample, sampler_eta, sampling_record, timestep_pairs
 from ..errors import CheckpointError, InputError
 from ..evaluation import input_baseline
 from ..metrics import contrast_metrics, lpips_unavailable, region_metrics
@@ -246,12 +246,11 @@ class ScarEnhancement:
         output[slices] = enhanced
         spread_volume = np.zeros(lge.spatial_shape, dtype=np.float32)
         spread_volume[slices] = spread
-        settings = {"method": METHOD, "t0": steps, "samples": samples, "seed": seed, "sampler": sampler}
-        if sampler == "ddim":
-            settings.update(ddim_steps=ddim_steps, ddim_eta=ddim_eta)
+        sampling, sampling_notes = sampling_record(True, samples, seed, sampler, ddim_steps, ddim_eta)
+        settings = {"method": METHOD, "t0": steps, **sampling}
         if roi_label is not None:
             settings["roi_label"] = roi_label
-        notes += [ONE_SAMPLE_NOTE] if samples == 1 else []
+        notes += sampling_notes
         if notes:
             settings["notes"] = notes
         return {
@@ -515,7 +514,7 @@ SPEC = MethodSpec(
              OutputRole("spread", "sd", "the per-voxel SD of the k samples", grid="lge")),
     checkpoints=(CheckpointRole("checkpoint", "enhancer checkpoint folder", SHIPPED_ENHANCER),
                  CheckpointRole("segmenter", "heart-ROI segmenter checkpoint folder", SHIPPED_SEGMENTER)),
-    options=(Option("roi_label", int, None, "the heart ROI's label when --roi is a label map"),),
+    options=(Option("roi_label", int, None, "the heart ROI's label when --roi is a label map", per_study=True),),
     sampling=Sampling(steps=250, samples=5, steps_help="partial-diffusion start step t0 (paper: 250)"),
     summarise=_summary, recipes=("scar_enhancement", "scar_enhancement_segmenter"), evaluation=EVALUATION,
 )

@@ -46,7 +46,7 @@ from ..diffusion.chain_cache import ChainCache
 from ..diffusion.conditioning import Condition
 from ..diffusion.model import DiffusionModel
 from ..diffusion.networks import build_network, load_weights
-from ..diffusion.samplers import ONE_SAMPLE_NOTE, checked_sampling, sample, timestep_pairs
+from ..diffusion.samplers import checked_sampling, sample, sampling_record, timestep_pairs
 from ..errors import CheckpointError, InputError
 from ..evaluation import checkpoint_baseline
 from ..preprocess import CINE_PERCENTILES, LVCrop, cycle_frames, percentile_normalise
@@ -251,7 +251,11 @@ class T1FromCine:
                          f"{float(stated):g} T: native T1 depends on it")
         if not 1.0 <= float(field) <= 3.5:
             raise InputError(f"field strength {field} T is outside the 1.5-3 T the model knows")
-        count = cine.array.shape[0]
+        count, phases = cine.array.shape[0], int(self.config["frames"])
+        if count < phases:
+            notes.append(f"the cine holds {count} frames, fewer than the {phases} phases over the heartbeat the model "
+                         "reads: they are interpolated between those frames, unlike the whole cines it was trained on; "
+                         "read the map with care")
         for name, frame in (("ED", ed), ("ES", es)):
             if frame is not None and not 0 <= frame < count:
                 raise InputError(f"the {name} frame {frame} is out of range: the cine has {count} frames (0-{count - 1})")
@@ -290,13 +294,11 @@ class T1FromCine:
         report(progress, 1.0, "T1 map synthesised")
         reference = Volume(t1, cine.spacing, cine.origin, cine.direction,
                            {key: cine.metadata[key] for key in ("source_files", "notes") if key in cine.metadata})
+        sampling, sampling_notes = sampling_record(self.model is not None, samples, seed, sampler, ddim_steps, eta)
         settings = {"method": METHOD, "variant": self.variant, "ed_frame": int(ed), "es_frame": int(es),
-                    "field_strength_t": float(field), "samples": samples, "seed": seed, "sampler": sampler,
-                    "slices": slices, "checkpoint": self.config.get("description", "")}
-        if sampler == "ddim":
-            settings.update(ddim_steps=ddim_steps, ddim_eta=eta)
-        if samples == 1 and self.model is not None:
-            notes.append(ONE_SAMPLE_NOTE)
+                    "field_strength_t": float(field), **sampling, "slices": slices,
+                    "checkpoint": self.config.get("description", "")}
+        notes += sampling_notes
         if notes:
             settings["notes"] = notes
         return {"t1": reference.with_array(t1, units="ms", quantity="t1_native", description="synthetic native T1",
@@ -435,10 +437,10 @@ SPEC = MethodSpec(
     checkpoints=(CheckpointRole("checkpoint", "T1Diff checkpoint folder", SHIPPED_CHECKPOINT),
                  CheckpointRole("segmenter", "cine segmenter checkpoint folder (the anatomical encoder)",
                                 SHIPPED_SEGMENTER)),
-    options=(Option("ed", int, None, "ED frame, from 0 (default: largest LV blood pool)"),
-             Option("es", int, None, "ES frame, from 0 (default: smallest LV blood pool)"),
+    options=(Option("ed", int, None, "ED frame, from 0 (default: largest LV blood pool)", per_study=True),
+             Option("es", int, None, "ES frame, from 0 (default: smallest LV blood pool)", per_study=True),
              Option("field_strength", float, None, "field strength in tesla (default: from the DICOM header, or "
-                    "field_strength_t in a NIfTI / NRRD cine's JSON sidecar)")),
+                    "field_strength_t in a NIfTI / NRRD cine's JSON sidecar)", per_study=True)),
     sampling=Sampling(steps=None, samples=3, sampler="ddpm", ddim_steps=100, ddim_eta=1.0),
     summarise=_summary, recipes=("t1_from_cine", "t1_from_cine_raw_ddpm", "t1_from_cine_pix2pix"),
     evaluation=EVALUATION,

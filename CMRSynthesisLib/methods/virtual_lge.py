@@ -41,7 +41,7 @@ from ..diffusion.conditioning import Condition
 from ..diffusion.latent import LatentCodec, load_synthesis_model
 from ..diffusion.model import DiffusionModel
 from ..diffusion.networks import build_network
-from ..diffusion.samplers import ONE_SAMPLE_NOTE, checked_sampling, sample, timestep_pairs
+from ..diffusion.samplers import checked_sampling, sample, sampling_record, timestep_pairs
 from ..errors import CheckpointError, InputError
 from ..evaluation import checkpoint_baseline
 from ..io.t1_series import T1Series
@@ -243,16 +243,14 @@ class VirtualLGE:
         reference = Volume(lge, cine.spacing, cine.origin, cine.direction,
                            {key: cine.metadata[key] for key in ("source_files", "frame_of_reference_uid")
                             if key in cine.metadata})
+        sampling, sampling_notes = sampling_record(self.model is not None, samples, seed, sampler, ddim_steps, eta)
         settings = {"method": METHOD, "variant": self.variant, "ed_frame": int(ed), "es_frame": int(es),
-                    "samples": samples, "seed": seed, "sampler": sampler, "slices": [z + 1 for z in work],
+                    **sampling, "slices": [z + 1 for z in work],
                     "scar_threshold": float(scar_threshold), "molli_scheme": relaxation.scheme,
                     "crops": {str(z + 1): crops[z] for z in sorted(crops)},
                     "transmurality": self._transmurality(cine, labels[ed], scar, work),
                     "checkpoint": self.config.get("description", "")}
-        if sampler == "ddim":
-            settings.update(ddim_steps=ddim_steps, ddim_eta=eta)
-        if samples == 1 and self.model is not None:
-            notes.append(ONE_SAMPLE_NOTE)
+        notes += sampling_notes
         if notes:
             settings["notes"] = notes
         return {"lge": reference.with_array(lge, units="1", description="virtual LGE (synthetic, no contrast agent), "
@@ -517,10 +515,10 @@ SPEC = MethodSpec(
                  CheckpointRole("autoencoder", "LGE autoencoder checkpoint folder (the one the model was trained on)",
                                 SHIPPED_AUTOENCODER),
                  CheckpointRole("segmenter", "cine segmenter checkpoint folder", SHIPPED_SEGMENTER)),
-    options=(Option("ed", int, None, "ED frame, from 0 (default: largest LV blood pool)"),
-             Option("es", int, None, "ES frame, from 0 (default: smallest LV blood pool)"),
+    options=(Option("ed", int, None, "ED frame, from 0 (default: largest LV blood pool)", per_study=True),
+             Option("es", int, None, "ES frame, from 0 (default: smallest LV blood pool)", per_study=True),
              Option("slices", str, None, "cine slices to synthesise, counted from 1 (e.g. 3-5,7; default: every slice "
-                    "with an LV and a MOLLI slice at its position)"),
+                    "with an LV and a MOLLI slice at its position)", per_study=True),
              Option("scar_threshold", float, SCAR_THRESHOLD, "virtual scar: myocardium above this virtual LGE (0-1)")),
     sampling=Sampling(steps=None, samples=3, sampler="ddim", ddim_steps=50, ddim_eta=1.0),
     summarise=_summary, recipes=("virtual_lge_autoencoder", "virtual_lge", "virtual_lge_pix2pix"),
