@@ -142,7 +142,8 @@ def _check_same_settings(record: dict[str, Any], settings: dict[str, Any], folde
     recorded = record.get("settings")
     if recorded is None:
         return
-    changed = [f"{key}: {recorded.get(key)} -> {value}" for key, value in settings.items() if recorded.get(key) != value]
+    changed = [f"{key}: {recorded.get(key)} -> {value}" for key, value in settings.items()
+               if recorded.get(key) != value]
     if changed:
         raise InputError(f"{folder} was done with other settings ({'; '.join(changed)}): give another --out-dir, or "
                          "remove that folder to run the study again with these")

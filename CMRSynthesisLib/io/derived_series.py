@@ -140,8 +140,8 @@ def write_derived_series(volume: Volume, folder: str | Path, *, method: str, des
     The attributes written and where they come from are listed in the module docstring. Returns a DerivedSeries.
     Raises InputError for non-finite or complex voxels, a 4D volume without usable trigger times, an empty method
     name, a source that is not DICOM images or spans several studies, `new_study` beside a DICOM source, with an
-    unknown keyword or an invalid StudyInstanceUID; OutputError when the folder is a file, is not empty or cannot be written. Nothing is written on
-    any error; the source files are only read.
+    unknown keyword or an invalid StudyInstanceUID; OutputError when the folder is a file, is not empty or cannot be
+    written. Nothing is written on any error; the source files are only read.
     """
     if not isinstance(method, str) or not method.strip():
         raise InputError("the method that made the image must be named (e.g. 't1_from_cine')")
@@ -403,8 +403,8 @@ def _header(volume: Volume, source: _Source | None, on_geometry: bool, *, method
 def _patient_and_study(header: Dataset, source: _Source | None, new_study: Mapping[str, Any], date: str,
                        time: str) -> None:
     """Patient (C.7.1.1), General Study (C.7.2.1) and Patient Study (C.7.2.2) attributes: the source's, or a new
-    study's (a new StudyInstanceUID unless `new_study` gives one, today, `new_study`'s attributes). Person names are copied as text, so they are
-    written in this series' character set."""
+    study's (a new StudyInstanceUID unless `new_study` gives one, today, `new_study`'s attributes). Person names are
+    copied as text, so they are written in this series' character set."""
     for keyword in _TYPE_2:
         setattr(header, keyword, "")
     if source is None:
