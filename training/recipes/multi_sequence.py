@@ -213,7 +213,7 @@ def train_latent_diffusion(config: dict[str, Any], out: Path, context: Context, 
         loss = (heatmap_loss(result.error, walls[index].to(context.device), float(loss_cfg["myocardium_weight"]),
                              float(loss_cfg["error_weight"])) if heatmap else result.loss)
         trainer.optimise("model", loss)
-        return {"loss": loss, "epsilon": result.loss}
+        return {"loss": loss, "denoising": result.loss}
 
     def validate(nets: dict[str, torch.nn.Module]) -> dict[str, float]:
         generator = torch.Generator(device=context.device).manual_seed(1234)

@@ -157,14 +157,15 @@ def train_latent_diffusion(config: dict[str, Any], out: Path, context: Context, 
     """KMDI's latent diffusion for config["variant"] (`cpkdm_networks.VARIANTS`) on the LGE latents of the frozen
     autoencoder config["autoencoder_checkpoint"]. Loss, per step (config["loss"]):
 
-        L = L_eps (paper eq. 4) + morphology_weight L_morp (with the relaxation branch: `morphology_loss`)
+        L = L_denoising + morphology_weight L_morp (with the relaxation branch: `morphology_loss`)
             + adversarial_weight L_adv (from step adversarial_start on)
 
     L_adv: the paper's discriminator on the generated images ("KMDI introduces a discriminator, aiming to distinguish
     the final generated images from real images"): the predicted x0 of the draws with t < adversarial_max_timestep
     (where x0 is an image, not noise) is decoded by the frozen decoder and scored by a PatchGAN (config
     "discriminator") against the real LGE crops (`training.adversarial`); the gradient reaches the denoiser through
-    the decoder. Validation: the epsilon loss on the validation examples at fixed draws."""
+    the decoder. L_denoising: the squared error of what the denoiser predicts (schedule.prediction_type: the paper's
+    epsilon, eq. 4, or x0 or v). Validation: that loss on the validation examples at fixed draws."""
     data = config["data"]
     if data.get("source") != "phantom":
         raise ValueError(f"virtual LGE trains on the phantom (data source 'phantom'); got {data.get('source')!r}")
@@ -203,7 +204,7 @@ def train_latent_diffusion(config: dict[str, Any], out: Path, context: Context, 
         step_model = DiffusionModel(net, model.schedule, model.prediction_type, model.clip_x0, model.conditions)
         drawn = denoising_step(step_model, train_latents[index].to(context.device), conditions=values,
                                generator=generator)
-        loss, logged = drawn.loss, {"epsilon": drawn.loss}
+        loss, logged = drawn.loss, {"denoising": drawn.loss}
         module = getattr(net, "module", net)  # DDP wraps the network
         if morphology_weight > 0 and isinstance(module, CPKDMNetwork) and module.morphology is not None:
             morphology = morphology_loss(module, arrays["curves"], arrays["clusters"], arrays["covered"],
