@@ -149,7 +149,7 @@ def test_virtual_lge_latent_diffusion_variants_train_on_the_same_examples(tmp_pa
         state = json.loads((tmp_path / variant / "training_state" / "state.json").read_text())
         assert np.isfinite(state["history"][-1]["validation_loss"])
         logged = {key for row in state["history"] for key in row}
-        assert {f"train_loss_{key}" for key in ("epsilon", "adversarial", "discriminator")} <= logged, logged
+        assert {f"train_loss_{key}" for key in ("denoising", "adversarial", "discriminator")} <= logged, logged
     pix2pix = {key: value for key, value in _tiny_diffusion("cpkdm", "", str(tmp_path / "cache")).items()
                if key in ("description", "data", "crop_size", "pixel_mm", "frames", "clusters", "curves", "train")}
     pix2pix.update(variant="pix2pix", l1_weight=100.0, generator={"class": "UNet", "args": {
