@@ -461,8 +461,10 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(result, indent=2))
     failed = result.get("summary", {}).get("counts", {}).get("failed", 0) if getattr(args, "batch", False) else 0
     if failed:
-        print(f"error: {failed} of {len(result['summary']['studies'])} studies failed (the others ran): see "
-              f"{result['outputs']['status_csv']}", file=sys.stderr)
+        total = len(result["summary"]["studies"])
+        others = " (the others ran)" if failed < total else ""
+        print(f"error: {failed} of {total} studies failed{others}: see {result['outputs']['status_csv']}",
+              file=sys.stderr)
         return 1
     return 0
 

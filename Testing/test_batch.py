@@ -51,7 +51,7 @@ def test_a_bad_study_is_recorded_and_a_rerun_does_only_what_is_missing(toy, tmp_
     assert main(command) == 1  # a study failed: the others ran, and the exit status says so
     assert statuses(out) == {"a": "done", "b": "failed", "c": "done"}
     printed = capsys.readouterr()
-    assert "1 of 3 studies failed" in printed.err
+    assert "1 of 3 studies failed (the others ran)" in printed.err
     result = json.loads(printed.out)
     failed = next(row for row in result["summary"]["studies"] if row["study"] == "b")
     assert "missing.nrrd" in failed["message"]
@@ -77,7 +77,9 @@ def test_a_rerun_with_other_settings_refuses_the_studies_done_with_the_old_ones(
     capsys.readouterr()
     before = {name: (out / name / "negated.nii.gz").read_bytes() for name in ("a", "c")}
     assert main([*command, "--scale", "3"]) == 1
-    result = json.loads(capsys.readouterr().out)
+    printed = capsys.readouterr()
+    assert "3 of 3 studies failed:" in printed.err
+    result = json.loads(printed.out)
     rows = {row["study"]: row for row in result["summary"]["studies"]}
     assert {name: row["status"] for name, row in rows.items()} == {"a": "failed", "b": "failed", "c": "failed"}
     assert "other settings (scale: 2.0 -> 3.0)" in rows["a"]["message"]

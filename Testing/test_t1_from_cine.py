@@ -125,8 +125,10 @@ def test_each_variant_maps_the_cine_on_its_grid(checkpoints, cine, variant):
     assert t1.metadata["units"] == "ms" and t1.metadata["synthesis"]["variant"] == variant
     assert np.all((t1.array >= 0) & (t1.array <= 2500)) and (t1.array > 0).any()
     assert t1.array[:, 0, 0].max() == 0.0  # outside the LV crops: no value
-    if variant == "pix2pix":
+    if variant == "pix2pix":  # one pass: no uncertainty, and the result says so rather than show a 0 SD as such
         assert sd.array.max() == 0.0
+        assert any("no uncertainty, its SD map is 0" in note for note in t1.metadata["synthesis"]["notes"])
+        assert "sampler" not in t1.metadata["synthesis"]
     else:
         assert sd.array.max() > 0.0
 

@@ -114,6 +114,8 @@ def ddim_step(schedule: NoiseSchedule, x0: torch.Tensor, eps: torch.Tensor, t: i
     return x_prev + sigma * noise if eta > 0 and noise is not None else x_prev
 
 
+DETERMINISTIC_NOTE = ("a deterministic model (one pass, no sampling): no uncertainty, its SD map is 0; a diffusion "
+                      "checkpoint gives one")
 ONE_SAMPLE_NOTE = "one sample (--samples 1): no uncertainty (the SD of one sample is 0); take k of 2 or more for one"
 
 
@@ -142,9 +144,10 @@ def sampling_record(diffusion: bool, samples: int, seed: int, sampler: str, ddim
                     ) -> tuple[dict[str, Any], list[str]]:
     """The sampling settings a result records, and its notes: for a diffusion model samples k, seed, sampler (with
     ddim_steps and ddim_eta for DDIM) and ONE_SAMPLE_NOTE when k is 1; for a deterministic model (a pix2pix
-    baseline) that it made one pass and none of those settings applied."""
+    baseline) that it made one pass, none of those settings applied and its SD map is 0 (DETERMINISTIC_NOTE)."""
     if not diffusion:
-        return {"sampling": "none: a deterministic model, one pass (samples, seed and sampler do not apply)"}, []
+        return {"sampling": "none: a deterministic model, one pass (samples, seed and sampler do not apply)"}, [
+            DETERMINISTIC_NOTE]
     record: dict[str, Any] = {"samples": samples, "seed": seed, "sampler": sampler}
     if sampler == "ddim":
         record.update(ddim_steps=ddim_steps, ddim_eta=ddim_eta)
