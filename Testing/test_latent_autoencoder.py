@@ -140,10 +140,14 @@ def test_virtual_lge_latent_diffusion_variants_train_on_the_same_examples(tmp_pa
     assert train(["virtual_lge_autoencoder", "--config", str(config), "--out", str(tmp_path / "ae")]) == 0
     for variant in ("cpkdm", "pure_data_driven"):
         config = tmp_path / f"{variant}.json"
-        config.write_text(json.dumps(_tiny_diffusion(variant, str(tmp_path / "ae"), str(tmp_path / "cache"))))
+        settings = _tiny_diffusion(variant, str(tmp_path / "ae"), str(tmp_path / "cache"))
+        if variant == "cpkdm":
+            settings["augmentation"] = {"dihedral": True}
+        config.write_text(json.dumps(settings))
         assert train(["virtual_lge", "--config", str(config), "--out", str(tmp_path / variant)]) == 0
         weights, saved = load_checkpoint(tmp_path / variant, expected_method="virtual_lge")
         assert saved["part"] == "diffusion" and saved["variant"] == variant
+        assert saved.get("augmentation") == ({"dihedral": True} if variant == "cpkdm" else None)
         load_weights(build_cpkdm(saved), weights)  # the checkpoint rebuilds its network from its own config
         assert saved["autoencoder"]["scale_factor"] > 0 and saved["training_summary"]["steps"] == 3
         state = json.loads((tmp_path / variant / "training_state" / "state.json").read_text())
@@ -152,7 +156,7 @@ def test_virtual_lge_latent_diffusion_variants_train_on_the_same_examples(tmp_pa
         assert {f"train_loss_{key}" for key in ("denoising", "adversarial", "discriminator")} <= logged, logged
     pix2pix = {key: value for key, value in _tiny_diffusion("cpkdm", "", str(tmp_path / "cache")).items()
                if key in ("description", "data", "crop_size", "pixel_mm", "frames", "clusters", "curves", "train")}
-    pix2pix.update(variant="pix2pix", l1_weight=100.0, generator={"class": "UNet", "args": {
+    pix2pix.update(variant="pix2pix", l1_weight=100.0, augmentation={"dihedral": True}, generator={"class": "UNet", "args": {
         "spatial_dims": 2, "in_channels": 4 + 8, "out_channels": 1, "channels": [8, 8], "strides": [2]}},
         discriminator={"class": "PatchDiscriminator", "args": {
             "spatial_dims": 2, "num_layers_d": 1, "channels": 8, "in_channels": 4 + 8 + 1, "out_channels": 1}})
@@ -161,6 +165,7 @@ def test_virtual_lge_latent_diffusion_variants_train_on_the_same_examples(tmp_pa
     assert train(["virtual_lge_pix2pix", "--config", str(config), "--out", str(tmp_path / "pix2pix")]) == 0
     _, saved = load_checkpoint(tmp_path / "pix2pix", expected_method="virtual_lge")
     assert saved["part"] == "pix2pix" and saved["generator"]["args"]["in_channels"] == 12
+    assert saved["augmentation"] == {"dihedral": True}
     assert len(list((tmp_path / "cache").glob("virtual_lge_train_1_*.npz"))) == 1  # rendered once, shared
 
 
@@ -183,3 +188,25 @@ def test_morphology_loss_counts_covered_pixels_only_and_falls_as_the_mask_is_lea
         loss.backward()
         optimiser.step()
     assert float(loss) < 0.5 * first
+
+
+def test_augmented_examples_keep_the_kinematic_signs_and_each_latent_is_encoded_turned():
+    from training.recipes.virtual_lge import augment, augmented_latents
+
+    batch = {"kinematics": torch.randn(2, 3, 4, 8, 8), "cine": torch.randn(2, 3, 8, 8),
+             "clusters": torch.randint(0, 4, (2, 8, 8), dtype=torch.uint8), "covered": torch.rand(2, 8, 8) > 0.5}
+    out = augment(batch, [0, 4])
+    assert all(torch.equal(out[key][0], batch[key][0]) for key in batch)
+    assert torch.equal(out["clusters"][1], batch["clusters"][1].flip(-1)) and out["covered"].dtype == torch.bool
+    assert torch.equal(out["kinematics"][1, :, 3], -batch["kinematics"][1, :, 3].flip(-1))  # circumferential displacement
+    assert torch.equal(out["kinematics"][1, :, :3], batch["kinematics"][1, :, :3].flip(-1))
+
+    class Codec:  # records what it encodes
+        def encode(self, images: torch.Tensor) -> torch.Tensor:
+            return images[:, :, ::2, ::2]
+
+    crops = np.random.default_rng(0).random((3, 1, 8, 8)).astype(np.float32)
+    latents = augmented_latents(crops, Codec(), torch.device("cpu"), True)
+    assert latents.shape == (8, 3, 1, 4, 4)
+    assert torch.equal(latents[1], torch.rot90(torch.from_numpy(crops), 1, dims=(-2, -1))[:, :, ::2, ::2])
+    assert augmented_latents(crops, Codec(), torch.device("cpu"), False).shape == (1, 3, 1, 4, 4)

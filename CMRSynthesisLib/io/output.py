@@ -23,7 +23,10 @@ def write_output(volume: Volume, out: str | Path, *, method: str, fmt: str | Non
                  checkpoint: str | None = None, synthetic: bool = True, description: str | None = None,
                  source: str | Path | Sequence[str | Path] | None = None,
                  protected: Iterable[str | Path] = ()) -> list[Path]:
-    """Write a method's output image to `out` in format `fmt` and return the paths written.
+    """Write a method's output image to `out` in format `fmt` and return the paths written: the one-call writer for
+    Python users (the Slicer console, scripts). The command line writes DICOM through `write_derived_series` itself,
+    because it numbers the series of one run and shares their study (the series number and study UID that call
+    returns).
 
     fmt: "dicom" (out: a new or empty folder; see derived_series.write_derived_series, which receives method,
     checkpoint, synthetic, description and source), "nifti" (.nii, .nii.gz), "nrrd" (.nrrd), "mha" (.mha), or None

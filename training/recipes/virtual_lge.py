@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from CMRSynthesisLib import phantom, preprocess
 from CMRSynthesisLib.analysis import curve_clustering, kinematic_maps, relaxation, strain, t1fit
 from CMRSynthesisLib.analysis.curve_clustering import cluster_curves
+from CMRSynthesisLib.analysis.kinematic_maps import KINEMATIC_CHANNELS
 from CMRSynthesisLib.analysis.relaxation import recovery_curves
 from CMRSynthesisLib.diffusion.conditioning import Condition
 from CMRSynthesisLib.diffusion.latent import load_codec
@@ -52,6 +53,7 @@ from .. import pix2pix
 from ..adversarial import discriminator_loss, generator_loss, patch_logits
 from ..autoencoder import encode_in_batches, train_autoencoder
 from ..datasets import cached_arrays, render_workers, subject_examples
+from ..dihedral import TRANSFORMS, dihedral, dihedral_requested, mirror_signs, random_transforms, transform_batch
 from ..distributed import Context
 from ..loop import Trainer
 
@@ -142,6 +144,22 @@ def cached_phantom_examples(split: str, subjects: int, config: dict[str, Any]) -
                          code=(*EXAMPLE_MODULES, subject_rows, lge_on_crop, lv_crop))
 
 
+def augment(arrays: dict[str, torch.Tensor], transforms: list[int]) -> dict[str, torch.Tensor]:
+    """A batch of examples (`phantom_examples` keys, N first) with example b under dihedral transform transforms[b],
+    the kinematic maps' circumferential displacement negated where it is mirrored (`dihedral.mirror_signs`)."""
+    signs = mirror_signs(KINEMATIC_CHANNELS)
+    return {key: transform_batch(value, transforms, signs if key == "kinematics" else None, channel_axis=2)
+            for key, value in arrays.items()}
+
+
+def augmented_latents(lge: np.ndarray, codec: Any, device: torch.device, augmenting: bool) -> torch.Tensor:
+    """(transforms, N, C, h, w) latents of the LGE crops (N, 1, S, S) under each dihedral transform (only the
+    identity when not `augmenting`): the encoder is not equivariant, so each transformed crop is encoded itself."""
+    crops = torch.from_numpy(lge)
+    return torch.stack([encode_in_batches(dihedral(crops, transform).numpy(), codec, device)
+                        for transform in range(TRANSFORMS if augmenting else 1)])
+
+
 def morphology_loss(network: torch.nn.Module, curves: torch.Tensor, clusters: torch.Tensor, covered: torch.Tensor,
                     edge_weight: float) -> torch.Tensor:
     """MR-ESMP's supervision: the morphology decoder's cross-entropy against the clustering mask (clusters 1..K, 0
@@ -160,6 +178,9 @@ def train_latent_diffusion(config: dict[str, Any], out: Path, context: Context, 
         L = L_denoising + morphology_weight L_morp (with the relaxation branch: `morphology_loss`)
             + adversarial_weight L_adv (from step adversarial_start on)
 
+    With config["augmentation"]["dihedral"] (`dihedral.dihedral_requested`), every drawn example is turned / mirrored by
+    one of the crop's eight symmetries, its conditions, clusters and LGE latent alike (`augment`,
+    `augmented_latents`).
     L_adv: the paper's discriminator on the generated images ("KMDI introduces a discriminator, aiming to distinguish
     the final generated images from real images"): the predicted x0 of the draws with t < adversarial_max_timestep
     (where x0 is an image, not noise) is decoded by the frozen decoder and scored by a PatchGAN (config
@@ -173,7 +194,8 @@ def train_latent_diffusion(config: dict[str, Any], out: Path, context: Context, 
     validation = cached_phantom_examples("validation", int(data["validation_subjects"]), config)
     checkpoint = Path(config["autoencoder_checkpoint"])
     codec, autoencoder = load_codec(checkpoint, METHOD, context.device)
-    train_latents = encode_in_batches(train["lge"], codec, context.device)
+    augmenting = dihedral_requested(config)
+    train_latents = augmented_latents(train["lge"], codec, context.device, augmenting)
     validation_latents = encode_in_batches(validation["lge"], codec, context.device)
     variant, factor = config["variant"], int(config["factor"])
     network = build_cpkdm(config)
@@ -197,13 +219,16 @@ def train_latent_diffusion(config: dict[str, Any], out: Path, context: Context, 
 
     def step(nets: dict[str, torch.nn.Module], generator: torch.Generator) -> dict[str, torch.Tensor]:
         net = nets["model"]
-        index = torch.randint(0, len(train_latents), (batch,), generator=generator,
+        index = torch.randint(0, train_latents.shape[1], (batch,), generator=generator,
                               device=generator.device).cpu().numpy()
         arrays = tensors(train, index)
+        transforms = random_transforms(batch, generator) if augmenting else [0] * batch
+        if augmenting:
+            arrays = augment(arrays, transforms)
         values = condition_values(variant, arrays["cine"], arrays["kinematics"], arrays["curves"], factor)
         step_model = DiffusionModel(net, model.schedule, model.prediction_type, model.clip_x0, model.conditions)
-        drawn = denoising_step(step_model, train_latents[index].to(context.device), conditions=values,
-                               generator=generator)
+        latents = train_latents[torch.tensor(transforms), torch.from_numpy(index)].to(context.device)
+        drawn = denoising_step(step_model, latents, conditions=values, generator=generator)
         loss, logged = drawn.loss, {"denoising": drawn.loss}
         module = getattr(net, "module", net)  # DDP wraps the network
         if morphology_weight > 0 and isinstance(module, CPKDMNetwork) and module.morphology is not None:
@@ -241,11 +266,11 @@ def train_latent_diffusion(config: dict[str, Any], out: Path, context: Context, 
         trainer.resume()
     weights = trainer.fit(step, validate)["model"]
     keys = ("variant", "crop_size", "pixel_mm", "frames", "clusters", "factor", "latent_channels", "curves",
-            "schedule", "denoiser", "kinematic_encoder", "morphology", "loss")
+            "schedule", "denoiser", "kinematic_encoder", "morphology", "loss", "augmentation")
     return weights, {"method": METHOD, "part": "diffusion", **{key: config[key] for key in keys if key in config},
                      "autoencoder": {"checkpoint": str(checkpoint), "scale_factor": autoencoder["scale_factor"],
                                      "weights_sha256": autoencoder.get("weights_sha256")},
-                     "training_summary": {"steps": trainer.step, "train_slices": len(train_latents),
+                     "training_summary": {"steps": trainer.step, "train_slices": train_latents.shape[1],
                                           "validation_slices": len(validation_latents), "best": trainer.best,
                                           "world_size": context.world_size, "device": str(context.device)}}
 
@@ -262,7 +287,8 @@ def pix2pix_condition(arrays: dict[str, np.ndarray]) -> np.ndarray:
 def train_virtual_lge_pix2pix(config: dict[str, Any], out: Path, context: Context, resume: bool
                               ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """The pix2pix baseline of virtual LGE (`training.pix2pix`): a U-Net from the raw cine phases and recovery curves
-    on the crop straight to the LGE crop in [-1, 1], on the same examples as the diffusion variants."""
+    on the crop straight to the LGE crop in [-1, 1], on the same examples as the diffusion variants (with the same
+    dihedral augmentation when the config asks for it: `dihedral.dihedral_requested`)."""
     data = config["data"]
     if data.get("source") != "phantom":
         raise ValueError(f"virtual LGE trains on the phantom (data source 'phantom'); got {data.get('source')!r}")
@@ -270,14 +296,20 @@ def train_virtual_lge_pix2pix(config: dict[str, Any], out: Path, context: Contex
     validation = cached_phantom_examples("validation", int(data["validation_subjects"]), config)
     conditions, targets = torch.from_numpy(pix2pix_condition(train)), torch.from_numpy(train["lge"])
     batch = int(config["train"]["batch_size"])
+    augmenting = dihedral_requested(config)
 
     def batches(generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         index = torch.randint(0, len(targets), (batch,), generator=generator, device=generator.device).cpu()
-        return conditions[index].to(context.device), targets[index].to(context.device)
+        condition, target = conditions[index], targets[index]
+        if augmenting:  # cine phases and curves are scalar maps: no sign changes
+            transforms = random_transforms(batch, generator)
+            condition, target = transform_batch(condition, transforms), transform_batch(target, transforms)
+        return condition.to(context.device), target.to(context.device)
 
     held_out = (torch.from_numpy(pix2pix_condition(validation)), torch.from_numpy(validation["lge"]))
     weights, trainer = pix2pix.train_pix2pix(config, out, context, resume, batches, held_out)
-    keys = ("variant", "crop_size", "pixel_mm", "frames", "clusters", "curves", "generator", "l1_weight")
+    keys = ("variant", "crop_size", "pixel_mm", "frames", "clusters", "curves", "generator", "l1_weight",
+            "augmentation")
     return weights, {"method": METHOD, "part": "pix2pix", **{key: config[key] for key in keys if key in config},
                      "training_summary": {"steps": trainer.step, "train_slices": len(targets),
                                           "validation_slices": len(held_out[1]), "best": trainer.best,
