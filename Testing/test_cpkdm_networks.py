@@ -48,10 +48,9 @@ def test_edge_weights_mark_cluster_boundaries():
     assert torch.all(weights[0, :, :2] == 1.0) and torch.all(weights[0, :, 4:] == 1.0)
 
 
-@pytest.mark.parametrize("pixel_layers", [0, 2])
-def test_morphology_autoencoder_learns_a_cluster_mask_from_curves(pixel_layers):
+def test_morphology_autoencoder_learns_a_cluster_mask_from_curves():
     """Two tissues with different recovery curves in random half-planes: the decoder learns their mask from the
-    encoder's latent features (what makes F_morp carry the structure), with or without per-pixel curve layers."""
+    encoder's latent features (what makes F_morp carry the structure)."""
     torch.manual_seed(0)
     generator = torch.Generator().manual_seed(1)
     times = torch.tensor([100.0, 180.0, 1100.0, 1180.0, 2100.0, 2180.0, 3100.0, 4100.0])
@@ -65,9 +64,7 @@ def test_morphology_autoencoder_learns_a_cluster_mask_from_curves(pixel_layers):
         curves = 1.0 - 1.9 * torch.exp(-times[None, :, None, None] / (0.8 * t1[:, None]))
         return curves + 0.05 * torch.randn(curves.shape, generator=generator), side.long()
 
-    model = MorphologyAutoencoder(curves=8, clusters=2, channels=8, downsample=4, pixel_layers=pixel_layers)
-    # without per-pixel layers the weights are laid out as the first demo checkpoints have them
-    assert any(name.startswith("pixelwise.") for name in model.state_dict()) == (pixel_layers > 0)
+    model = MorphologyAutoencoder(curves=8, clusters=2, channels=8, downsample=4)
     optimiser = torch.optim.Adam(model.parameters(), lr=3e-3)
     for _ in range(150):
         curves, mask = batch()

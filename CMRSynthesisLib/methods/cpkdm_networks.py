@@ -101,26 +101,17 @@ class MorphologyAutoencoder(nn.Module):
     """MR-ESMP (module docstring): `encode(curves (B, N, H, W))` -> F_morp (B, channels, H / downsample,
     W / downsample); `forward` -> (F_morp, cluster logits (B, clusters, H, W)) for the mask supervision."""
 
-    def __init__(self, curves: int = 8, clusters: int = 4, channels: int = 16, downsample: int = 4,
-                 pixel_layers: int = 0) -> None:
-        """pixel_layers: per-pixel (1 x 1) layers over each pixel's curve at full resolution before the strided
-        encoder, so a pixel's recovery (its T1) is read from its own curve before pixels are mixed (0: none, as the
-        first demo models were trained)."""
+    def __init__(self, curves: int = 8, clusters: int = 4, channels: int = 16, downsample: int = 4) -> None:
         super().__init__()
         self.downsample = downsample
-        pixelwise: list[nn.Module] = []
-        for layer in range(pixel_layers):
-            pixelwise += [nn.Conv2d(curves if layer == 0 else channels, channels, 1), nn.SiLU()]
-        self.pixelwise = nn.Sequential(*pixelwise)
-        self.encoder = nn.Sequential(_downsampler(channels if pixel_layers else curves, channels, downsample),
-                                     nn.Conv2d(channels, channels, 1))
+        self.encoder = nn.Sequential(_downsampler(curves, channels, downsample), nn.Conv2d(channels, channels, 1))
         layers: list[nn.Module] = []
         for _ in range(downsample.bit_length() - 1):
             layers += [nn.Upsample(scale_factor=2, mode="nearest"), _conv_block(channels, channels)]
         self.decoder = nn.Sequential(*layers, nn.Conv2d(channels, clusters, 1))
 
     def encode(self, curves: torch.Tensor) -> torch.Tensor:
-        return self.encoder(self.pixelwise(curves))
+        return self.encoder(curves)
 
     def forward(self, curves: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         features = self.encode(curves)
@@ -244,8 +235,7 @@ def conditions_of(variant: str) -> tuple[str, ...]:
 def build_cpkdm(config: dict) -> nn.Module:
     """The denoising network of a virtual-LGE config by its "variant": config["denoiser"] is a MONAI class config
     (built by `diffusion.networks.build_network`); "latent_channels", "factor" (image / latent size), "frames",
-    "curves", and for the branches "kinematic_encoder" {"channels"} and "morphology" {"channels", "clusters", and
-    optionally "pixel_layers" (default 0)}.
+    "curves", and for the branches "kinematic_encoder" {"channels"} and "morphology" {"channels", "clusters"}.
     The pure data-driven variant is the denoiser alone, on [z_t, raw cine, curves]."""
     from ..diffusion.networks import build_network
 
@@ -260,8 +250,7 @@ def build_cpkdm(config: dict) -> nn.Module:
         curves=int(config["curves"]),
         kinematic_encoder=KinematicEncoder(int(config["kinematic_encoder"]["channels"]), factor) if kinematics else None,
         morphology=MorphologyAutoencoder(int(config["curves"]), int(config["morphology"]["clusters"]),
-                                         int(config["morphology"]["channels"]), factor,
-                                         int(config["morphology"].get("pixel_layers", 0))) if relaxation else None)
+                                         int(config["morphology"]["channels"]), factor) if relaxation else None)
 
 
 def condition_values(variant: str, cine: torch.Tensor, kinematics: torch.Tensor, curves: torch.Tensor, factor: int
