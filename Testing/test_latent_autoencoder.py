@@ -201,7 +201,7 @@ def test_augmented_examples_keep_the_kinematic_signs_and_each_latent_is_encoded_
     assert torch.equal(out["kinematics"][1, :, 3], -batch["kinematics"][1, :, 3].flip(-1))  # circumferential displacement
     assert torch.equal(out["kinematics"][1, :, :3], batch["kinematics"][1, :, :3].flip(-1))
 
-    class Codec:  # records what it encodes
+    class Codec:  # a stand-in encoder: every other pixel
         def encode(self, images: torch.Tensor) -> torch.Tensor:
             return images[:, :, ::2, ::2]
 

@@ -39,7 +39,7 @@ def dihedral(images: torch.Tensor, transform: int) -> torch.Tensor:
     if images.shape[-1] != images.shape[-2]:
         raise ValueError(f"dihedral transforms need a square grid; got {tuple(images.shape[-2:])}")
     turned = torch.rot90(images, transform % 4, dims=(-2, -1))
-    return turned.flip(-1) if transform >= 4 else turned
+    return turned.flip(-1) if mirrored(transform) else turned
 
 
 def mirrored(transform: int) -> bool:
