@@ -1,0 +1,45 @@
+"""benchmarks/compare_runs.py: models of two evaluation runs paired by case, on hand-made metrics.json documents."""
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+
+from compare_runs import compare, markdown, parse_named
+
+
+def write_run(root: Path, psnr: list[float], dice: list[float | None]) -> Path:
+    """One run's test family: cases (subject 1, slices 0..n-1) of the model "virtual_lge"."""
+    cases = [{"subject": 1, "slice": index, "models": {"virtual_lge": {"psnr": p, "scar_dice": d}}}
+             for index, (p, d) in enumerate(zip(psnr, dice))]
+    document = {"models": {"virtual_lge": {}}, "cases": cases, "higher_is_better": ["psnr", "scar_dice"],
+                "lower_is_better": ["mse"]}
+    (root / "test").mkdir(parents=True)
+    (root / "test" / "metrics.json").write_text(json.dumps(document))
+    return root
+
+
+def test_compare_pairs_cases_and_tests_against_the_first(tmp_path: Path) -> None:
+    base = write_run(tmp_path / "base", [10.0 + i for i in range(8)], [0.5, None, 0.4, 0.6, None, 0.5, 0.3, 0.7])
+    better = write_run(tmp_path / "better", [11.0 + i + 0.01 * i for i in range(8)],
+                       [0.6, None, 0.5, 0.7, None, 0.6, 0.4, 0.8])
+    result = compare({"base": (base, "virtual_lge"), "better": (better, "virtual_lge")}, "test")
+    assert result["metrics"] == ["psnr", "scar_dice"]  # mse has no value: left out
+    assert result["models"]["base"]["against_reference"] == {}
+    psnr = result["models"]["better"]["against_reference"]["psnr"]
+    assert psnr["n"] == 8 and psnr["method_better"] is True and psnr["p_wilcoxon"] == pytest.approx(2 / 256)
+    assert result["models"]["better"]["against_reference"]["scar_dice"]["n"] == 6  # slices without scar left out
+    assert result["models"]["better"]["means"]["scar_dice"] == pytest.approx(0.6)
+    assert "p = 0.0078, n = 8" in markdown(result)
+
+
+def test_compare_names_a_missing_family_or_model(tmp_path: Path) -> None:
+    run = write_run(tmp_path / "run", [10.0], [0.5])
+    with pytest.raises(ValueError, match="family ood"):
+        compare({"a": (run, "virtual_lge")}, "ood")
+    with pytest.raises(ValueError, match="no model 'pix2pix'"):
+        compare({"a": (run, "pix2pix")}, "test")
+    assert parse_named("lr=runs/a:b:virtual_lge") == ("lr", (Path("runs/a:b"), "virtual_lge"))

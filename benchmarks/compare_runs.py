@@ -1,0 +1,104 @@
+"""Compare models of different `cmrsynth evaluate` runs on the same cases: each named model against the first one,
+per metric, paired by case (subject, slice) with the Wilcoxon signed-rank test of `evaluation.paired_comparison`.
+
+For probes: a model retrained with one setting changed is evaluated in its own run (same subjects, samples, sampler
+and seed), then compared here with the model it changes and with the baseline of an earlier run.
+
+    python benchmarks/compare_runs.py --family test NAME=RUN_DIR:MODEL [NAME=RUN_DIR:MODEL ...] [--out OUT.json]
+
+MODEL is the model's key in RUN_DIR/FAMILY/metrics.json (e.g. virtual_lge, pix2pix). Prints a markdown table of the
+means and, after each mean, the two-sided p against the first model (n: the pairs where both have a value).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from CMRSynthesisLib.evaluation import paired_comparison
+from CMRSynthesisLib.io import atomic_write_bytes
+
+
+def case_metrics(run: Path, family: str, model: str) -> tuple[dict[tuple[Any, Any], dict[str, Any]], dict[str, str]]:
+    """({(subject, slice): {metric: value}} of one model in one run's family, {metric: "higher" | "lower"}).
+    ValueError when the run has no such family or model."""
+    path = run / family / "metrics.json"
+    if not path.is_file():
+        raise ValueError(f"{path} does not exist: is {run} a `cmrsynth evaluate` output folder with family {family}?")
+    document = json.loads(path.read_text())
+    if model not in document["models"]:
+        raise ValueError(f"{path} has no model {model!r}; it has {sorted(document['models'])}")
+    directions = {**{key: "higher" for key in document["higher_is_better"]},
+                  **{key: "lower" for key in document["lower_is_better"]}}
+    return ({(case["subject"], case["slice"]): case["models"].get(model, {}) for case in document["cases"]},
+            directions)
+
+
+def compare(named: dict[str, tuple[Path, str]], family: str) -> dict[str, Any]:
+    """Means per model and metric, and each model after the first against the first, paired over the shared cases."""
+    loaded = {name: case_metrics(run, family, model) for name, (run, model) in named.items()}
+    directions = next(iter(loaded.values()))[1]
+    reference, (reference_cases, _) = next(iter(loaded.items()))
+    metrics = [key for key in directions if any(values.get(key) is not None
+                                                for values in reference_cases.values())]
+    result: dict[str, Any] = {"family": family, "reference": reference, "metrics": metrics, "models": {}}
+    for name, (cases, _) in loaded.items():
+        shared = [key for key in cases if key in reference_cases]
+        entry: dict[str, Any] = {"run": str(named[name][0]), "model": named[name][1], "cases": len(cases), "means": {},
+                                 "against_reference": {}}
+        for metric in metrics:
+            found = [cases[key].get(metric) for key in cases if cases[key].get(metric) is not None]
+            entry["means"][metric] = float(np.mean(found)) if found else None
+            if name != reference:
+                entry["against_reference"][metric] = paired_comparison(
+                    [cases[key].get(metric) for key in shared], [reference_cases[key].get(metric) for key in shared],
+                    directions[metric])
+        result["models"][name] = entry
+    return result
+
+
+def markdown(result: dict[str, Any]) -> str:
+    metrics = result["metrics"]
+    lines = [f"| {result['family']} | " + " | ".join(metrics) + " |", "|---|" + "---|" * len(metrics)]
+    for name, entry in result["models"].items():
+        cells = []
+        for metric in metrics:
+            mean = entry["means"][metric]
+            cell = "-" if mean is None else f"{mean:.4g}"
+            test = entry["against_reference"].get(metric)
+            if test and test["p_wilcoxon"] is not None:
+                cell += f" (p = {test['p_wilcoxon']:.2g}, n = {test['n']})"
+            cells.append(cell)
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def parse_named(text: str) -> tuple[str, tuple[Path, str]]:
+    name, sep, rest = text.partition("=")
+    run, colon, model = rest.rpartition(":")
+    if not (sep and colon and name and run and model):
+        raise argparse.ArgumentTypeError(f"expected NAME=RUN_DIR:MODEL; got {text!r}")
+    return name, (Path(run), model)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--family", required=True, help="the family folder of each run, e.g. test or ood")
+    parser.add_argument("models", nargs="+", type=parse_named, help="NAME=RUN_DIR:MODEL; the first is the reference")
+    parser.add_argument("--out", type=Path, help="also write the comparison as JSON")
+    args = parser.parse_args()
+    names = [name for name, _ in args.models]
+    if len(set(names)) != len(names):
+        parser.error(f"each model needs its own NAME; got {names}")
+    result = compare(dict(args.models), args.family)
+    if args.out:
+        atomic_write_bytes(args.out, (json.dumps(result, indent=2) + "\n").encode())
+    print(markdown(result), end="")
+
+
+if __name__ == "__main__":
+    main()
