@@ -315,6 +315,12 @@ def pooled_pairs(document: dict[str, Any], model: str, quantity: str) -> tuple[n
     return pooled[0], pooled[1]
 
 
+def metric_directions(higher_is_better: Sequence[str], lower_is_better: Sequence[str]) -> dict[str, str]:
+    """{metric: "higher" | "lower"}: which way each metric is better, as `paired_comparison` takes it (from an
+    `Evaluation`, or from a family's metrics.json document's "higher_is_better" / "lower_is_better")."""
+    return {**{key: "higher" for key in higher_is_better}, **{key: "lower" for key in lower_is_better}}
+
+
 def paired_comparison(method: Sequence[float | None], other: Sequence[float | None],
                       direction: str | None = None) -> dict[str, Any]:
     """The method against another model on one metric, paired by case.
@@ -380,8 +386,7 @@ def family_document(spec: MethodSpec, evaluation: Evaluation, models: list[_Mode
             nonfinite[model.name] = counts
     facts = sorted({key for row in rows for key in row} - {"subject", "slice", "models", "pairs"})
     fact_summary = summarise([{key: row.get(key) for key in facts} for row in rows])
-    directions = {**{key: "higher" for key in evaluation.higher_is_better},
-                  **{key: "lower" for key in evaluation.lower_is_better}}
+    directions = metric_directions(evaluation.higher_is_better, evaluation.lower_is_better)
     comparisons = {}
     for other in models:
         if other.role == "method" or other.unavailable is not None:

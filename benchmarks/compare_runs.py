@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from CMRSynthesisLib.evaluation import paired_comparison
+from CMRSynthesisLib.evaluation import metric_directions, paired_comparison
 from CMRSynthesisLib.io import atomic_write_bytes
 
 
@@ -32,10 +32,8 @@ def case_metrics(run: Path, family: str, model: str) -> tuple[dict[tuple[Any, An
     document = json.loads(path.read_text())
     if model not in document["models"]:
         raise ValueError(f"{path} has no model {model!r}; it has {sorted(document['models'])}")
-    directions = {**{key: "higher" for key in document["higher_is_better"]},
-                  **{key: "lower" for key in document["lower_is_better"]}}
     return ({(case["subject"], case["slice"]): case["models"].get(model, {}) for case in document["cases"]},
-            directions)
+            metric_directions(document["higher_is_better"], document["lower_is_better"]))
 
 
 def compare(named: dict[str, tuple[Path, str]], family: str) -> dict[str, Any]:

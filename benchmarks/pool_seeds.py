@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from CMRSynthesisLib.evaluation import paired_comparison
+from CMRSynthesisLib.evaluation import metric_directions, paired_comparison
 from CMRSynthesisLib.io import atomic_write_bytes
 
 
@@ -25,8 +25,7 @@ def pooled_family(documents: list[dict[str, Any]]) -> dict[str, Any]:
     """The pooled comparisons of one family over the runs' metrics.json documents (same method, same cases)."""
     first = documents[0]
     method = first["method"]
-    directions = {**{key: "higher" for key in first["higher_is_better"]},
-                  **{key: "lower" for key in first["lower_is_better"]}}
+    directions = metric_directions(first["higher_is_better"], first["lower_is_better"])
     models = [name for name, entry in first["models"].items()
               if name != method and first["labels"][name]["role"] != "reference" and "unavailable" not in entry
               and all("unavailable" not in document["models"].get(name, {"unavailable": True})
