@@ -19,6 +19,7 @@ import numpy as np
 from .analysis.t1mapping import SCHEME_CHOICES
 from .diffusion.samplers import DEFAULT_DDIM_STEPS
 from .errors import Cancelled, CMRSynthesisError
+from .evaluation import TUNING_SPLIT
 from .method_commands import add_method_command, add_settings, run_method
 from .methods.registry import method_specs
 from .progress import MODES, Reporter, emit, stage
@@ -168,7 +169,9 @@ def build_parser() -> argparse.ArgumentParser:
         parser_of_method = evaluated.add_parser(spec.name, aliases=aliases, help=spec.help)
         parser_of_method.add_argument("--out-dir", type=Path, required=True, help="folder for the results")
         parser_of_method.add_argument("--split", default=",".join(spec.evaluation.splits),
-                                      help=f"held-out splits, separated by commas: {', '.join(spec.evaluation.splits)}")
+                                      help=f"held-out splits, separated by commas: "
+                                      f"{', '.join(spec.evaluation.splits)}; or {TUNING_SPLIT} (the subjects watched "
+                                      "during training) to choose settings before the held-out run")
         parser_of_method.add_argument("--subjects", type=int, default=spec.evaluation.subjects,
                                       help="phantom subjects per split")
         parser_of_method.add_argument("--baselines-from", type=Path,

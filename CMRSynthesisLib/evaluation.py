@@ -49,6 +49,7 @@ from .progress import Progress, report
 
 FAMILY_NAMES = {"test": "held-out test subjects", "ood": "out-of-distribution family",
                 "validation": "validation subjects", "train": "training subjects"}
+TUNING_SPLIT = "validation"
 AGREEMENT_STATS = ("r", "p_r", "bias", "sd", "loa", "loa_low", "loa_high", "n")
 
 
@@ -119,17 +120,24 @@ def input_baseline(name: str, label: str, role: str, help: str = "") -> Baseline
     return Baseline(name, label, load, help or f"the input {role!r} unchanged")
 
 
+def allowed_splits(evaluation: Evaluation) -> tuple[str, ...]:
+    """The splits a --split value may name: the method's held-out `evaluation.splits` and, for every method,
+    "validation": the phantom's validation subjects, held out from the gradients but watched during training, the
+    split on which to choose sampling or training settings before one run on the held-out splits reports them."""
+    return tuple(evaluation.splits) + (() if TUNING_SPLIT in evaluation.splits else (TUNING_SPLIT,))
+
+
 def parse_splits(text: str, evaluation: Evaluation) -> list[str]:
-    """The families of a --split value ("test", "test,ood"): names from `evaluation.splits`, each once, in the
-    order given. InputError otherwise."""
+    """The families of a --split value ("test", "test,ood", "validation"): names from `allowed_splits`, each once,
+    in the order given. InputError otherwise."""
     families = [part.strip() for part in str(text).split(",")]
     if not text or any(not family for family in families):
         raise InputError(f"--split takes split names separated by commas, e.g. {','.join(evaluation.splits)}; "
                          f"got {text!r}")
-    unknown = [family for family in families if family not in evaluation.splits]
+    unknown = [family for family in families if family not in allowed_splits(evaluation)]
     if unknown:
         raise InputError(f"unknown split(s) {', '.join(map(repr, unknown))}; this method is evaluated on "
-                         f"{', '.join(evaluation.splits)}")
+                         f"{', '.join(allowed_splits(evaluation))}")
     if len(set(families)) < len(families):
         raise InputError(f"--split names a split twice: {text!r}")
     return families

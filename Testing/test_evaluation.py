@@ -21,7 +21,7 @@ from CMRSynthesisLib.methods.registry import Baseline, Column, Evaluation, Evalu
 from CMRSynthesisLib.metrics import agreement, bland_altman, segment_means
 from CMRSynthesisLib.volume import Volume
 
-FIRST = {"test": 1.0, "ood": 20.0}  # the toy case values: FIRST[split] + number ** 2
+FIRST = {"test": 1.0, "ood": 20.0, "validation": 40.0}  # the toy case values: FIRST[split] + number ** 2
 
 
 def toy_value(split, number):
@@ -176,6 +176,18 @@ def test_a_method_without_evaluation_is_not_offered(toy, tmp_path, capsys):
         main(["evaluate", "toy_negate", "--out-dir", str(tmp_path / "out")])
     assert stopped.value.code == 2 and "invalid choice" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_the_validation_split_is_offered_for_tuning_but_never_run_by_default(toy_evaluated, tmp_path):
+    """Settings are chosen on the validation subjects (`--split validation`), which the default held-out run
+    (the method's own splits) leaves out."""
+    assert run_toy(tmp_path / "tuning", "--split", "validation", "--subjects", "2") == 0
+    document = json.loads((tmp_path / "tuning" / "validation" / "metrics.json").read_text())
+    values = [toy_value("validation", number) for number in range(2)]
+    assert document["models"]["toy_negate"]["error"]["mean"] == pytest.approx(statistics.mean(values))
+    assert sorted(path.name for path in (tmp_path / "tuning").iterdir() if path.is_dir()) == ["validation"]
+    assert run_toy(tmp_path / "default", "--subjects", "1") == 0
+    assert sorted(path.name for path in (tmp_path / "default").iterdir() if path.is_dir()) == ["ood", "test"]
 
 
 @pytest.mark.parametrize("arguments, expected", [
