@@ -1,5 +1,7 @@
-"""benchmarks/compare_runs.py: models of two evaluation runs paired by case, on hand-made metrics.json documents."""
+"""benchmarks/compare_runs.py: models of evaluation runs paired by case (and by seed when each model has one run per
+seed), on hand-made metrics.json documents."""
 
+import argparse
 import json
 import sys
 from pathlib import Path
@@ -26,7 +28,7 @@ def test_compare_pairs_cases_and_tests_against_the_first(tmp_path: Path) -> None
     base = write_run(tmp_path / "base", [10.0 + i for i in range(8)], [0.5, None, 0.4, 0.6, None, 0.5, 0.3, 0.7])
     better = write_run(tmp_path / "better", [11.0 + i + 0.01 * i for i in range(8)],
                        [0.6, None, 0.5, 0.7, None, 0.6, 0.4, 0.8])
-    result = compare({"base": (base, "virtual_lge"), "better": (better, "virtual_lge")}, "test")
+    result = compare({"base": [(base, "virtual_lge")], "better": [(better, "virtual_lge")]}, "test")
     assert result["metrics"] == ["psnr", "scar_dice"]  # mse has no value: left out
     assert result["models"]["base"]["against_reference"] == {}
     psnr = result["models"]["better"]["against_reference"]["psnr"]
@@ -39,7 +41,30 @@ def test_compare_pairs_cases_and_tests_against_the_first(tmp_path: Path) -> None
 def test_compare_names_a_missing_family_or_model(tmp_path: Path) -> None:
     run = write_run(tmp_path / "run", [10.0], [0.5])
     with pytest.raises(ValueError, match="family ood"):
-        compare({"a": (run, "virtual_lge")}, "ood")
+        compare({"a": [(run, "virtual_lge")]}, "ood")
     with pytest.raises(ValueError, match="no model 'pix2pix'"):
-        compare({"a": (run, "pix2pix")}, "test")
-    assert parse_named("lr=runs/a:b:virtual_lge") == ("lr", (Path("runs/a:b"), "virtual_lge"))
+        compare({"a": [(run, "pix2pix")]}, "test")
+    with pytest.raises(ValueError, match="same number of runs"):
+        compare({"a": [(run, "virtual_lge"), (run, "virtual_lge")], "b": [(run, "virtual_lge")]}, "test")
+    assert parse_named("lr=runs/a:b:virtual_lge") == ("lr", [(Path("runs/a:b"), "virtual_lge")])
+    assert parse_named("s=r0:m,r1:pix2pix") == ("s", [(Path("r0"), "m"), (Path("r1"), "pix2pix")])
+    for bad in ("r0:m", "s=r0", "s=r0:m,r1"):
+        with pytest.raises(argparse.ArgumentTypeError, match="NAME=RUN_DIR:MODEL"):
+            parse_named(bad)
+
+
+def test_compare_pools_seeds_pairing_each_case_within_its_seed(tmp_path: Path) -> None:
+    """Seed 1's cases repeat seed 0's (subject, slice) keys: pooled, they are 2 x 4 pairs, never crossed over seeds."""
+    base = [write_run(tmp_path / "base0", [10.0, 11.0, 12.0, 13.0], [0.5] * 4),
+            write_run(tmp_path / "base1", [20.0, 21.0, 22.0, 23.0], [0.5] * 4)]
+    other = [write_run(tmp_path / "other0", [10.5, 11.5, 12.5, 13.5], [0.5] * 4),
+             write_run(tmp_path / "other1", [19.0, 20.0, 21.0, 22.0], [0.5] * 4)]
+    result = compare({"base": [(run, "virtual_lge") for run in base],
+                      "other": [(run, "virtual_lge") for run in other]}, "test")
+    entry = result["models"]["other"]
+    assert entry["cases"] == 8 and entry["means_per_run"]["psnr"] == [12.0, 20.5]
+    assert entry["means"]["psnr"] == pytest.approx(16.25)
+    psnr = entry["against_reference"]["psnr"]
+    assert psnr["n"] == 8  # had seeds been crossed, other's seed-1 cases would meet base's seed-0 ones
+    assert psnr["method_better"] is False  # 4 pairs +0.5 dB, 4 pairs -1 dB: worse on the mean difference
+    assert "16.25 [12 / 20.5]" in markdown(result)

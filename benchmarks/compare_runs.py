@@ -2,12 +2,15 @@
 per metric, paired by case (subject, slice) with the Wilcoxon signed-rank test of `evaluation.paired_comparison`.
 
 For probes: a model retrained with one setting changed is evaluated in its own run (same subjects, samples, sampler
-and seed), then compared here with the model it changes and with the baseline of an earlier run.
+and seed), then compared here with the model it changes and with the baseline of an earlier run. For training seeds:
+give each model one run per seed, in the same seed order for every model (NAME=SEED0_DIR:MODEL,SEED1_DIR:MODEL);
+cases are then paired by (seed, subject, slice), so n counts seed x case pairs, and the means pool the seeds.
 
-    python benchmarks/compare_runs.py --family test NAME=RUN_DIR:MODEL [NAME=RUN_DIR:MODEL ...] [--out OUT.json]
+    python benchmarks/compare_runs.py --family test NAME=RUN_DIR:MODEL[,RUN_DIR:MODEL ...] [NAME=...] [--out OUT.json]
 
 MODEL is the model's key in RUN_DIR/FAMILY/metrics.json (e.g. virtual_lge, pix2pix). Prints a markdown table of the
-means and, after each mean, the two-sided p against the first model (n: the pairs where both have a value).
+means (with each seed's mean in brackets when there are several) and, after each mean, the two-sided p against the
+first model (n: the pairs where both have a value).
 """
 
 from __future__ import annotations
@@ -36,27 +39,41 @@ def case_metrics(run: Path, family: str, model: str) -> tuple[dict[tuple[Any, An
             metric_directions(document["higher_is_better"], document["lower_is_better"]))
 
 
-def compare(named: dict[str, tuple[Path, str]], family: str) -> dict[str, Any]:
-    """Means per model and metric, and each model after the first against the first, paired over the shared cases."""
-    loaded = {name: case_metrics(run, family, model) for name, (run, model) in named.items()}
-    directions = next(iter(loaded.values()))[1]
-    reference, (reference_cases, _) = next(iter(loaded.items()))
+def compare(named: dict[str, list[tuple[Path, str]]], family: str) -> dict[str, Any]:
+    """Means per model and metric, and each model after the first against the first, paired over the shared cases.
+
+    named: {NAME: [(RUN_DIR, MODEL), ...]}, one run per training seed, in the same seed order for every model.
+    ValueError when a model has another number of runs than the first, or a run lacks the family or model."""
+    runs = {name: len(pairs) for name, pairs in named.items()}
+    if len(set(runs.values())) > 1:
+        raise ValueError(f"every model needs the same number of runs (one per seed, in the same order); got {runs}")
+    per_run = {name: [case_metrics(run, family, model) for run, model in pairs] for name, pairs in named.items()}
+    directions = next(iter(per_run.values()))[0][1]
+    loaded = {name: {(seed, *key): values for seed, (cases, _) in enumerate(found) for key, values in cases.items()}
+              for name, found in per_run.items()}
+    reference, reference_cases = next(iter(loaded.items()))
     metrics = [key for key in directions if any(values.get(key) is not None
                                                 for values in reference_cases.values())]
     result: dict[str, Any] = {"family": family, "reference": reference, "metrics": metrics, "models": {}}
-    for name, (cases, _) in loaded.items():
+    for name, cases in loaded.items():
         shared = [key for key in cases if key in reference_cases]
-        entry: dict[str, Any] = {"run": str(named[name][0]), "model": named[name][1], "cases": len(cases), "means": {},
-                                 "against_reference": {}}
+        entry: dict[str, Any] = {"runs": [str(run) for run, _ in named[name]], "model": named[name][0][1],
+                                 "cases": len(cases), "means": {}, "means_per_run": {}, "against_reference": {}}
         for metric in metrics:
-            found = [cases[key].get(metric) for key in cases if cases[key].get(metric) is not None]
-            entry["means"][metric] = float(np.mean(found)) if found else None
+            entry["means"][metric] = _mean([values.get(metric) for values in cases.values()])
+            entry["means_per_run"][metric] = [_mean([values.get(metric) for values in found.values()])
+                                              for found, _ in per_run[name]]
             if name != reference:
                 entry["against_reference"][metric] = paired_comparison(
                     [cases[key].get(metric) for key in shared], [reference_cases[key].get(metric) for key in shared],
                     directions[metric])
         result["models"][name] = entry
     return result
+
+
+def _mean(values: list[float | None]) -> float | None:
+    found = [value for value in values if value is not None]
+    return float(np.mean(found)) if found else None
 
 
 def markdown(result: dict[str, Any]) -> str:
@@ -67,6 +84,9 @@ def markdown(result: dict[str, Any]) -> str:
         for metric in metrics:
             mean = entry["means"][metric]
             cell = "-" if mean is None else f"{mean:.4g}"
+            seeds = entry["means_per_run"][metric]
+            if len(seeds) > 1:
+                cell += " [" + " / ".join("-" if value is None else f"{value:.4g}" for value in seeds) + "]"
             test = entry["against_reference"].get(metric)
             if test and test["p_wilcoxon"] is not None:
                 cell += f" (p = {test['p_wilcoxon']:.2g}, n = {test['n']})"
@@ -75,18 +95,19 @@ def markdown(result: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def parse_named(text: str) -> tuple[str, tuple[Path, str]]:
+def parse_named(text: str) -> tuple[str, list[tuple[Path, str]]]:
+    """("NAME=RUN_DIR:MODEL[,RUN_DIR:MODEL ...]") -> (NAME, [(RUN_DIR, MODEL), ...]); ArgumentTypeError otherwise."""
     name, sep, rest = text.partition("=")
-    run, colon, model = rest.rpartition(":")
-    if not (sep and colon and name and run and model):
-        raise argparse.ArgumentTypeError(f"expected NAME=RUN_DIR:MODEL; got {text!r}")
-    return name, (Path(run), model)
+    parts = [part.rpartition(":") for part in rest.split(",")]
+    if sep and name and all(run and colon and model for run, colon, model in parts):
+        return name, [(Path(run), model) for run, _, model in parts]
+    raise argparse.ArgumentTypeError(f"expected NAME=RUN_DIR:MODEL[,RUN_DIR:MODEL ...]; got {text!r}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--family", required=True, help="the family folder of each run, e.g. test or ood")
-    parser.add_argument("models", nargs="+", type=parse_named, help="NAME=RUN_DIR:MODEL; the first is the reference")
+    parser.add_argument("models", nargs="+", type=parse_named, help="NAME=RUN_DIR:MODEL[,RUN_DIR:MODEL ...] (one run per seed); the first is the reference")
     parser.add_argument("--out", type=Path, help="also write the comparison as JSON")
     args = parser.parse_args()
     names = [name for name, _ in args.models]
