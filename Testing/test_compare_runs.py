@@ -10,7 +10,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
-from compare_runs import compare, markdown, parse_named
+from compare_runs import compare, main, markdown, parse_named
 
 
 def write_run(root: Path, psnr: list[float], dice: list[float | None]) -> Path:
@@ -68,3 +68,11 @@ def test_compare_pools_seeds_pairing_each_case_within_its_seed(tmp_path: Path) -
     assert psnr["n"] == 8  # had seeds been crossed, other's seed-1 cases would meet base's seed-0 ones
     assert psnr["method_better"] is False  # 4 pairs +0.5 dB, 4 pairs -1 dB: worse on the mean difference
     assert "16.25 [12 / 20.5]" in markdown(result)
+
+
+def test_the_command_names_a_missing_run_without_a_traceback(tmp_path: Path, monkeypatch, capsys) -> None:
+    monkeypatch.setattr(sys, "argv", ["compare_runs.py", "--family", "test", f"a={tmp_path / 'absent'}:virtual_lge"])
+    with pytest.raises(SystemExit) as stopped:
+        main()
+    assert stopped.value.code == 2
+    assert "absent/test/metrics.json does not exist" in capsys.readouterr().err

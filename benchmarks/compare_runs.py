@@ -113,7 +113,10 @@ def main() -> None:
     names = [name for name, _ in args.models]
     if len(set(names)) != len(names):
         parser.error(f"each model needs its own NAME; got {names}")
-    result = compare(dict(args.models), args.family)
+    try:
+        result = compare(dict(args.models), args.family)
+    except ValueError as error:
+        parser.error(str(error))
     if args.out:
         atomic_write_bytes(args.out, (json.dumps(result, indent=2) + "\n").encode())
     print(markdown(result), end="")
