@@ -30,7 +30,7 @@ lint: $(STAMP)
 # Re-train the shipped demo checkpoints (2-core CPU: segmenter about 5 minutes, enhancer about 40, cine segmenter
 # about 20, the three T1-from-cine models about 2 minutes each on a GPU (hours on this CPU) after rendering 120
 # subjects (about 25 minutes here; the *_demo.json configs are the earlier CPU budget), the virtual-LGE
-# autoencoder about 17 and its five models 10-45 each after 14 minutes of rendering, the multi-sequence autoencoder
+# autoencoder about 17 and its five models 20-60 each after 14 minutes of rendering, the multi-sequence autoencoder
 # about 20 and its three models 13-45 each after 3 minutes of rendering) and refresh the manifest.
 checkpoints: $(STAMP)
 	$(PY) -m training scar_enhancement_segmenter --config training/configs/scar_segmenter_demo.json --out Resources/checkpoints/scar_enhancement_segmenter
