@@ -323,6 +323,12 @@ def pooled_pairs(document: dict[str, Any], model: str, quantity: str) -> tuple[n
     return pooled[0], pooled[1]
 
 
+def mean_of_present(values: Sequence[float | None]) -> float | None:
+    """The mean of the values that are not None (a metrics.json null: no value for that case), None if none are."""
+    present = [value for value in values if value is not None]
+    return float(np.mean(present)) if present else None
+
+
 def metric_directions(higher_is_better: Sequence[str], lower_is_better: Sequence[str]) -> dict[str, str]:
     """{metric: "higher" | "lower"}: which way each metric is better, as `paired_comparison` takes it (from an
     `Evaluation`, or from a family's metrics.json document's "higher_is_better" / "lower_is_better")."""

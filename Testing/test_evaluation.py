@@ -15,7 +15,7 @@ from scipy import stats
 
 from CMRSynthesisLib.cli import build_parser, main
 from CMRSynthesisLib.errors import InputError
-from CMRSynthesisLib.evaluation import ModelUnavailable, checkpoint_baseline, evaluate, input_baseline
+from CMRSynthesisLib.evaluation import ModelUnavailable, checkpoint_baseline, evaluate, input_baseline, mean_of_present
 from CMRSynthesisLib.methods import get_spec, register, unregister
 from CMRSynthesisLib.methods.registry import Baseline, Column, Evaluation, EvaluationCase, ReferenceRow
 from CMRSynthesisLib.metrics import agreement, bland_altman, segment_means
@@ -267,3 +267,9 @@ def test_scar_enhancement_is_offered_with_its_declared_evaluation():
     with pytest.raises(SystemExit) as stopped:
         main(["evaluate", "enhance", "--help"])
     assert stopped.value.code == 0
+
+
+def test_mean_of_present_leaves_out_missing_values_only():
+    assert mean_of_present([1.0, None, 2.0, 0.0]) == pytest.approx(1.0)
+    assert mean_of_present([None, None]) is None
+    assert mean_of_present([]) is None

@@ -20,9 +20,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from CMRSynthesisLib.evaluation import metric_directions, paired_comparison
+from CMRSynthesisLib.evaluation import mean_of_present, metric_directions, paired_comparison
 from CMRSynthesisLib.io import atomic_write_bytes
 
 
@@ -60,8 +58,8 @@ def compare(named: dict[str, list[tuple[Path, str]]], family: str) -> dict[str, 
         entry: dict[str, Any] = {"runs": [str(run) for run, _ in named[name]], "model": named[name][0][1],
                                  "cases": len(cases), "means": {}, "means_per_run": {}, "against_reference": {}}
         for metric in metrics:
-            entry["means"][metric] = _mean([values.get(metric) for values in cases.values()])
-            entry["means_per_run"][metric] = [_mean([values.get(metric) for values in found.values()])
+            entry["means"][metric] = mean_of_present([values.get(metric) for values in cases.values()])
+            entry["means_per_run"][metric] = [mean_of_present([values.get(metric) for values in found.values()])
                                               for found, _ in per_run[name]]
             if name != reference:
                 entry["against_reference"][metric] = paired_comparison(
@@ -69,11 +67,6 @@ def compare(named: dict[str, list[tuple[Path, str]]], family: str) -> dict[str, 
                     directions[metric])
         result["models"][name] = entry
     return result
-
-
-def _mean(values: list[float | None]) -> float | None:
-    found = [value for value in values if value is not None]
-    return float(np.mean(found)) if found else None
 
 
 def markdown(result: dict[str, Any]) -> str:

@@ -15,9 +15,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from CMRSynthesisLib.evaluation import metric_directions, paired_comparison
+from CMRSynthesisLib.evaluation import mean_of_present, metric_directions, paired_comparison
 from CMRSynthesisLib.io import atomic_write_bytes
 
 
@@ -47,14 +45,9 @@ def pooled_family(documents: list[dict[str, Any]]) -> dict[str, Any]:
             "labels": {name: first["labels"][name]["label"] for name in [method, *models]},
             "metrics": metrics, "cases_per_run": [len(document["cases"]) for document in documents],
             "means_per_run": means, "mean_over_runs": {
-                name: {metric: _mean([run[metric] for run in runs]) for metric in metrics}
+                name: {metric: mean_of_present([run[metric] for run in runs]) for metric in metrics}
                 for name, runs in means.items()},
             "comparisons": comparisons}
-
-
-def _mean(values: list[float | None]) -> float | None:
-    found = [value for value in values if value is not None]
-    return float(np.mean(found)) if found else None
 
 
 def markdown(pooled: dict[str, dict[str, Any]], runs: list[str]) -> str:
