@@ -100,7 +100,8 @@ def parse_named(text: str) -> tuple[str, list[tuple[Path, str]]]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--family", required=True, help="the family folder of each run, e.g. test or ood")
-    parser.add_argument("models", nargs="+", type=parse_named, help="NAME=RUN_DIR:MODEL[,RUN_DIR:MODEL ...] (one run per seed); the first is the reference")
+    parser.add_argument("models", nargs="+", type=parse_named,
+                        help="NAME=RUN_DIR:MODEL[,RUN_DIR:MODEL ...] (one run per seed); the first is the reference")
     parser.add_argument("--out", type=Path, help="also write the comparison as JSON")
     args = parser.parse_args()
     names = [name for name, _ in args.models]
