@@ -191,7 +191,8 @@ def test_morphology_loss_counts_covered_pixels_only_and_falls_as_the_mask_is_lea
 
 
 def test_augmented_examples_keep_the_kinematic_signs_and_each_latent_is_encoded_turned():
-    from training.recipes.virtual_lge import augment, augmented_latents
+    from training.autoencoder import augmented_latents
+    from training.recipes.virtual_lge import augment
 
     batch = {"kinematics": torch.randn(2, 3, 4, 8, 8), "cine": torch.randn(2, 3, 8, 8),
              "clusters": torch.randint(0, 4, (2, 8, 8), dtype=torch.uint8), "covered": torch.rand(2, 8, 8) > 0.5}

@@ -275,10 +275,16 @@ def test_the_recipes_train_on_a_tiny_phantom(tmp_path):
                   "--out", str(ae)]) == 0
     assert train(["multi_sequence", "--config", config("multi_sequence_demo", autoencoder_checkpoint=str(ae)),
                   "--out", str(tmp_path / "cmrdiff")]) == 0
-    assert train(["multi_sequence_pix2pix", "--config", config("multi_sequence_pix2pix_demo"),
+    turned = {"augmentation": {"dihedral": True}}
+    assert train(["multi_sequence", "--config", config("multi_sequence_demo", autoencoder_checkpoint=str(ae), **turned),
+                  "--out", str(tmp_path / "cmrdiff_dihedral")]) == 0
+    assert train(["multi_sequence_pix2pix", "--config", config("multi_sequence_pix2pix_demo", **turned),
                   "--out", str(tmp_path / "pix2pix")]) == 0
     written = json.loads((tmp_path / "cmrdiff" / "config.json").read_text())
     assert written["loss"]["heatmap"] is True and written["training_summary"]["train_slices"] > 5
+    assert "augmentation" not in written
+    for name in ("cmrdiff_dihedral", "pix2pix"):
+        assert json.loads((tmp_path / name / "config.json").read_text())["augmentation"] == turned["augmentation"]
     assert list((tmp_path / "cache").glob("multi_sequence_train_2_*.npz"))
 
 

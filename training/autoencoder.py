@@ -1,5 +1,5 @@
 """Training of the latent autoencoder of a latent diffusion method (MONAI `AutoencoderKL`), shared by every latent
-method's recipe (virtual LGE now, multi-sequence synthesis next).
+method's recipe (virtual LGE, multi-sequence synthesis).
 
 Loss, as in LDM (Rombach et al. 2022, sec. 3 and appendix G) without its perceptual term (LPIPS needs pretrained
 weights that cannot be downloaded here; see DESIGN):
@@ -25,6 +25,7 @@ from CMRSynthesisLib.diffusion.latent import LatentCodec, estimate_scale_factor
 from CMRSynthesisLib.diffusion.networks import build_network
 
 from .adversarial import discriminator_loss, generator_loss, patch_logits
+from .dihedral import TRANSFORMS, dihedral
 from .distributed import Context
 from .loop import Trainer
 
@@ -101,3 +102,12 @@ def encode_in_batches(images: np.ndarray, codec: LatentCodec, device: torch.devi
     with torch.no_grad():
         return torch.cat([codec.encode(tensors[start:start + batch].to(device)).cpu()
                           for start in range(0, len(tensors), batch)])
+
+
+def augmented_latents(crops: np.ndarray, codec: LatentCodec, device: torch.device, augmenting: bool) -> torch.Tensor:
+    """(transforms, N, C, h, w) scaled latents of crops (N, 1, S, S) in [-1, 1] under each dihedral transform
+    (`dihedral.dihedral`; only the identity when not `augmenting`): the encoder is not equivariant, so each
+    transformed crop is encoded itself, once, before training."""
+    tensors = torch.from_numpy(np.ascontiguousarray(crops, dtype=np.float32))
+    return torch.stack([encode_in_batches(dihedral(tensors, transform).numpy(), codec, device)
+                        for transform in range(TRANSFORMS if augmenting else 1)])

@@ -9,7 +9,10 @@ on the crop. Sources (config data.source):
 - "phantom": `phantom.multi_sequence_study` (the cine's ED frame, T2w with oedema around acute infarcts, LGE; subjects
   vary in acquisition: field strength, matrix, noise, shading, contrast);
 - "myops": the MyoPS 2020 challenge layout (`myops_cases`) for users who have it.
-Each training draw takes a random target sequence per example (one model for the three directions).
+Each training draw takes a random target sequence per example (one model for the three directions). With
+config["augmentation"]["dihedral"] (`dihedral.dihedral_requested`; not in the paper, a choice of ours) every drawn
+example is turned / mirrored by one of the crop's eight symmetries, its three sequences and wall mask alike (all
+scalar maps).
 """
 
 from __future__ import annotations
@@ -36,8 +39,9 @@ from CMRSynthesisLib.phantom import study as phantom_study
 from CMRSynthesisLib.volume import Volume
 
 from .. import pix2pix
-from ..autoencoder import encode_in_batches, train_autoencoder
+from ..autoencoder import augmented_latents, train_autoencoder
 from ..datasets import cached_arrays, render_workers, split_cases, subject_examples
+from ..dihedral import dihedral_requested, random_transforms, transform_batch
 from ..distributed import Context
 from ..loop import Trainer
 
@@ -149,9 +153,11 @@ def train_multi_sequence_autoencoder(config: dict[str, Any], out: Path, context:
                      "pixel_mm": float(config["pixel_mm"]), "percentiles": list(PERCENTILES), **product}
 
 
-def encode_all(arrays: dict[str, np.ndarray], codec: LatentCodec, device: torch.device) -> torch.Tensor:
-    """The scaled latents (3, N, C, h, w) of the examples' three sequences, in CONTRASTS order."""
-    return torch.stack([encode_in_batches(arrays[name], codec, device) for name in CONTRASTS])
+def encode_all(arrays: dict[str, np.ndarray], codec: LatentCodec, device: torch.device, augmenting: bool = False
+               ) -> torch.Tensor:
+    """The scaled latents (transforms, N, 3, C, h, w) of the examples' three sequences, in CONTRASTS order, under
+    each dihedral transform (one, the identity, when not `augmenting`: `autoencoder.augmented_latents`)."""
+    return torch.stack([augmented_latents(arrays[name], codec, device, augmenting) for name in CONTRASTS], dim=2)
 
 
 def heatmap_loss(error: torch.Tensor, wall: torch.Tensor, myocardium_weight: float, error_weight: float
@@ -172,11 +178,12 @@ def heatmap_loss(error: torch.Tensor, wall: torch.Tensor, myocardium_weight: flo
     return (weight * squared).sum() / weight.sum()
 
 
-def _direction_batch(latents: torch.Tensor, index: np.ndarray, targets: list[str], device: torch.device
+def _direction_batch(latents: torch.Tensor, targets: list[str], device: torch.device
                      ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """The target latents (B, C, h, w) and the condition values of examples `index` with their `targets`."""
+    """The target latents (B, C, h, w) and the condition values of examples with latents (B, 3, C, h, w) (CONTRASTS
+    order) and their `targets`."""
     order = [[CONTRASTS.index(name) for name in (target, *roles_of(target))] for target in targets]
-    picked = [[latents[row[slot], example] for row, example in zip(order, index, strict=True)] for slot in range(3)]
+    picked = [[example[row[slot]] for row, example in zip(order, latents, strict=True)] for slot in range(3)]
     x0, first, second = (torch.stack(rows).to(device) for rows in picked)
     return x0, {"first": first, "second": second, "roles": roles_tensor(targets, device)}
 
@@ -186,13 +193,16 @@ def train_latent_diffusion(config: dict[str, Any], out: Path, context: Context, 
     """CMRDiff's latent DDPM (`cmrdiff_network`) on the latents of the frozen autoencoder
     config["autoencoder_checkpoint"]: per draw a random target per example, condition dropout per given sequence
     (config loss.condition_dropout), and the heat-map weighted epsilon loss (`heatmap_loss`, weights from config
-    loss) or, with loss.heatmap false, the plain one (the ablation). Validation: the plain epsilon loss of the
+    loss) or, with loss.heatmap false, the plain one (the ablation); with the dihedral augmentation (module
+    docstring) each example's latents are those of its transformed crops and its wall mask is transformed alike.
+    Validation: the plain epsilon loss of the
     validation examples in all three directions at fixed draws."""
     train, validation = examples("train", config), examples("validation", config)
     checkpoint = Path(config["autoencoder_checkpoint"])
     codec, autoencoder = load_codec(checkpoint, METHOD, context.device)
-    train_latents, validation_latents = encode_all(train, codec, context.device), encode_all(validation, codec,
-                                                                                             context.device)
+    augmenting = dihedral_requested(config)
+    train_latents = encode_all(train, codec, context.device, augmenting)
+    validation_latents = encode_all(validation, codec, context.device)[0]
     network = build_cmrdiff(config)
     model = DiffusionModel.from_config(network, {**config["schedule"], "clip_sample": False}, CONDITIONS)
     loss_cfg = config["loss"]
@@ -204,14 +214,17 @@ def train_latent_diffusion(config: dict[str, Any], out: Path, context: Context, 
 
     def step(nets: dict[str, torch.nn.Module], generator: torch.Generator) -> dict[str, torch.Tensor]:
         index = torch.randint(0, train_latents.shape[1], (batch,), generator=generator,
-                              device=generator.device).cpu().numpy()
+                              device=generator.device).cpu()
         drawn = torch.randint(0, len(CONTRASTS), (batch,), generator=generator, device=generator.device).tolist()
-        x0, values = _direction_batch(train_latents, index, [CONTRASTS[i] for i in drawn], context.device)
+        transforms = random_transforms(batch, generator) if augmenting else [0] * batch
+        x0, values = _direction_batch(train_latents[torch.tensor(transforms), index], [CONTRASTS[i] for i in drawn],
+                                      context.device)
         step_model = DiffusionModel(nets["model"], model.schedule, model.prediction_type, model.clip_x0,
                                     model.conditions)
         result = denoising_step(step_model, x0, conditions=values, condition_dropout=dropout, generator=generator)
-        loss = (heatmap_loss(result.error, walls[index].to(context.device), float(loss_cfg["myocardium_weight"]),
-                             float(loss_cfg["error_weight"])) if heatmap else result.loss)
+        wall = transform_batch(walls[index], transforms).to(context.device)
+        loss = (heatmap_loss(result.error, wall, float(loss_cfg["myocardium_weight"]), float(loss_cfg["error_weight"]))
+                if heatmap else result.loss)
         trainer.optimise("model", loss)
         return {"loss": loss, "denoising": result.loss}
 
@@ -221,11 +234,11 @@ def train_latent_diffusion(config: dict[str, Any], out: Path, context: Context, 
                                     model.conditions)
         total, count = 0.0, 0
         for target in CONTRASTS:
-            for start in range(0, validation_latents.shape[1], batch):
-                index = np.arange(start, min(start + batch, validation_latents.shape[1]))
-                x0, values = _direction_batch(validation_latents, index, [target] * len(index), context.device)
-                total += float(diffusion_loss(eval_model, x0, conditions=values, generator=generator)) * len(index)
-                count += len(index)
+            for start in range(0, len(validation_latents), batch):
+                chunk = validation_latents[start:start + batch]
+                x0, values = _direction_batch(chunk, [target] * len(chunk), context.device)
+                total += float(diffusion_loss(eval_model, x0, conditions=values, generator=generator)) * len(chunk)
+                count += len(chunk)
         return {"validation_loss": total / count}
 
     trainer = Trainer.from_config({"model": network}, context, out, train_cfg)
@@ -233,7 +246,7 @@ def train_latent_diffusion(config: dict[str, Any], out: Path, context: Context, 
         trainer.resume()
     weights = trainer.fit(step, validate)["model"]
     keys = ("variant", "crop_size", "pixel_mm", "factor", "latent_channels", "token_dim", "schedule", "denoiser",
-            "loss", "inference")
+            "loss", "augmentation", "inference")
     return weights, {"method": METHOD, "part": "diffusion", **{key: config[key] for key in keys if key in config},
                      "autoencoder": {"checkpoint": str(checkpoint), "scale_factor": autoencoder["scale_factor"],
                                      "weights_sha256": autoencoder.get("weights_sha256")},
@@ -268,18 +281,22 @@ def train_multi_sequence_pix2pix(config: dict[str, Any], out: Path, context: Con
     train, validation = examples("train", config), examples("validation", config)
     batch = int(config["train"]["batch_size"])
     count = len(train["case"])
+    augmenting = dihedral_requested(config)
 
     def batches(generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         index = torch.randint(0, count, (batch,), generator=generator, device=generator.device).cpu().numpy()
         drawn = torch.randint(0, len(CONTRASTS), (batch,), generator=generator, device=generator.device).tolist()
         condition, target = pix2pix_pairs(train, index, [CONTRASTS[i] for i in drawn])
+        if augmenting:  # the crops are scalar maps and the target's one-hot channels are constant: no sign changes
+            transforms = random_transforms(batch, generator)
+            condition, target = transform_batch(condition, transforms), transform_batch(target, transforms)
         return condition.to(context.device), target.to(context.device)
 
     every = np.arange(len(validation["case"]))
     pairs = [pix2pix_pairs(validation, every, [target] * len(every)) for target in CONTRASTS]
     held_out = (torch.cat([pair[0] for pair in pairs]), torch.cat([pair[1] for pair in pairs]))
     weights, trainer = pix2pix.train_pix2pix(config, out, context, resume, batches, held_out)
-    keys = ("variant", "crop_size", "pixel_mm", "generator", "l1_weight")
+    keys = ("variant", "crop_size", "pixel_mm", "generator", "l1_weight", "augmentation")
     return weights, {"method": METHOD, "part": "pix2pix", **{key: config[key] for key in keys if key in config},
                      "training_summary": _summary(trainer, train, validation, context)}
 

@@ -51,9 +51,9 @@ from CMRSynthesisLib.phantom import study as phantom_study
 
 from .. import pix2pix
 from ..adversarial import discriminator_loss, generator_loss, patch_logits
-from ..autoencoder import encode_in_batches, train_autoencoder
+from ..autoencoder import augmented_latents, encode_in_batches, train_autoencoder
 from ..datasets import cached_arrays, render_workers, subject_examples
-from ..dihedral import TRANSFORMS, dihedral, dihedral_requested, mirror_signs, random_transforms, transform_batch
+from ..dihedral import dihedral_requested, mirror_signs, random_transforms, transform_batch
 from ..distributed import Context
 from ..loop import Trainer
 
@@ -152,14 +152,6 @@ def augment(arrays: dict[str, torch.Tensor], transforms: list[int]) -> dict[str,
             for key, value in arrays.items()}
 
 
-def augmented_latents(lge: np.ndarray, codec: Any, device: torch.device, augmenting: bool) -> torch.Tensor:
-    """(transforms, N, C, h, w) latents of the LGE crops (N, 1, S, S) under each dihedral transform (only the
-    identity when not `augmenting`): the encoder is not equivariant, so each transformed crop is encoded itself."""
-    crops = torch.from_numpy(lge)
-    return torch.stack([encode_in_batches(dihedral(crops, transform).numpy(), codec, device)
-                        for transform in range(TRANSFORMS if augmenting else 1)])
-
-
 def morphology_loss(network: torch.nn.Module, curves: torch.Tensor, clusters: torch.Tensor, covered: torch.Tensor,
                     edge_weight: float) -> torch.Tensor:
     """MR-ESMP's supervision: the morphology decoder's cross-entropy against the clustering mask (clusters 1..K, 0
@@ -180,7 +172,7 @@ def train_latent_diffusion(config: dict[str, Any], out: Path, context: Context, 
 
     With config["augmentation"]["dihedral"] (`dihedral.dihedral_requested`), every drawn example is turned / mirrored by
     one of the crop's eight symmetries, its conditions, clusters and LGE latent alike (`augment`,
-    `augmented_latents`).
+    `autoencoder.augmented_latents`).
     L_adv: the paper's discriminator on the generated images ("KMDI introduces a discriminator, aiming to distinguish
     the final generated images from real images"): the predicted x0 of the draws with t < adversarial_max_timestep
     (where x0 is an image, not noise) is decoded by the frozen decoder and scored by a PatchGAN (config
