@@ -70,6 +70,26 @@ def test_compare_pools_seeds_pairing_each_case_within_its_seed(tmp_path: Path) -
     assert "16.25 [12 / 20.5]" in markdown(result)
 
 
+def test_compare_keeps_every_case_of_a_slice(tmp_path: Path) -> None:
+    """Multi-sequence synthesis scores each slice once per direction: three cases share (subject, slice) and pair in
+    their order, none overwriting another."""
+    def write(root: Path, offset: float) -> Path:
+        cases = [{"subject": 1, "slice": index, "models": {"m": {f"psnr_{target}": 10.0 + index + offset}}}
+                 for index in range(6) for target in ("bssfp", "t2w", "lge")]
+        (root / "test").mkdir(parents=True)
+        (root / "test" / "metrics.json").write_text(json.dumps(
+            {"models": {"m": {}}, "cases": cases, "higher_is_better": ["psnr_bssfp", "psnr_t2w", "psnr_lge"],
+             "lower_is_better": []}))
+        return root
+
+    result = compare({"a": [(write(tmp_path / "a", 0.0), "m")], "b": [(write(tmp_path / "b", 1.0), "m")]}, "test")
+    assert result["metrics"] == ["psnr_bssfp", "psnr_t2w", "psnr_lge"]
+    assert result["models"]["b"]["cases"] == 18
+    for metric in result["metrics"]:
+        assert result["models"]["b"]["against_reference"][metric]["n"] == 6
+        assert result["models"]["b"]["means"][metric] == pytest.approx(13.5)
+
+
 def test_the_command_names_a_missing_run_without_a_traceback(tmp_path: Path, monkeypatch, capsys) -> None:
     monkeypatch.setattr(sys, "argv", ["compare_runs.py", "--family", "test", f"a={tmp_path / 'absent'}:virtual_lge"])
     with pytest.raises(SystemExit) as stopped:

@@ -1,5 +1,5 @@
 """Compare models of different `cmrsynth evaluate` runs on the same cases: each named model against the first one,
-per metric, paired by case (subject, slice) with the Wilcoxon signed-rank test of `evaluation.paired_comparison`.
+per metric, paired by case (subject, slice, and the case's order within its slice) with the Wilcoxon signed-rank test of `evaluation.paired_comparison`.
 
 For probes: a model retrained with one setting changed is evaluated in its own run (same subjects, samples, sampler
 and seed), then compared here with the model it changes and with the baseline of an earlier run. For training seeds:
@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -24,17 +25,24 @@ from CMRSynthesisLib.evaluation import mean_of_present, metric_directions, paire
 from CMRSynthesisLib.io import atomic_write_bytes
 
 
-def case_metrics(run: Path, family: str, model: str) -> tuple[dict[tuple[Any, Any], dict[str, Any]], dict[str, str]]:
-    """({(subject, slice): {metric: value}} of one model in one run's family, {metric: "higher" | "lower"}).
-    ValueError when the run has no such family or model."""
+def case_metrics(run: Path, family: str, model: str
+                 ) -> tuple[dict[tuple[Any, Any, int], dict[str, Any]], dict[str, str]]:
+    """({(subject, slice, k): {metric: value}} of one model in one run's family, {metric: "higher" | "lower"}), k
+    counting the cases of one slice in their order (multi-sequence synthesis scores a slice once per direction, in
+    the same order in every run). ValueError when the run has no such family or model."""
     path = run / family / "metrics.json"
     if not path.is_file():
         raise ValueError(f"{path} does not exist: is {run} a `cmrsynth evaluate` output folder with family {family}?")
     document = json.loads(path.read_text())
     if model not in document["models"]:
         raise ValueError(f"{path} has no model {model!r}; it has {sorted(document['models'])}")
-    return ({(case["subject"], case["slice"]): case["models"].get(model, {}) for case in document["cases"]},
-            metric_directions(document["higher_is_better"], document["lower_is_better"]))
+    seen: Counter[tuple[Any, Any]] = Counter()
+    cases = {}
+    for case in document["cases"]:
+        where = (case["subject"], case["slice"])
+        cases[(*where, seen[where])] = case["models"].get(model, {})
+        seen[where] += 1
+    return cases, metric_directions(document["higher_is_better"], document["lower_is_better"])
 
 
 def compare(named: dict[str, list[tuple[Path, str]]], family: str) -> dict[str, Any]:
