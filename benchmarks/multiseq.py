@@ -12,6 +12,7 @@ the process's peak RSS. Target: under 5 s per slice on CPU (issue 15).
 
     python benchmarks/multiseq.py [--slices 2] [--repeats 1] [--device auto]
     python benchmarks/multiseq.py --guidance-grid [--split validation] [--subjects 2] [--slices 2] [--scales 1,2,3,5]
+        [--checkpoint CMRDIFF_CHECKPOINT]
 """
 
 from __future__ import annotations
@@ -97,7 +98,8 @@ def guidance_grid(args: argparse.Namespace, method) -> None:
                  for value in args.strengths.split(",")}
     print("strengths: " + json.dumps(strengths))
     out = args.out or RESULTS / "multiseq_guidance.json"
-    report = {"split": args.split, "subjects": args.subjects, "middle_slices_per_subject": args.slices,
+    report = {"checkpoint": str(args.checkpoint or "shipped multi_sequence"), "split": args.split,
+              "subjects": args.subjects, "middle_slices_per_subject": args.slices,
               "scales": scales,
               "cases_per_direction": len(cases) // len(CONTRASTS),
               "note": "c1, c2: the guidance scales of the two given sequences in bSSFP, T2w, LGE order; strengths at "
@@ -136,9 +138,12 @@ def main() -> None:
     parser.add_argument("--subjects", type=int, default=1, help="subjects of that split for the guidance grid")
     parser.add_argument("--scales", default="1,2,3,5", help="guidance scales of the grid")
     parser.add_argument("--strengths", default="0.3,0.5,0.7,1", help="guided-start strengths (1: pure noise)")
+    parser.add_argument("--checkpoint", type=Path,
+                        help="CMRDiff checkpoint folder, e.g. a retrained model whose guidance and strength are to be "
+                             "chosen (default: the shipped multi_sequence)")
     parser.add_argument("--out", type=Path, help="JSON file (default: benchmarks/results/multiseq[_guidance].json)")
     args = parser.parse_args()
-    method = load_method("multi_sequence", device=args.device)
+    method = load_method("multi_sequence", args.checkpoint, device=args.device)
     (guidance_grid if args.guidance_grid else speed)(args, method)
 
 
