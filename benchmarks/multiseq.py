@@ -1,8 +1,8 @@
 """Multi-sequence synthesis (CMRDiff) speed and memory per slice and direction with the shipped checkpoints, on the
 first phantom test subject's bSSFP (cine ED frame), T2w and LGE (its middle `--slices` slices), with the default
 sampler (DDIM 50 steps, eta 1, k = 3, guided start); and, with `--guidance-grid`, the trade-off of the two guidance
-scales (c1, c2 in {1, 2, 3, 5}) on held-out phantom slices: PSNR and SSIM of each direction against the truth, as
-JSON and a figure.
+scales (c1, c2 in {1, 2, 3, 5}) and of the guided start's strength on held-out phantom slices: PSNR and SSIM of each
+direction against the truth, and the settings per target they choose, as JSON and a figure.
 
 Times are wall and CPU seconds of whole `run` calls (heart segmentation, encoding, sampling with its 3 guidance
 passes per step batched, decoding) divided by the slices synthesised, median of `--repeats` calls after an untimed
@@ -12,7 +12,7 @@ the process's peak RSS. Target: under 5 s per slice on CPU (issue 15).
 
     python benchmarks/multiseq.py [--slices 2] [--repeats 1] [--device auto]
     python benchmarks/multiseq.py --guidance-grid [--split validation] [--subjects 2] [--slices 2] [--scales 1,2,3,5]
-        [--checkpoint CMRDIFF_CHECKPOINT]
+        [--grid-strength 0.5] [--strengths 0.3,0.5,0.7,1] [--checkpoint CMRDIFF_CHECKPOINT]
 """
 
 from __future__ import annotations
@@ -48,8 +48,9 @@ def speed(args: argparse.Namespace, method) -> None:
     write_report(args.out or RESULTS / "multiseq.json", report)
 
 
-def mean_scores(method, cases: list, **options) -> dict[str, dict[str, float]]:
-    """Mean PSNR and SSIM per direction of `method.run` with `options` over the cases (the evaluation's)."""
+def mean_scores(method, cases: list, options: dict[str, dict[str, object]]) -> dict[str, dict[str, float]]:
+    """Mean PSNR and SSIM per direction of `method.run` over the cases (the evaluation's), with options[target] (e.g.
+    guidance, strength) for the cases of each target."""
     import numpy as np
 
     from CMRSynthesisLib.methods.multi_sequence import image_metrics
@@ -57,7 +58,7 @@ def mean_scores(method, cases: list, **options) -> dict[str, dict[str, float]]:
     scores: dict[str, list[dict[str, float]]] = {target: [] for target in CONTRASTS}
     for case in cases:
         target = case.context["target"]
-        output = method.run(case.inputs, target=target, slices=str(case.slice + 1), **options)
+        output = method.run(case.inputs, target=target, slices=str(case.slice + 1), **options[target])
         scores[target].append(image_metrics(output["image"], case.reference, case))
     return {target: {metric: float(np.mean([row[f"{metric}_{target}"] for row in rows])) for metric in ("psnr", "ssim")}
             for target, rows in scores.items()}
@@ -75,9 +76,10 @@ def middle_slices(cases: list, count: int) -> list:
 
 
 def guidance_grid(args: argparse.Namespace, method) -> None:
-    """PSNR / SSIM of each direction for every (c1, c2), and for each guided-start strength at the default guidance,
-    on held-out slices of `--split` (the evaluation's cases; validation by default: the defaults are chosen there,
-    not on the test subjects)."""
+    """PSNR / SSIM of each direction for every (c1, c2) at strength `--grid-strength`, then for each guided-start
+    strength at that direction's best-PSNR (c1, c2), on held-out slices of `--split` (the evaluation's cases;
+    validation by default: a checkpoint's inference settings are chosen there, not on the test subjects). The JSON's
+    "chosen" gives, per target, that guidance and the strength with the best PSNR at it."""
     import json
 
     import numpy as np
@@ -90,21 +92,32 @@ def guidance_grid(args: argparse.Namespace, method) -> None:
     scales = [float(value) for value in args.scales.split(",")]
     grid: dict[str, dict[str, dict[str, float]]] = {target: {} for target in CONTRASTS}
     for c1, c2 in itertools.product(scales, scales):
-        for target, means in mean_scores(method, cases, guidance=f"{c1:g},{c2:g}").items():
-            grid[target][f"{c1:g},{c2:g}"] = means
-        print(f"c1={c1:g} c2={c2:g}: " + ", ".join(f"{t} PSNR {grid[t][f'{c1:g},{c2:g}']['psnr']:.2f}"
-                                                    for t in CONTRASTS))
-    strengths = {f"{float(value):g}": mean_scores(method, cases, strength=float(value))
+        pair = f"{c1:g},{c2:g}"
+        options = {target: {"guidance": pair, "strength": args.grid_strength} for target in CONTRASTS}
+        for target, means in mean_scores(method, cases, options).items():
+            grid[target][pair] = means
+        print(f"c1={c1:g} c2={c2:g}: " + ", ".join(f"{t} PSNR {grid[t][pair]['psnr']:.2f}" for t in CONTRASTS))
+    best = {target: max(grid[target], key=lambda pair, target=target: grid[target][pair]["psnr"])
+            for target in CONTRASTS}
+    strengths = {f"{float(value):g}": mean_scores(method, cases, {target: {"guidance": best[target],
+                                                                           "strength": float(value)}
+                                                                  for target in CONTRASTS})
                  for value in args.strengths.split(",")}
     print("strengths: " + json.dumps(strengths))
+    chosen = {}
+    for target in CONTRASTS:
+        strength = max(strengths, key=lambda value, target=target: strengths[value][target]["psnr"])
+        chosen[target] = {"guidance": best[target], "strength": float(strength), **strengths[strength][target]}
+    print("chosen: " + json.dumps(chosen))
     out = args.out or RESULTS / "multiseq_guidance.json"
     report = {"checkpoint": str(args.checkpoint or "shipped multi_sequence"), "split": args.split,
               "subjects": args.subjects, "middle_slices_per_subject": args.slices,
               "scales": scales,
               "cases_per_direction": len(cases) // len(CONTRASTS),
-              "note": "c1, c2: the guidance scales of the two given sequences in bSSFP, T2w, LGE order; strengths at "
-                      "the default guidance",
-              "grid": grid, "strengths": strengths, "machine": machine_facts()}
+              "grid_strength": args.grid_strength,
+              "note": "c1, c2: the guidance scales of the two given sequences in bSSFP, T2w, LGE order; the grid at "
+                      "grid_strength, the strengths at each target's best-PSNR guidance of the grid",
+              "grid": grid, "strengths": strengths, "chosen": chosen, "machine": machine_facts()}
     atomic_write_bytes(out, (json.dumps(report, indent=2) + "\n").encode())
     plt = _pyplot()
     figure, axes = plt.subplots(2, len(CONTRASTS), figsize=(4 * len(CONTRASTS), 7), squeeze=False)
@@ -137,7 +150,9 @@ def main() -> None:
     parser.add_argument("--split", default="validation", help="phantom split of the guidance grid")
     parser.add_argument("--subjects", type=int, default=1, help="subjects of that split for the guidance grid")
     parser.add_argument("--scales", default="1,2,3,5", help="guidance scales of the grid")
-    parser.add_argument("--strengths", default="0.3,0.5,0.7,1", help="guided-start strengths (1: pure noise)")
+    parser.add_argument("--grid-strength", type=float, default=0.5, help="guided-start strength of the guidance grid")
+    parser.add_argument("--strengths", default="0.3,0.5,0.7,1",
+                        help="guided-start strengths (1: pure noise), at each target's best guidance of the grid")
     parser.add_argument("--checkpoint", type=Path,
                         help="CMRDiff checkpoint folder, e.g. a retrained model whose guidance and strength are to be "
                              "chosen (default: the shipped multi_sequence)")
