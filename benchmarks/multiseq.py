@@ -12,7 +12,7 @@ the process's peak RSS. Target: under 5 s per slice on CPU (issue 15).
 
     python benchmarks/multiseq.py [--slices 2] [--repeats 1] [--device auto]
     python benchmarks/multiseq.py --guidance-grid [--split validation] [--subjects 2] [--slices 2] [--scales 1,2,3,5]
-        [--grid-strength 0.5] [--strengths 0.3,0.5,0.7,1] [--checkpoint CMRDIFF_CHECKPOINT]
+        [--strengths 0.3,0.5,0.7,1] [--rounds 2] [--checkpoint CMRDIFF_CHECKPOINT]
 """
 
 from __future__ import annotations
@@ -76,10 +76,12 @@ def middle_slices(cases: list, count: int) -> list:
 
 
 def guidance_grid(args: argparse.Namespace, method) -> None:
-    """PSNR / SSIM of each direction for every (c1, c2) at strength `--grid-strength`, then for each guided-start
-    strength at that direction's best-PSNR (c1, c2), on held-out slices of `--split` (the evaluation's cases;
-    validation by default: a checkpoint's inference settings are chosen there, not on the test subjects). The JSON's
-    "chosen" gives, per target, that guidance and the strength with the best PSNR at it."""
+    """Choose each direction's guidance and guided-start strength on held-out slices of `--split` (the evaluation's
+    cases; validation by default: a checkpoint's inference settings are chosen there, never on the test subjects) by
+    `--rounds` rounds of coordinate ascent on PSNR: PSNR / SSIM of every (c1, c2) of the grid at each target's
+    current strength (at first the checkpoint's own: `method.defaults`), then of every strength of `--strengths` at
+    that round's best (c1, c2). The JSON's "chosen" is, per target, the best-PSNR setting measured; the figure shows
+    the first round's grid."""
     import json
 
     import numpy as np
@@ -90,34 +92,46 @@ def guidance_grid(args: argparse.Namespace, method) -> None:
 
     cases = middle_slices(EVALUATION.cases(args.split, args.subjects, method), args.slices)
     scales = [float(value) for value in args.scales.split(",")]
-    grid: dict[str, dict[str, dict[str, float]]] = {target: {} for target in CONTRASTS}
-    for c1, c2 in itertools.product(scales, scales):
-        pair = f"{c1:g},{c2:g}"
-        options = {target: {"guidance": pair, "strength": args.grid_strength} for target in CONTRASTS}
-        for target, means in mean_scores(method, cases, options).items():
-            grid[target][pair] = means
-        print(f"c1={c1:g} c2={c2:g}: " + ", ".join(f"{t} PSNR {grid[t][pair]['psnr']:.2f}" for t in CONTRASTS))
-    best = {target: max(grid[target], key=lambda pair, target=target: grid[target][pair]["psnr"])
-            for target in CONTRASTS}
-    strengths = {f"{float(value):g}": mean_scores(method, cases, {target: {"guidance": best[target],
-                                                                           "strength": float(value)}
+    current = {target: method.defaults(target)[1] for target in CONTRASTS}
+    measured: dict[str, dict[str, dict[str, float]]] = {target: {} for target in CONTRASTS}
+    rounds = []
+    for _ in range(args.rounds):
+        grid: dict[str, dict[str, dict[str, float]]] = {target: {} for target in CONTRASTS}
+        for c1, c2 in itertools.product(scales, scales):
+            pair = f"{c1:g},{c2:g}"
+            found = mean_scores(method, cases, {target: {"guidance": pair, "strength": current[target]}
+                                                for target in CONTRASTS})
+            for target, means in found.items():
+                grid[target][pair] = means
+                measured[target][f"{pair}@{current[target]:g}"] = means
+            print(f"c1={c1:g} c2={c2:g}: " + ", ".join(f"{t} PSNR {grid[t][pair]['psnr']:.2f}" for t in CONTRASTS))
+        best = {target: max(grid[target], key=lambda pair, target=target: grid[target][pair]["psnr"])
+                for target in CONTRASTS}
+        strengths: dict[str, dict[str, dict[str, float]]] = {}
+        for value in (float(text) for text in args.strengths.split(",")):
+            strengths[f"{value:g}"] = mean_scores(method, cases, {target: {"guidance": best[target], "strength": value}
                                                                   for target in CONTRASTS})
-                 for value in args.strengths.split(",")}
-    print("strengths: " + json.dumps(strengths))
+            for target, means in strengths[f"{value:g}"].items():
+                measured[target][f"{best[target]}@{value:g}"] = means
+        print("strengths: " + json.dumps(strengths))
+        rounds.append({"grid_strength": dict(current), "grid": grid, "best_guidance": best, "strengths": strengths})
+        current = {target: float(max(strengths, key=lambda value, target=target: strengths[value][target]["psnr"]))
+                   for target in CONTRASTS}
     chosen = {}
     for target in CONTRASTS:
-        strength = max(strengths, key=lambda value, target=target: strengths[value][target]["psnr"])
-        chosen[target] = {"guidance": best[target], "strength": float(strength), **strengths[strength][target]}
+        setting = max(measured[target], key=lambda key, target=target: measured[target][key]["psnr"])
+        pair, _, strength = setting.partition("@")
+        chosen[target] = {"guidance": pair, "strength": float(strength), **measured[target][setting]}
     print("chosen: " + json.dumps(chosen))
+    grid = rounds[0]["grid"]
     out = args.out or RESULTS / "multiseq_guidance.json"
     report = {"checkpoint": str(args.checkpoint or "shipped multi_sequence"), "split": args.split,
               "subjects": args.subjects, "middle_slices_per_subject": args.slices,
-              "scales": scales,
-              "cases_per_direction": len(cases) // len(CONTRASTS),
-              "grid_strength": args.grid_strength,
-              "note": "c1, c2: the guidance scales of the two given sequences in bSSFP, T2w, LGE order; the grid at "
-                      "grid_strength, the strengths at each target's best-PSNR guidance of the grid",
-              "grid": grid, "strengths": strengths, "chosen": chosen, "machine": machine_facts()}
+              "scales": scales, "cases_per_direction": len(cases) // len(CONTRASTS),
+              "note": "c1, c2: the guidance scales of the two given sequences in bSSFP, T2w, LGE order; per round the "
+                      "grid at each target's grid_strength, then the strengths at that round's best guidance; "
+                      "chosen: the best-PSNR setting measured per target (guidance@strength keys in measured)",
+              "rounds": rounds, "measured": measured, "chosen": chosen, "machine": machine_facts()}
     atomic_write_bytes(out, (json.dumps(report, indent=2) + "\n").encode())
     plt = _pyplot()
     figure, axes = plt.subplots(2, len(CONTRASTS), figsize=(4 * len(CONTRASTS), 7), squeeze=False)
@@ -150,9 +164,9 @@ def main() -> None:
     parser.add_argument("--split", default="validation", help="phantom split of the guidance grid")
     parser.add_argument("--subjects", type=int, default=1, help="subjects of that split for the guidance grid")
     parser.add_argument("--scales", default="1,2,3,5", help="guidance scales of the grid")
-    parser.add_argument("--grid-strength", type=float, default=0.5, help="guided-start strength of the guidance grid")
     parser.add_argument("--strengths", default="0.3,0.5,0.7,1",
                         help="guided-start strengths (1: pure noise), at each target's best guidance of the grid")
+    parser.add_argument("--rounds", type=int, default=2, help="rounds of the guidance-then-strength search")
     parser.add_argument("--checkpoint", type=Path,
                         help="CMRDiff checkpoint folder, e.g. a retrained model whose guidance and strength are to be "
                              "chosen (default: the shipped multi_sequence)")
