@@ -78,10 +78,10 @@ def middle_slices(cases: list, count: int) -> list:
 def guidance_grid(args: argparse.Namespace, method) -> None:
     """Choose each direction's guidance and guided-start strength on held-out slices of `--split` (the evaluation's
     cases; validation by default: a checkpoint's inference settings are chosen there, never on the test subjects) by
-    `--rounds` rounds of coordinate ascent on PSNR: PSNR / SSIM of every (c1, c2) of the grid at each target's
-    current strength (at first the checkpoint's own: `method.defaults`), then of every strength of `--strengths` at
-    that round's best (c1, c2). The JSON's "chosen" is, per target, the best-PSNR setting measured; the figure shows
-    the first round's grid."""
+    up to `--rounds` rounds of coordinate ascent on PSNR, fewer when the strengths no longer change: PSNR / SSIM of
+    every (c1, c2) of the grid at each target's current strength (at first the checkpoint's own: `method.defaults`),
+    then of every strength of `--strengths` at that round's best (c1, c2). The JSON's "chosen" is, per target, the
+    best-PSNR setting measured; the figure shows the first round's grid."""
     import json
 
     import numpy as np
@@ -115,8 +115,11 @@ def guidance_grid(args: argparse.Namespace, method) -> None:
                 measured[target][f"{best[target]}@{value:g}"] = means
         print("strengths: " + json.dumps(strengths))
         rounds.append({"grid_strength": dict(current), "grid": grid, "best_guidance": best, "strengths": strengths})
-        current = {target: float(max(strengths, key=lambda value, target=target: strengths[value][target]["psnr"]))
-                   for target in CONTRASTS}
+        chosen_strengths = {target: float(max(strengths, key=lambda value, target=target:
+                                              strengths[value][target]["psnr"])) for target in CONTRASTS}
+        if chosen_strengths == current:
+            break  # converged: another round would measure the same settings again
+        current = chosen_strengths
     chosen = {}
     for target in CONTRASTS:
         setting = max(measured[target], key=lambda key, target=target: measured[target][key]["psnr"])
