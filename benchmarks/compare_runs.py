@@ -1,5 +1,6 @@
 """Compare models of different `cmrsynth evaluate` runs on the same cases: each named model against the first one,
-per metric, paired by case (subject, slice, and the case's order within its slice) with the Wilcoxon signed-rank test of `evaluation.paired_comparison`.
+per metric, paired by case (subject, slice, and the case's order within its slice) with the Wilcoxon signed-rank
+test of `evaluation.paired_comparison`.
 
 For probes: a model retrained with one setting changed is evaluated in its own run (same subjects, samples, sampler
 and seed), then compared here with the model it changes and with the baseline of an earlier run. For training seeds:

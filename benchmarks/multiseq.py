@@ -169,7 +169,7 @@ def main() -> None:
     parser.add_argument("--scales", default="1,2,3,5", help="guidance scales of the grid")
     parser.add_argument("--strengths", default="0.3,0.5,0.7,1",
                         help="guided-start strengths (1: pure noise), at each target's best guidance of the grid")
-    parser.add_argument("--rounds", type=int, default=2, help="rounds of the guidance-then-strength search")
+    parser.add_argument("--rounds", type=int, default=2, help="most rounds of the guidance-then-strength search")
     parser.add_argument("--checkpoint", type=Path,
                         help="CMRDiff checkpoint folder, e.g. a retrained model whose guidance and strength are to be "
                              "chosen (default: the shipped multi_sequence)")

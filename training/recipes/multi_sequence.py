@@ -195,8 +195,7 @@ def train_latent_diffusion(config: dict[str, Any], out: Path, context: Context, 
     (config loss.condition_dropout), and the heat-map weighted epsilon loss (`heatmap_loss`, weights from config
     loss) or, with loss.heatmap false, the plain one (the ablation); with the dihedral augmentation (module
     docstring) each example's latents are those of its transformed crops and its wall mask is transformed alike.
-    Validation: the plain epsilon loss of the
-    validation examples in all three directions at fixed draws."""
+    Validation: the plain epsilon loss of the validation examples in all three directions at fixed draws."""
     train, validation = examples("train", config), examples("validation", config)
     checkpoint = Path(config["autoencoder_checkpoint"])
     codec, autoencoder = load_codec(checkpoint, METHOD, context.device)
