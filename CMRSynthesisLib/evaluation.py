@@ -248,18 +248,19 @@ def _sub_progress(progress: Progress | None, start: float, width: float, where: 
 
 
 def _run_options(spec: MethodSpec, options: dict[str, Any] | None) -> dict[str, Any]:
-    """The declared `run` keywords with their defaults, updated by `options`; InputError for unknown ones and for
-    facts of one study (`Option.per_study`: each held-out subject brings its own, e.g. its ED frame)."""
+    """The declared `run` keywords with their defaults, updated by `options`, less the facts of one study or case
+    (`Option.per_study`: each held-out case brings its own, e.g. its ED frame or its direction); InputError for
+    unknown options and for such facts given other than at their default."""
     defaults = spec.option_defaults()
     unknown = sorted(set(options or {}) - set(defaults))
     if unknown:
         raise InputError(f"{spec.name} takes no option {', '.join(unknown)}; it takes {', '.join(defaults) or 'none'}")
-    per_study = sorted(option.name for option in spec.options if option.per_study
-                       and (options or {}).get(option.name, option.default) != option.default)
-    if per_study:
-        raise InputError(f"the evaluation takes no {', '.join(per_study)}: each held-out subject brings its own "
-                         f"(its frames, slices and field strength are read from it)")
-    return {**defaults, **(options or {})}
+    per_study = {option.name for option in spec.options if option.per_study}
+    given = sorted(name for name in per_study if (options or {}).get(name, defaults[name]) != defaults[name])
+    if given:
+        raise InputError(f"the evaluation takes no {', '.join(given)}: each held-out case brings its own (its "
+                         f"frames, slices, field strength or direction are read from it)")
+    return {name: value for name, value in {**defaults, **(options or {})}.items() if name not in per_study}
 
 
 def _models(spec: MethodSpec, evaluation: Evaluation, context: EvaluationContext) -> list[_Model]:

@@ -17,7 +17,7 @@ from CMRSynthesisLib.cli import build_parser, main
 from CMRSynthesisLib.errors import InputError
 from CMRSynthesisLib.evaluation import ModelUnavailable, checkpoint_baseline, evaluate, input_baseline, mean_of_present
 from CMRSynthesisLib.methods import get_spec, register, unregister
-from CMRSynthesisLib.methods.registry import Baseline, Column, Evaluation, EvaluationCase, ReferenceRow
+from CMRSynthesisLib.methods.registry import Baseline, Column, Evaluation, EvaluationCase, Option, ReferenceRow
 from CMRSynthesisLib.metrics import agreement, bland_altman, segment_means
 from CMRSynthesisLib.volume import Volume
 
@@ -80,10 +80,29 @@ def test_evaluate_refuses_the_facts_of_one_study(toy_evaluated, tmp_path, capsys
     with pytest.raises(SystemExit):
         run_toy(tmp_path / "cli", "--label", "2")
     assert "unrecognized arguments: --label 2" in capsys.readouterr().err
-    with pytest.raises(InputError, match="takes no label: each held-out subject brings its own"):
+    with pytest.raises(InputError, match="takes no label: each held-out case brings its own"):
         evaluate(toy_evaluated, tmp_path / "api", splits=["test"], subjects=1, options={"label": 2})
     assert not (tmp_path / "cli").exists() and not (tmp_path / "api").exists()
     assert "--label" in {action.option_strings[0] for action in _toy_command_parser()._actions if action.option_strings}
+
+
+def test_evaluate_neither_applies_nor_reports_a_fact_of_one_case_with_a_default(tmp_path):
+    """A per-case fact that has a default (CMRDiff's --target: each case has its own direction) is left out of the
+    settings the methods get and of the settings and command the run reports, which would otherwise claim it."""
+    spec = toy_spec(evaluation=TOY_EVALUATION, options=(
+        Option("scale", float, 1.0, "factor applied after negation"),
+        Option("label", int, 1, "the mask's label", per_study=True)))
+    register(spec)
+    try:
+        evaluate(spec, tmp_path / "run", splits=["test"], subjects=2, options={"scale": 2.0})
+        document = json.loads((tmp_path / "run" / "test" / "metrics.json").read_text())
+        assert document["settings"]["scale"] == 2.0 and "label" not in document["settings"]
+        command = (tmp_path / "run" / "table.md").read_text()
+        assert "cmrsynth evaluate toy_negate" in command and "--scale 2.0" in command and "--label" not in command
+    finally:
+        unregister(spec.name)
+    assert get_spec("multi_sequence").option_defaults()["target"] == "lge"
+    assert {"target", "slices"} <= {option.name for option in get_spec("multi_sequence").options if option.per_study}
 
 
 def _toy_command_parser():

@@ -473,7 +473,8 @@ SPEC = MethodSpec(
                                 SHIPPED_SEGMENTER),
                  CheckpointRole("heart_segmenter", "LGE heart segmenter checkpoint folder (finds the heart when the "
                                 "bSSFP is the target)", SHIPPED_HEART_SEGMENTER)),
-    options=(Option("target", str, "lge", "the sequence to synthesise from the two others", choices=CONTRASTS),
+    options=(Option("target", str, "lge", "the sequence to synthesise from the two others", choices=CONTRASTS,
+                    per_study=True),
              Option("guidance", str, None, "classifier-free guidance scales c1,c2 of the two given sequences in "
                     "bSSFP, T2w, LGE order (0 removes that sequence's influence; default: the checkpoint's for the "
                     f"target, else {DEFAULT_GUIDANCE})"),

@@ -123,9 +123,9 @@ class CheckpointRole:
 @dataclasses.dataclass(frozen=True)
 class Option:
     """A setting passed to `run` as a keyword: type one of OPTION_TYPES, `default` of that type (or None: unset),
-    `choices` the allowed values (None: any). per_study: a fact of one study (its ED frame, its slice numbers, its
-    field strength) rather than a setting of the method: `cmrsynth evaluate` does not take it, since every held-out
-    subject brings its own."""
+    `choices` the allowed values (None: any). per_study: a fact of one study or case (its ED frame, its slice
+    numbers, its field strength, the direction a multi-sequence case synthesises) rather than a setting of the method:
+    `cmrsynth evaluate` neither takes nor reports it, since every held-out case brings its own."""
 
     name: str
     type: type
