@@ -362,6 +362,25 @@ def test_a_checkpoint_brings_its_own_guidance_and_strength_per_target(checkpoint
     assert other["image"].metadata["synthesis"]["guidance"] == {"bssfp": 2.0, "lge": 2.0}  # not tuned: the default
 
 
+def test_a_saved_guidance_search_writes_a_tuned_copy_and_leaves_the_checkpoint_alone(checkpoints, tmp_path):
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    from multiseq import write_tuned_checkpoint
+
+    source = checkpoints["cmrdiff"]
+    before = {path.name: path.read_bytes() for path in source.iterdir()}
+    search = tmp_path / "search.json"
+    search.write_text(json.dumps({"split": "validation", "subjects": 1, "middle_slices_per_subject": 2, "chosen": {
+        "bssfp": {"guidance": "1,1", "strength": 0.3, "psnr": 20.0}, "t2w": {"guidance": "3,2", "strength": 0.7},
+        "lge": {"guidance": "5,1", "strength": 1.0}}}))
+    write_tuned_checkpoint(source, search, tmp_path / "tuned")
+    method = load_method("multi_sequence", tmp_path / "tuned", autoencoder=checkpoints["autoencoder"], device="cpu")
+    assert [method.defaults(target) for target in CONTRASTS] == [("1,1", 0.3), ("3,2", 0.7), ("5,1", 1.0)]
+    assert "search.json" in method.config["inference"]["chosen"]
+    assert {path.name: path.read_bytes() for path in source.iterdir()} == before
+
+
 def test_a_slice_gets_the_same_result_alone_as_in_the_stack(checkpoints, study):
     method = load_method("multi_sequence", checkpoints["cmrdiff"], autoencoder=checkpoints["autoencoder"],
                          device="cpu")

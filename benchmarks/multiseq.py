@@ -12,13 +12,15 @@ the process's peak RSS. Target: under 5 s per slice on CPU (issue 15).
 
     python benchmarks/multiseq.py [--slices 2] [--repeats 1] [--device auto]
     python benchmarks/multiseq.py --guidance-grid [--split validation] [--subjects 2] [--slices 2] [--scales 1,2,3,5]
-        [--strengths 0.3,0.5,0.7,1] [--rounds 2] [--checkpoint CMRDIFF_CHECKPOINT]
+        [--strengths 0.3,0.5,0.7,1] [--rounds 2] [--checkpoint CMRDIFF_CHECKPOINT] [--write-checkpoint TUNED]
+    python benchmarks/multiseq.py --from-search SEARCH_JSON --write-checkpoint TUNED [--checkpoint CMRDIFF_CHECKPOINT]
 """
 
 from __future__ import annotations
 
 import argparse
 import itertools
+import json
 from pathlib import Path
 
 from measure import machine_facts, per_slice_rows, write_report
@@ -81,9 +83,8 @@ def guidance_grid(args: argparse.Namespace, method) -> None:
     up to `--rounds` rounds of coordinate ascent on PSNR, fewer when the strengths no longer change: PSNR / SSIM of
     every (c1, c2) of the grid at each target's current strength (at first the checkpoint's own: `method.defaults`),
     then of every strength of `--strengths` at that round's best (c1, c2). The JSON's "chosen" is, per target, the
-    best-PSNR setting measured; the figure shows the first round's grid."""
-    import json
-
+    best-PSNR setting measured; the figure shows the first round's grid. `--write-checkpoint TUNED` also writes a
+    copy of the checkpoint (weights and config, no training state) whose inference settings are the chosen ones."""
     import numpy as np
 
     from CMRSynthesisLib.evaluation import _png, _pyplot
@@ -156,6 +157,31 @@ def guidance_grid(args: argparse.Namespace, method) -> None:
     figure.suptitle("CMRDiff guidance scales on held-out phantom slices (synthetic data)")
     atomic_write_bytes(out.with_suffix(".png"), _png(figure))
     print(f"-> {out}")
+    if args.write_checkpoint:
+        write_tuned_checkpoint(args.checkpoint, out, args.write_checkpoint)
+
+
+def write_tuned_checkpoint(checkpoint: Path | None, search: Path, tuned: Path) -> None:
+    """Save the weights of `checkpoint` (None: the shipped multi_sequence) to the folder `tuned` with
+    inference.guidance / strength per target set to the "chosen" of the guidance-grid JSON `search` and a note of
+    that search (for a retrained model the same settings go into its training config's `inference` block)."""
+    from CMRSynthesisLib.checkpoints import default_checkpoint_dir, load_checkpoint, save_checkpoint
+
+    report = json.loads(search.read_text())
+    weights, config = load_checkpoint(checkpoint or default_checkpoint_dir() / "multi_sequence",
+                                      expected_method="multi_sequence")
+    config = {key: value for key, value in config.items() if key not in ("weights_sha256", "format_version")}
+    chosen = report["chosen"]
+    config["inference"] = {
+        **config.get("inference", {}),
+        "guidance": {target: setting["guidance"] for target, setting in chosen.items()},
+        "strength": {target: setting["strength"] for target, setting in chosen.items()},
+        "chosen": f"on {report['split']} phantom slices ({report['subjects']} subject(s), "
+                  f"{report['middle_slices_per_subject']} middle slices each) by python benchmarks/multiseq.py "
+                  f"--guidance-grid ({search}): per target the best PSNR of the guidance grid, then of the "
+                  "guided-start strengths at the best guidance, repeated while the strengths changed"}
+    save_checkpoint(tuned, weights, config)
+    print(f"-> {tuned}: inference {json.dumps(config['inference'])}")
 
 
 def main() -> None:
@@ -173,8 +199,18 @@ def main() -> None:
     parser.add_argument("--checkpoint", type=Path,
                         help="CMRDiff checkpoint folder, e.g. a retrained model whose guidance and strength are to be "
                              "chosen (default: the shipped multi_sequence)")
+    parser.add_argument("--write-checkpoint", type=Path,
+                        help="folder for a copy of the checkpoint with the settings chosen by --guidance-grid "
+                             "or by the saved search --from-search")
+    parser.add_argument("--from-search", type=Path,
+                        help="a --guidance-grid JSON whose chosen settings --write-checkpoint applies (no measuring)")
     parser.add_argument("--out", type=Path, help="JSON file (default: benchmarks/results/multiseq[_guidance].json)")
     args = parser.parse_args()
+    if args.from_search:
+        if not args.write_checkpoint:
+            parser.error("--from-search needs --write-checkpoint")
+        write_tuned_checkpoint(args.checkpoint, args.from_search, args.write_checkpoint)
+        return
     method = load_method("multi_sequence", args.checkpoint, device=args.device)
     (guidance_grid if args.guidance_grid else speed)(args, method)
 
