@@ -3,6 +3,7 @@ with tiny untrained networks (grid, outputs, inputs untouched), guidance (a scal
 influence), the heat-map loss, the recipes on a tiny phantom, and bad input: a clear error and nothing written."""
 
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -363,8 +364,6 @@ def test_a_checkpoint_brings_its_own_guidance_and_strength_per_target(checkpoint
 
 
 def test_a_saved_guidance_search_writes_a_tuned_copy_and_leaves_the_checkpoint_alone(checkpoints, tmp_path):
-    import sys
-
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
     from multiseq import write_tuned_checkpoint
 

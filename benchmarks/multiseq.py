@@ -206,6 +206,10 @@ def main() -> None:
                         help="a --guidance-grid JSON whose chosen settings --write-checkpoint applies (no measuring)")
     parser.add_argument("--out", type=Path, help="JSON file (default: benchmarks/results/multiseq[_guidance].json)")
     args = parser.parse_args()
+    if args.write_checkpoint and not (args.guidance_grid or args.from_search):
+        parser.error("--write-checkpoint needs --guidance-grid or --from-search")
+    if args.write_checkpoint and args.write_checkpoint.exists():
+        parser.error(f"--write-checkpoint {args.write_checkpoint} exists; give a new folder (nothing is overwritten)")
     if args.from_search:
         if not args.write_checkpoint:
             parser.error("--from-search needs --write-checkpoint")
