@@ -170,9 +170,8 @@ def write_tuned_checkpoint(checkpoint: Path | None, search: Path, tuned: Path) -
     report = json.loads(search.read_text())
     weights, config = load_checkpoint(checkpoint or default_checkpoint_dir() / "multi_sequence",
                                       expected_method="multi_sequence")
-    config = {key: value for key, value in config.items() if key not in ("weights_sha256", "format_version")}
     chosen = report["chosen"]
-    config["inference"] = {
+    config["inference"] = {  # save_checkpoint rewrites weights_sha256 and format_version
         **config.get("inference", {}),
         "guidance": {target: setting["guidance"] for target, setting in chosen.items()},
         "strength": {target: setting["strength"] for target, setting in chosen.items()},
