@@ -388,3 +388,21 @@ def test_a_slice_gets_the_same_result_alone_as_in_the_stack(checkpoints, study):
     alone = method.run(inputs, target="lge", slices="2", **FAST)["image"].array
     np.testing.assert_allclose(alone[1], stack[1], atol=1e-5)
     assert not alone[0].any() and not alone[2].any()
+
+
+def test_the_autoencoder_ceiling_scores_a_reconstruction_as_the_evaluation_scores_a_synthesis(checkpoints):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    from multiseq_autoencoder_ceiling import Lossless, ceiling
+
+    from CMRSynthesisLib.methods.multi_sequence import evaluation_cases
+
+    method = load_method("multi_sequence", checkpoints["cmrdiff"], autoencoder=checkpoints["autoencoder"],
+                         device="cpu")
+    cases = evaluation_cases("test", 1, method)
+    middle = sorted({case.slice for case in cases})[len({case.slice for case in cases}) // 2]
+    cases = [case for case in cases if case.slice == middle]
+    crop = ceiling(cases, method, Lossless(), torch.device("cpu"))["mean"]
+    untrained = ceiling(cases, method, method.codec, torch.device("cpu"))["mean"]
+    for target in CONTRASTS:  # the crop's resampling alone loses far less than an untrained autoencoder
+        assert crop[target]["slices"] == 1 and crop[target]["psnr"] > untrained[target]["psnr"] + 8.0
+        assert crop[target]["ssim"] > 0.5 > untrained[target]["ssim"]

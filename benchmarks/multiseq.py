@@ -12,7 +12,8 @@ the process's peak RSS. Target: under 5 s per slice on CPU (issue 15).
 
     python benchmarks/multiseq.py [--slices 2] [--repeats 1] [--device auto]
     python benchmarks/multiseq.py --guidance-grid [--split validation] [--subjects 2] [--slices 2] [--scales 1,2,3,5]
-        [--strengths 0.3,0.5,0.7,1] [--rounds 2] [--checkpoint CMRDIFF_CHECKPOINT] [--write-checkpoint TUNED]
+        [--strengths 0.3,0.5,0.7,1] [--rounds 2] [--checkpoint CMRDIFF_CHECKPOINT] [--autoencoder ITS_AUTOENCODER]
+        [--write-checkpoint TUNED]
     python benchmarks/multiseq.py --from-search SEARCH_JSON --write-checkpoint TUNED [--checkpoint CMRDIFF_CHECKPOINT]
 """
 
@@ -198,6 +199,8 @@ def main() -> None:
     parser.add_argument("--checkpoint", type=Path,
                         help="CMRDiff checkpoint folder, e.g. a retrained model whose guidance and strength are to be "
                              "chosen (default: the shipped multi_sequence)")
+    parser.add_argument("--autoencoder", type=Path,
+                        help="the autoencoder folder that checkpoint was trained on (default: the shipped one)")
     parser.add_argument("--write-checkpoint", type=Path,
                         help="folder for a copy of the checkpoint with the settings chosen by --guidance-grid "
                              "or by the saved search --from-search")
@@ -214,7 +217,7 @@ def main() -> None:
             parser.error("--from-search needs --write-checkpoint")
         write_tuned_checkpoint(args.checkpoint, args.from_search, args.write_checkpoint)
         return
-    method = load_method("multi_sequence", args.checkpoint, device=args.device)
+    method = load_method("multi_sequence", args.checkpoint, autoencoder=args.autoencoder, device=args.device)
     (guidance_grid if args.guidance_grid else speed)(args, method)
 
 
