@@ -10,7 +10,8 @@ region gets a bigger square box that is resized to `size` and back. Also: readin
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 from scipy import ndimage
@@ -187,6 +188,16 @@ class LVCrop:
         self.centre = np.asarray(centre, dtype=float)
         self.spacing = np.asarray(spacing_yx, dtype=float)
         self.size, self.pixel_mm = int(size), float(pixel_mm)
+
+    def record(self) -> dict[str, Any]:
+        """The crop as a synthesis records it in its metadata (JSON-ready): centre_rc (row, column; input pixel
+        units), size (pixels) and pixel_mm; `from_record` reads it back."""
+        return {"centre_rc": [float(value) for value in self.centre], "size": self.size, "pixel_mm": self.pixel_mm}
+
+    @classmethod
+    def from_record(cls, record: Mapping[str, Any], spacing_yx: Sequence[float]) -> LVCrop:
+        """The crop of a `record` on a slice of pixel spacing spacing_yx (mm)."""
+        return cls(record["centre_rc"], spacing_yx, record["size"], record["pixel_mm"])
 
     def extract(self, images: np.ndarray) -> np.ndarray:
         """(..., y, x) slice images -> (..., size, size) float32 on the crop grid (edge values beyond the slice)."""

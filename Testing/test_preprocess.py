@@ -1,10 +1,12 @@
 """Crops, scaling and their inverses: what goes into a model comes back on the input grid."""
 
+import json
+
 import numpy as np
 import pytest
 
 from CMRSynthesisLib.errors import InputError
-from CMRSynthesisLib.preprocess import IntensityScale, crop_around, pad_to_multiple, to_dtype
+from CMRSynthesisLib.preprocess import IntensityScale, LVCrop, crop_around, pad_to_multiple, to_dtype
 
 
 def ring_mask(shape=(50, 60), centre=(20, 35), radius=9):
@@ -58,3 +60,12 @@ def test_to_dtype_rounds_and_clips_integers():
 def test_pad_to_multiple():
     padded, shape = pad_to_multiple(np.ones((2, 17, 30)), 16)
     assert padded.shape == (2, 32, 32) and shape == (17, 30) and padded.sum() == 2 * 17 * 30
+
+
+def test_an_lv_crop_read_back_from_its_json_record_crops_the_same_pixels():
+    image = np.random.default_rng(1).normal(size=(50, 60)).astype(np.float32)
+    crop = LVCrop((np.float64(21.3), np.float32(30.8)), (1.4, 1.6), 24, 2.0)
+    again = LVCrop.from_record(json.loads(json.dumps(crop.record())), (1.4, 1.6))
+    np.testing.assert_array_equal(again.extract(image), crop.extract(image))
+    np.testing.assert_array_equal(again.paste(crop.extract(image), image.shape), crop.paste(crop.extract(image),
+                                                                                           image.shape))

@@ -269,8 +269,7 @@ def test_the_metrics_score_a_perfect_synthesis_perfectly_and_a_flat_one_poorly()
         array = np.zeros(cine.spatial_shape, np.float32)
         box = crop_box(crop, case.reference.shape)
         array[case.slice][box] = scaled_by_crop(case.reference, crop)[box]
-        settings = {"crops": {str(case.slice + 1): {"centre_rc": list(crop.centre), "size": crop.size,
-                                                    "pixel_mm": crop.pixel_mm}}, "scar_threshold": 0.5}
+        settings = {"crops": {str(case.slice + 1): crop.record()}, "scar_threshold": 0.5}
         return Volume(array, cine.spacing, cine.origin, cine.direction, {"synthesis": settings})
 
     case = next(c for c in cases if c.facts["scar_pixels"] > 20)

@@ -3,8 +3,8 @@
 CMRDiff predicts the target's latent and decodes it, so its synthesis cannot be closer to the truth than the true
 target crop encoded and decoded by the same autoencoder. On the evaluation's held-out phantom cases
 (`multi_sequence.evaluation_cases`: every direction of every slice with a heart), each true target slice is cropped
-as the method crops it (the heart centre found by the method's segmenter on the first given input, 64 x 64 of 2 mm,
-scaled to [-1, 1] by its percentiles), encoded and decoded, pasted back, and scored exactly as a synthesis is
+as the method crops it (centred on the heart the method finds in the bSSFP, or in the LGE when the bSSFP is the
+target; 64 x 64 of 2 mm, scaled to [-1, 1] by its percentiles), encoded and decoded, pasted back, and scored exactly as a synthesis is
 (`multi_sequence.image_metrics`: PSNR and SSIM over the crop's box and its myocardium box, scar-myocardium CNR for
 LGE). A pixel-space model (pix2pix) has no such ceiling. The same with a lossless codec gives the ceiling of the crop
 alone (resampled to 2 mm and back), which every model, pix2pix included, shares.
@@ -65,9 +65,7 @@ def reconstruction(case, method: MultiSequence, codec, device: torch.device):
         made = codec.decode(codec.encode(truth))[0, 0].clamp(-1.0, 1.0).cpu().numpy()
     out = np.zeros(grid.spatial_shape, np.float32)
     out[case.slice] = crop.paste((made + 1.0) / 2.0, grid.spatial_shape[1:])
-    record = {"crops": {str(case.slice + 1): {"centre_rc": list(crop.centre), "size": crop.size,
-                                               "pixel_mm": crop.pixel_mm}}}
-    return grid.with_array(out, synthesis=record)
+    return grid.with_array(out, synthesis={"crops": {str(case.slice + 1): crop.record()}})
 
 
 def ceiling(cases: list, method: MultiSequence, codec, device: torch.device) -> dict[str, object]:

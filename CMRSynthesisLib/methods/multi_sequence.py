@@ -255,7 +255,7 @@ class MultiSequence:
                                        sampler, eta, slice_progress)
             out[z] = crop.paste((mean + 1.0) / 2.0, shape_yx)
             sd[z] = crop.paste(spread / 2.0, shape_yx)
-            crops[z] = {"centre_rc": [float(v) for v in crop.centre], "size": crop.size, "pixel_mm": crop.pixel_mm}
+            crops[z] = crop.record()
 
         run_slices([keys[z] for z in work], synthesise, seed=seed, device=self.device, progress=progress,
                    start=0.1, end=1.0)
@@ -403,7 +403,7 @@ def image_metrics(output: Volume, reference: np.ndarray, case: EvaluationCase) -
     the box of the true wall within it (at least 16 x 16 pixels: the myocardium region); for LGE targets the
     synthesis's CNR(scar, remote myocardium) (None without scar in the box)."""
     found = output.metadata["synthesis"]["crops"][str(case.slice + 1)]
-    crop = LVCrop(found["centre_rc"], (output.spacing[1], output.spacing[0]), found["size"], found["pixel_mm"])
+    crop = LVCrop.from_record(found, (output.spacing[1], output.spacing[0]))
     box = crop_box(crop, reference.shape)
     made = output.array[case.slice].astype(np.float64)[box]
     truth = scaled_by_crop(reference, crop, PERCENTILES)[box]

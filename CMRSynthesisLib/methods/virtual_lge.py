@@ -234,7 +234,7 @@ class VirtualLGE:
             mean, spread = self._slice(values, samples, generator, pairs, sampler, eta, slice_progress)
             lge[z] = crop.paste((mean + 1.0) / 2.0, shape_yx)
             sd[z] = crop.paste(spread / 2.0, shape_yx)
-            crops[z] = {"centre_rc": [float(v) for v in crop.centre], "size": crop.size, "pixel_mm": crop.pixel_mm}
+            crops[z] = crop.record()
 
         run_slices([keys[z] for z in work], synthesise, seed=seed, device=self.device, progress=progress,
                    start=0.15, end=1.0)
@@ -405,7 +405,7 @@ def _grid_pair(output: Volume, reference: np.ndarray, case: EvaluationCase) -> t
     (the pixels wholly inside it): the virtual LGE as the user gets it (pasted once from the crop), the true LGE
     scaled to [0, 1] by the LGE_PERCENTILES of that crop, as in training, and not resampled."""
     found = output.metadata["synthesis"]["crops"][str(case.slice + 1)]
-    crop = LVCrop(found["centre_rc"], (output.spacing[1], output.spacing[0]), found["size"], found["pixel_mm"])
+    crop = LVCrop.from_record(found, (output.spacing[1], output.spacing[0]))
     made = output.array[case.slice].astype(np.float64)
     return made, scaled_by_crop(reference, crop), crop_box(crop, made.shape)
 
